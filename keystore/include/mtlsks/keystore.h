@@ -1,0 +1,336 @@
+/*
+ * libmtlsks: one C API over the hardware that holds mTLS private keys.
+ *
+ * The keystore knows tokens, keys and certificates. It knows nothing of
+ * OpenSSL's provider API; the provider (provider/) and the CLI (cli/) are its
+ * two users. Private keys never leave the hardware: the API has no call that
+ * returns private key material.
+ *
+ * Conventions:
+ * - Every fallible function returns an mks_rv. On failure a message naming
+ *   what failed and where ("C_Login failed: CKR_PIN_INCORRECT (token 'web')")
+ *   is left for the calling thread in mks_last_error().
+ * - _new/_free pairs own; get0 borrows (valid while the owner lives); up_ref
+ *   takes a reference that the caller releases with _free.
+ * - All objects are thread-safe unless a comment says otherwise.
+ * - After fork() a child may keep using a context and keys it inherited: the
+ *   keystore initialises the module again, reopens sessions, logs in again with
+ *   the PIN it was given and finds the key objects again, on first use.
+ */
+#ifndef MTLSKS_KEYSTORE_H
+#define MTLSKS_KEYSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MKS_WUR __attribute__((warn_unused_result))
+#else
+#define MKS_WUR
+#endif
+
+typedef enum mks_rv {
+    MKS_OK = 0,
+    MKS_ERR_GENERAL,       /* anything not below; see mks_last_error() */
+    MKS_ERR_NOMEM,         /* out of memory */
+    MKS_ERR_ARG,           /* malformed input: URI, parameter, file content */
+    MKS_ERR_NOT_FOUND,     /* no such slot, token or object */
+    MKS_ERR_AMBIGUOUS,     /* a URI that must name one object names several */
+    MKS_ERR_EXISTS,        /* an object with that label exists already */
+    MKS_ERR_MISMATCH,      /* certificate does not belong to the key */
+    MKS_ERR_PIN_REQUIRED,  /* login needed and no PIN could be obtained */
+    MKS_ERR_PIN_INCORRECT, /* the token rejected the PIN (never retried) */
+    MKS_ERR_PIN_LOCKED,    /* PIN locked, or the token reports the final try */
+    MKS_ERR_TOKEN,         /* a token call failed (device error, ...) */
+    MKS_ERR_TOKEN_ABSENT,  /* token removed / not present */
+    MKS_ERR_NO_SPACE,      /* the token has no room for new objects */
+    MKS_ERR_UNSUPPORTED,   /* key type, mechanism or parameter not supported */
+    MKS_ERR_IO,            /* reading or writing a file failed */
+} mks_rv;
+
+/* Short stable name of a return code, e.g. "MKS_ERR_PIN_INCORRECT". */
+const char *mks_rv_name(mks_rv rv);
+
+/*
+ * The message describing the last failure on the calling thread. Never NULL
+ * (empty string when none). Never contains a PIN. Valid until the next
+ * keystore call on this thread.
+ */
+const char *mks_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Context                                                                   */
+
+typedef struct mks_ctx mks_ctx;
+
+typedef struct mks_config {
+    /* PKCS#11 module path; NULL = p11-kit-proxy (every module p11-kit knows). */
+    const char *pkcs11_module;
+    /* Where the user PIN comes from when a URI does not say: "file:PATH". NULL = none. */
+    const char *pin_source;
+    /* TPM TCTI string ("device:/dev/tpmrm0", "swtpm:host=...,port=..."). NULL = default. */
+    const char *tpm2_tcti;
+} mks_config;
+
+/*
+ * Creates a keystore context and loads the PKCS#11 module. The strings in
+ * cfg are copied. Errors: MKS_ERR_NOT_FOUND (module missing),
+ * MKS_ERR_TOKEN (C_Initialize failed), MKS_ERR_NOMEM.
+ */
+MKS_WUR mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out);
+
+/*
+ * Frees the context once the last key holding it is freed. While the process
+ * exits (atexit handlers running) it leaves the module alone: SoftHSM 2.6.1
+ * crashes when C_CloseSession/C_Finalize run after its own destructors.
+ */
+void mks_ctx_free(mks_ctx *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* PIN                                                                       */
+
+/*
+ * Asks for a PIN. Writes at most bufsize-1 bytes into buf (NUL-terminated),
+ * stores the length in *len. token_label names the token for a prompt.
+ * Returns 1 with a PIN, 0 when none can be had (no terminal, cancelled).
+ */
+typedef int mks_pin_cb(char *buf, size_t bufsize, size_t *len, const char *token_label, void *arg);
+
+typedef struct mks_pin_ui {
+    mks_pin_cb *cb;
+    void *arg;
+} mks_pin_ui;
+
+/*
+ * PIN sources, in order: the URI's pin-source, the config's pin_source, the
+ * pin_ui callback (may be NULL). The PIN, once accepted, is kept by the token
+ * in memory that is wiped when the context is freed, so that the keystore can
+ * log in again after fork() or after the token drops the login.
+ */
+
+/* ------------------------------------------------------------------------ */
+/* Slots and tokens                                                          */
+
+typedef struct mks_slot_info {
+    /* Index that --slot takes: counts usable slots (token present, initialised,
+     * writable) in a stable order. -1 for slots that cannot hold keys. */
+    int index;
+    unsigned long slot_id;
+    char module[256]; /* module path or library description */
+    char slot_description[65];
+    int token_present;
+    int token_initialized;
+    int write_protected;
+    int login_required;
+    char token_label[33]; /* blank-trimmed, NUL-terminated */
+    char token_manufacturer[33];
+    char token_model[17];
+    char token_serial[17];
+    char *token_uri; /* "pkcs11:model=...;manufacturer=...;serial=...;token=..." or NULL */
+} mks_slot_info;
+
+/* Lists every slot of the module. Caller frees with mks_slots_free. */
+MKS_WUR mks_rv mks_slots_list(mks_ctx *ctx, mks_slot_info **out, size_t *count);
+void mks_slots_free(mks_slot_info *slots, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Objects                                                                   */
+
+typedef enum mks_obj_class {
+    MKS_OBJ_PRIVATE_KEY = 1,
+    MKS_OBJ_PUBLIC_KEY = 2,
+    MKS_OBJ_CERTIFICATE = 4,
+} mks_obj_class;
+
+#define MKS_OBJ_ANY (MKS_OBJ_PRIVATE_KEY | MKS_OBJ_PUBLIC_KEY | MKS_OBJ_CERTIFICATE)
+
+typedef enum mks_key_type {
+    MKS_KEY_NONE = 0,
+    MKS_KEY_RSA,
+    MKS_KEY_EC,
+} mks_key_type;
+
+typedef struct mks_object {
+    mks_obj_class cls;
+    mks_key_type key_type; /* keys; for certificates the subject key's type */
+    int bits;              /* RSA modulus bits or EC field bits; 0 unknown */
+    char curve[16];        /* EC: "P-256", "P-384", "P-521"; "" otherwise */
+    char *label;           /* CKA_LABEL, may be "" */
+    unsigned char *id;     /* CKA_ID */
+    size_t id_len;
+    char *uri; /* a URI naming exactly this object (with type=) */
+    char token_label[33];
+    /* Certificates: the certificate DER. Keys: SubjectPublicKeyInfo DER when
+     * the public half is known (private keys: from the key, the matching
+     * public key object or certificate), else NULL. */
+    unsigned char *der;
+    size_t der_len;
+    int sensitive;   /* private keys: CKA_SENSITIVE; -1 unknown */
+    int extractable; /* private keys: CKA_EXTRACTABLE; -1 unknown */
+} mks_object;
+
+/*
+ * Finds the objects a pkcs11: URI names, limited to the classes in `classes`
+ * (and the URI's type= when present). Private keys need a login: when one
+ * is needed and no PIN can be had, private keys are left out when
+ * `classes` also asks for other classes, and MKS_ERR_PIN_REQUIRED is returned
+ * when only private keys were asked for.
+ * Errors: MKS_ERR_ARG (malformed URI), MKS_ERR_PIN_*, MKS_ERR_TOKEN.
+ * Zero matches is MKS_OK with *count = 0.
+ */
+MKS_WUR mks_rv mks_objects_find(mks_ctx *ctx, const char *uri, unsigned classes,
+                                const mks_pin_ui *pin, mks_object **out, size_t *count);
+void mks_objects_free(mks_object *objs, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Keys                                                                      */
+
+typedef struct mks_key mks_key;
+
+/*
+ * Opens the one private key a URI names (logging in as needed). The key holds
+ * a reference on ctx. Errors: MKS_ERR_ARG (malformed URI), MKS_ERR_NOT_FOUND,
+ * MKS_ERR_AMBIGUOUS (several keys match; the message lists how to narrow),
+ * MKS_ERR_PIN_*, MKS_ERR_TOKEN, MKS_ERR_UNSUPPORTED (key type not RSA or EC).
+ */
+MKS_WUR mks_rv mks_key_open(mks_ctx *ctx, const char *uri, const mks_pin_ui *pin, mks_key **out);
+
+/* Public-key-only handle (a CKO_PUBLIC_KEY object or a certificate's key):
+ * same accessors, but sign/decrypt fail with MKS_ERR_UNSUPPORTED. */
+MKS_WUR mks_rv mks_pubkey_open(mks_ctx *ctx, const char *uri, mks_key **out);
+
+MKS_WUR mks_rv mks_key_up_ref(mks_key *key);
+void mks_key_free(mks_key *key);
+
+int mks_key_is_private(const mks_key *key);
+mks_key_type mks_key_get_type(const mks_key *key);
+int mks_key_get_bits(const mks_key *key);
+/* Curve name "P-256"/"P-384"/"P-521" for EC keys, NULL otherwise. */
+const char *mks_key_get0_curve(const mks_key *key);
+/* SubjectPublicKeyInfo DER of the key (EC with the named curve). Never NULL. */
+const unsigned char *mks_key_get0_spki(const mks_key *key, size_t *len);
+/* A URI naming exactly this key: token identity, id, object, type=private. */
+const char *mks_key_get0_uri(const mks_key *key);
+const char *mks_key_get0_label(const mks_key *key);
+const unsigned char *mks_key_get0_id(const mks_key *key, size_t *len);
+const char *mks_key_get0_token_label(const mks_key *key);
+/* 1 when the key may decrypt (RSA with CKA_DECRYPT). */
+int mks_key_can_decrypt(const mks_key *key);
+
+typedef enum mks_hash {
+    MKS_HASH_NONE = 0,
+    MKS_HASH_SHA1,
+    MKS_HASH_SHA224,
+    MKS_HASH_SHA256,
+    MKS_HASH_SHA384,
+    MKS_HASH_SHA512,
+} mks_hash;
+
+typedef enum mks_mech {
+    MKS_MECH_ECDSA,     /* in: the hash; out: r||s, each the field size */
+    MKS_MECH_RSA_PKCS1, /* in: DigestInfo DER (caller builds it); out: signature */
+    MKS_MECH_RSA_PSS,   /* in: the hash; params below */
+    MKS_MECH_RSA_OAEP,  /* decrypt only; params below */
+} mks_mech;
+
+typedef struct mks_mech_params {
+    mks_mech mech;
+    mks_hash hash;              /* PSS/OAEP: the message hash */
+    mks_hash mgf1_hash;         /* PSS/OAEP: MGF1 hash */
+    size_t salt_len;            /* PSS: salt length in bytes */
+    const unsigned char *label; /* OAEP label, may be NULL */
+    size_t label_len;
+} mks_mech_params;
+
+/*
+ * Signs `in` with the key in one C_SignInit+C_Sign on a pooled session. When
+ * sig is NULL, stores the maximum signature size in *siglen and returns
+ * MKS_OK. Otherwise *siglen holds the size of sig on entry and the length
+ * written on return. Recovers from a lost session or login once; never
+ * retries a PIN. Errors: MKS_ERR_UNSUPPORTED (mechanism), MKS_ERR_TOKEN,
+ * MKS_ERR_TOKEN_ABSENT, MKS_ERR_PIN_*, MKS_ERR_ARG (buffer too small).
+ */
+MKS_WUR mks_rv mks_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in,
+                            size_t inlen, unsigned char *sig, size_t *siglen);
+
+/* RSA decryption (MKS_MECH_RSA_PKCS1 or MKS_MECH_RSA_OAEP); buffers as for sign. */
+MKS_WUR mks_rv mks_key_decrypt(mks_key *key, const mks_mech_params *p, const unsigned char *in,
+                               size_t inlen, unsigned char *out, size_t *outlen);
+
+/* ------------------------------------------------------------------------ */
+/* Key generation, certificates                                              */
+
+typedef struct mks_keygen_params {
+    mks_key_type type;
+    int bits;          /* RSA: 2048, 3072, 4096 */
+    const char *curve; /* EC: "P-256" or "P-384" */
+    const char *label; /* CKA_LABEL of the new key pair; required */
+} mks_keygen_params;
+
+/*
+ * Generates a key pair in the token that token_uri names (exactly one token).
+ * Private key: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, !CKA_EXTRACTABLE,
+ * CKA_SIGN (CKA_DECRYPT for RSA). CKA_ID is derived from the public key
+ * (SHA-1 of the subjectPublicKey bits, as X.509's subjectKeyIdentifier).
+ * Errors: MKS_ERR_EXISTS (a key or certificate already has the label),
+ * MKS_ERR_NO_SPACE, MKS_ERR_UNSUPPORTED, MKS_ERR_NOT_FOUND (token),
+ * MKS_ERR_PIN_*, MKS_ERR_TOKEN.
+ */
+MKS_WUR mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *params,
+                          const mks_pin_ui *pin, mks_key **out);
+
+/* Destroys the key pair (private and public objects with the key's CKA_ID)
+ * in the token. `key` must still be freed by the caller. */
+MKS_WUR mks_rv mks_key_destroy(mks_key *key);
+
+/*
+ * Stores an X.509 certificate (DER) on the key's token, with the key's CKA_ID
+ * and the given label. Errors: MKS_ERR_ARG (not a certificate),
+ * MKS_ERR_MISMATCH (its public key is not the key's), MKS_ERR_EXISTS (a
+ * certificate with this label and id is there already), MKS_ERR_NO_SPACE,
+ * MKS_ERR_TOKEN.
+ */
+MKS_WUR mks_rv mks_cert_import(mks_key *key, const char *label, const unsigned char *der,
+                               size_t der_len);
+
+/* ------------------------------------------------------------------------ */
+/* Key reference files                                                       */
+
+/* PEM label and DER description of pkcs11-provider's key reference format. */
+#define MKS_KEYREF_PEM_LABEL "PKCS#11 PROVIDER URI"
+#define MKS_KEYREF_DESC "PKCS#11 Provider URI v1.0"
+
+/*
+ * Encodes a URI as a key reference PEM (SEQUENCE { VisibleString desc,
+ * UTF8String uri }). *pem is malloc'd, NUL-terminated; free with free().
+ */
+MKS_WUR mks_rv mks_keyref_encode_pem(const char *uri, char **pem, size_t *pem_len);
+
+/*
+ * Decodes the DER body of a key reference into the URI it holds.
+ * *uri is malloc'd; free with free(). MKS_ERR_ARG for anything malformed.
+ */
+MKS_WUR mks_rv mks_keyref_decode_der(const unsigned char *der, size_t der_len, char **uri);
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+/* Reads a PIN from a pin-source ("file:PATH" or a plain path): the first
+ * line, without its line ending. buf is wiped on failure. */
+MKS_WUR mks_rv mks_pin_from_source(const char *source, char *buf, size_t bufsize, size_t *len);
+
+/* How often this process has called the PKCS#11 function `name` ("C_Sign"),
+ * for tests and benchmarks that check what an operation costs the token. */
+unsigned long mks_pkcs11_call_count(const char *name);
+
+/* Wipes len bytes in a way the compiler does not drop. */
+void mks_cleanse(void *p, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

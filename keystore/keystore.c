@@ -1,0 +1,165 @@
+/*
+ * The backend-neutral front of the keystore: error reporting, PIN sources and
+ * small helpers every backend uses.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#define MKS_ERRBUF 1024
+
+static _Thread_local char last_error[MKS_ERRBUF];
+
+const char *mks_rv_name(mks_rv rv)
+{
+    switch (rv) {
+    case MKS_OK:
+        return "MKS_OK";
+    case MKS_ERR_GENERAL:
+        return "MKS_ERR_GENERAL";
+    case MKS_ERR_NOMEM:
+        return "MKS_ERR_NOMEM";
+    case MKS_ERR_ARG:
+        return "MKS_ERR_ARG";
+    case MKS_ERR_NOT_FOUND:
+        return "MKS_ERR_NOT_FOUND";
+    case MKS_ERR_AMBIGUOUS:
+        return "MKS_ERR_AMBIGUOUS";
+    case MKS_ERR_EXISTS:
+        return "MKS_ERR_EXISTS";
+    case MKS_ERR_MISMATCH:
+        return "MKS_ERR_MISMATCH";
+    case MKS_ERR_PIN_REQUIRED:
+        return "MKS_ERR_PIN_REQUIRED";
+    case MKS_ERR_PIN_INCORRECT:
+        return "MKS_ERR_PIN_INCORRECT";
+    case MKS_ERR_PIN_LOCKED:
+        return "MKS_ERR_PIN_LOCKED";
+    case MKS_ERR_TOKEN:
+        return "MKS_ERR_TOKEN";
+    case MKS_ERR_TOKEN_ABSENT:
+        return "MKS_ERR_TOKEN_ABSENT";
+    case MKS_ERR_NO_SPACE:
+        return "MKS_ERR_NO_SPACE";
+    case MKS_ERR_UNSUPPORTED:
+        return "MKS_ERR_UNSUPPORTED";
+    case MKS_ERR_IO:
+        return "MKS_ERR_IO";
+    }
+    return "MKS_ERR_?";
+}
+
+const char *mks_last_error(void)
+{
+    return last_error;
+}
+
+void mks_error_clear(void)
+{
+    last_error[0] = '\0';
+}
+
+mks_rv mks_error(mks_rv rv, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof(last_error), fmt, ap);
+    va_end(ap);
+    return rv;
+}
+
+void mks_error_prefix(const char *fmt, ...)
+{
+    char prefix[MKS_ERRBUF];
+    char old[MKS_ERRBUF];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    memcpy(old, last_error, sizeof(old));
+    if (snprintf(last_error, sizeof(last_error), "%s: %s", prefix, old) >= MKS_ERRBUF)
+        memcpy(last_error + MKS_ERRBUF - 4, "...", 4); /* truncated: say so */
+}
+
+char *mks_strdup(const char *s)
+{
+    return s == NULL ? NULL : strdup(s);
+}
+
+void mks_copy_padded(char *dst, size_t dstsize, const unsigned char *src, size_t srclen)
+{
+    size_t n = srclen;
+
+    while (n > 0 && (src[n - 1] == ' ' || src[n - 1] == '\0'))
+        n--;
+    if (n >= dstsize)
+        n = dstsize - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+void mks_cleanse(void *p, size_t len)
+{
+    if (p != NULL && len > 0)
+        OPENSSL_cleanse(p, len);
+}
+
+mks_rv mks_pin_from_source(const char *source, char *buf, size_t bufsize, size_t *len)
+{
+    mks_rv rv = MKS_ERR_IO;
+    const char *path = source;
+    size_t n = 0;
+    int fd = -1;
+
+    if (source == NULL || buf == NULL || bufsize < 2)
+        return mks_error(MKS_ERR_ARG, "no PIN source given");
+    if (strncmp(source, "file:", 5) == 0)
+        path = source + 5;
+    else if (strchr(source, ':') != NULL && source[0] != '/' && source[0] != '.')
+        return mks_error(MKS_ERR_ARG, "unsupported PIN source '%s' (expected file:PATH)", source);
+    if (*path == '\0')
+        return mks_error(MKS_ERR_ARG, "empty path in PIN source '%s'", source);
+
+    /* read(2) straight into buf: stdio would leave a copy in its own buffer. */
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rv = mks_error(MKS_ERR_IO, "cannot read PIN file '%s': %s", path, strerror(errno));
+        goto done;
+    }
+    while (n < bufsize - 1) {
+        ssize_t r = read(fd, buf + n, bufsize - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rv = mks_error(MKS_ERR_IO, "cannot read PIN file '%s': %s", path, strerror(errno));
+            goto done;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    n = strcspn(buf, "\r\n");
+    mks_cleanse(buf + n, bufsize - n); /* anything after the first line */
+    if (n == 0) {
+        rv = mks_error(MKS_ERR_IO, "PIN file '%s' is empty", path);
+        goto done;
+    }
+    *len = n;
+    rv = MKS_OK;
+done:
+    if (fd >= 0)
+        close(fd);
+    if (rv != MKS_OK)
+        mks_cleanse(buf, bufsize);
+    return rv;
+}

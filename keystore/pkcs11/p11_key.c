@@ -1,0 +1,1416 @@
+/*
+ * PKCS#11 objects: finding them by URI, keys (open, sign, decrypt, generate,
+ * destroy) and certificates.
+ */
+#include "p11.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/obj_mac.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
+#include <openssl/x509.h>
+
+struct mks_key {
+    atomic_int refs;
+    mks_ctx *ctx;
+    p11_token *tok;
+    int is_private;
+    mks_key_type type;
+    int bits;
+    char curve[16];
+    size_t sig_len;
+    int can_decrypt;
+    unsigned char *spki;
+    size_t spki_len;
+    unsigned char *id;
+    size_t id_len;
+    char *label;
+    char *uri;
+    char *pin_source;     /* the URI's pin-source, if any */
+    pthread_mutex_t lock; /* guards handle and gen */
+    CK_OBJECT_HANDLE handle;
+    unsigned long gen;
+};
+
+struct curve_def {
+    const char *name; /* our name */
+    const char *sn;   /* OpenSSL group name */
+    int nid;
+    int bits;
+};
+
+static const struct curve_def curves[] = {
+    {"P-256", "prime256v1", NID_X9_62_prime256v1, 256},
+    {"P-384", "secp384r1", NID_secp384r1, 384},
+    {"P-521", "secp521r1", NID_secp521r1, 521},
+};
+
+static const struct curve_def *curve_by_name(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
+        if (strcmp(curves[i].name, name) == 0 || strcmp(curves[i].sn, name) == 0)
+            return &curves[i];
+    return NULL;
+}
+
+static const struct curve_def *curve_by_params(const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    ASN1_OBJECT *oid = d2i_ASN1_OBJECT(NULL, &p, (long)len);
+    int nid;
+    size_t i;
+
+    if (oid == NULL)
+        return NULL;
+    nid = OBJ_obj2nid(oid);
+    ASN1_OBJECT_free(oid);
+    for (i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
+        if (curves[i].nid == nid)
+            return &curves[i];
+    return NULL;
+}
+
+/* ---- URIs -------------------------------------------------------------- */
+
+static mks_rv parse_uri(const char *s, P11KitUri **out)
+{
+    P11KitUri *uri;
+    int r;
+
+    *out = NULL;
+    if (s == NULL || strncmp(s, "pkcs11:", 7) != 0)
+        return mks_error(MKS_ERR_ARG, "'%s' is not a pkcs11: URI", s != NULL ? s : "(null)");
+    uri = p11_kit_uri_new();
+    if (uri == NULL)
+        return mks_error(MKS_ERR_NOMEM, "out of memory");
+    r = p11_kit_uri_parse(s, P11_KIT_URI_FOR_ANY, uri);
+    if (r != P11_KIT_URI_OK) {
+        p11_kit_uri_free(uri);
+        return mks_error(MKS_ERR_ARG, "malformed PKCS#11 URI '%s': %s", s, p11_kit_uri_message(r));
+    }
+    if (p11_kit_uri_any_unrecognized(uri)) {
+        p11_kit_uri_free(uri);
+        return mks_error(MKS_ERR_ARG,
+                         "PKCS#11 URI '%s' has an attribute this keystore does "
+                         "not know; refusing to guess which object it means",
+                         s);
+    }
+    *out = uri;
+    return MKS_OK;
+}
+
+/* URI naming one object: the token's identity, id, label and class. */
+static char *object_uri(const CK_TOKEN_INFO *tinfo, CK_OBJECT_CLASS cls, const unsigned char *id,
+                        size_t id_len, const char *label)
+{
+    P11KitUri *uri = p11_kit_uri_new();
+    CK_ATTRIBUTE a;
+    char *s = NULL;
+
+    if (uri == NULL)
+        return NULL;
+    memcpy(p11_kit_uri_get_token_info(uri), tinfo, sizeof(*tinfo));
+    if (id != NULL && id_len > 0) {
+        a.type = CKA_ID;
+        a.pValue = (void *)id;
+        a.ulValueLen = id_len;
+        p11_kit_uri_set_attribute(uri, &a);
+    }
+    if (label != NULL && *label != '\0') {
+        a.type = CKA_LABEL;
+        a.pValue = (void *)label;
+        a.ulValueLen = strlen(label);
+        p11_kit_uri_set_attribute(uri, &a);
+    }
+    a.type = CKA_CLASS;
+    a.pValue = &cls;
+    a.ulValueLen = sizeof(cls);
+    p11_kit_uri_set_attribute(uri, &a);
+    if (p11_kit_uri_format(uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &s) != P11_KIT_URI_OK)
+        s = NULL;
+    p11_kit_uri_free(uri);
+    return s;
+}
+
+/* ---- attributes and searches ------------------------------------------- */
+
+mks_rv p11_get_attr(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
+                    unsigned char **val, size_t *len)
+{
+    CK_ATTRIBUTE a = {type, NULL, 0};
+    CK_RV crv;
+
+    *val = NULL;
+    *len = 0;
+    crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    if (crv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+        return p11_fail(crv == CKR_OK ? CKR_ATTRIBUTE_TYPE_INVALID : crv, "C_GetAttributeValue",
+                        tok);
+    a.pValue = malloc(a.ulValueLen + 1);
+    if (a.pValue == NULL)
+        return mks_error(MKS_ERR_NOMEM, "out of memory");
+    crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    if (crv != CKR_OK) {
+        free(a.pValue);
+        return p11_fail(crv, "C_GetAttributeValue", tok);
+    }
+    ((unsigned char *)a.pValue)[a.ulValueLen] = '\0';
+    *val = a.pValue;
+    *len = a.ulValueLen;
+    return MKS_OK;
+}
+
+static CK_ULONG get_ulong(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+                          CK_ATTRIBUTE_TYPE type, CK_ULONG dflt)
+{
+    CK_ULONG v = dflt;
+    CK_ATTRIBUTE a = {type, &v, sizeof(v)};
+
+    if (P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1) != CKR_OK)
+        return dflt;
+    return v;
+}
+
+static int get_bool(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type)
+{
+    CK_BBOOL v = CK_FALSE;
+    CK_ATTRIBUTE a = {type, &v, sizeof(v)};
+
+    if (P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1) != CKR_OK)
+        return -1;
+    return v == CK_TRUE;
+}
+
+#define FIND_MAX 256
+
+static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                           CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *count)
+{
+    CK_RV crv;
+
+    *count = 0;
+    crv = P11(tok->ctx, C_FindObjectsInit, s, tmpl, n);
+    if (crv != CKR_OK)
+        return p11_fail(crv, "C_FindObjectsInit", tok);
+    crv = P11(tok->ctx, C_FindObjects, s, out, max, count);
+    P11(tok->ctx, C_FindObjectsFinal, s);
+    if (crv != CKR_OK)
+        return p11_fail(crv, "C_FindObjects", tok);
+    return MKS_OK;
+}
+
+/* ---- public halves ------------------------------------------------------ */
+
+static mks_rv spki_from_pkey(EVP_PKEY *pkey, unsigned char **spki, size_t *len)
+{
+    unsigned char *der = NULL;
+    int n = i2d_PUBKEY(pkey, &der);
+
+    if (n <= 0)
+        return mks_error(MKS_ERR_GENERAL, "cannot encode the public key");
+    *spki = der;
+    *len = (size_t)n;
+    return MKS_OK;
+}
+
+static mks_rv spki_rsa(mks_ctx *ctx, const unsigned char *n, size_t nlen, const unsigned char *e,
+                       size_t elen, unsigned char **spki, size_t *len, int *bits)
+{
+    mks_rv rv = MKS_ERR_GENERAL;
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    EVP_PKEY *pkey = NULL;
+    BIGNUM *bn_n = BN_bin2bn(n, (int)nlen, NULL), *bn_e = BN_bin2bn(e, (int)elen, NULL);
+
+    if (bld == NULL || bn_n == NULL || bn_e == NULL ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) ||
+        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+        (pctx = EVP_PKEY_CTX_new_from_name(ctx->libctx, "RSA", NULL)) == NULL ||
+        EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
+        rv = mks_error(MKS_ERR_GENERAL, "cannot build the RSA public key from the token's "
+                                        "modulus and exponent");
+        goto done;
+    }
+    *bits = EVP_PKEY_get_bits(pkey);
+    rv = spki_from_pkey(pkey, spki, len);
+done:
+    EVP_PKEY_free(pkey);
+    EVP_PKEY_CTX_free(pctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(bn_n);
+    BN_free(bn_e);
+    return rv;
+}
+
+static mks_rv spki_ec(mks_ctx *ctx, const struct curve_def *cd, const unsigned char *point,
+                      size_t plen, unsigned char **spki, size_t *len)
+{
+    mks_rv rv = MKS_ERR_GENERAL;
+    OSSL_PARAM params[3];
+    EVP_PKEY_CTX *pctx = NULL;
+    EVP_PKEY *pkey = NULL;
+    const unsigned char *pt = point;
+    ASN1_OCTET_STRING *os = NULL;
+    size_t field = ((size_t)cd->bits + 7) / 8;
+
+    /* CKA_EC_POINT is a DER OCTET STRING; some tokens give the raw point. */
+    if (!(plen == 2 * field + 1 && point[0] == 0x04)) {
+        os = d2i_ASN1_OCTET_STRING(NULL, &pt, (long)plen);
+        if (os == NULL)
+            return mks_error(MKS_ERR_GENERAL, "the token's EC point is not an OCTET STRING");
+        point = ASN1_STRING_get0_data(os);
+        plen = (size_t)ASN1_STRING_length(os);
+    }
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)cd->sn, 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)point, plen);
+    params[2] = OSSL_PARAM_construct_end();
+    if ((pctx = EVP_PKEY_CTX_new_from_name(ctx->libctx, "EC", NULL)) == NULL ||
+        EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
+        rv = mks_error(MKS_ERR_GENERAL,
+                       "cannot build the %s public key from the token's "
+                       "EC point",
+                       cd->name);
+        goto done;
+    }
+    rv = spki_from_pkey(pkey, spki, len);
+done:
+    EVP_PKEY_free(pkey);
+    EVP_PKEY_CTX_free(pctx);
+    ASN1_OCTET_STRING_free(os);
+    return rv;
+}
+
+/* SPKI DER of a certificate (DER), with its key type, bits and curve. */
+static mks_rv spki_from_cert(mks_ctx *ctx, const unsigned char *der, size_t len,
+                             unsigned char **spki, size_t *spki_len)
+{
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    unsigned char *out = NULL;
+    int n;
+
+    if (x == NULL)
+        return mks_error(MKS_ERR_ARG, "not an X.509 certificate (DER)");
+    n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &out);
+    X509_free(x);
+    if (n <= 0)
+        return mks_error(MKS_ERR_ARG, "the certificate's public key cannot be encoded");
+    *spki = out;
+    *spki_len = (size_t)n;
+    return MKS_OK;
+}
+
+/* Key type, bits and curve of an SPKI. */
+static mks_rv spki_describe(mks_ctx *ctx, const unsigned char *spki, size_t len, mks_key_type *type,
+                            int *bits, char *curve, size_t curvesz)
+{
+    const unsigned char *p = spki;
+    EVP_PKEY *pkey = d2i_PUBKEY_ex(NULL, &p, (long)len, ctx->libctx, NULL);
+    char group[64];
+
+    if (pkey == NULL)
+        return mks_error(MKS_ERR_ARG, "malformed public key");
+    *bits = EVP_PKEY_get_bits(pkey);
+    curve[0] = '\0';
+    if (EVP_PKEY_is_a(pkey, "RSA")) {
+        *type = MKS_KEY_RSA;
+    } else if (EVP_PKEY_is_a(pkey, "EC")) {
+        const struct curve_def *cd;
+        *type = MKS_KEY_EC;
+        if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                           NULL) &&
+            (cd = curve_by_name(group)) != NULL)
+            snprintf(curve, curvesz, "%s", cd->name);
+    } else {
+        *type = MKS_KEY_NONE;
+    }
+    EVP_PKEY_free(pkey);
+    return MKS_OK;
+}
+
+/*
+ * The public half of a key object: for RSA from the object itself; for EC
+ * from CKA_EC_POINT, which private keys lack, so from the public key object
+ * or certificate with the same CKA_ID.
+ */
+static mks_rv key_public(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+                         CK_OBJECT_CLASS cls, mks_key_type *type, int *bits, char *curve,
+                         size_t curvesz, unsigned char **spki, size_t *spki_len)
+{
+    mks_ctx *ctx = tok->ctx;
+    mks_rv rv;
+    CK_KEY_TYPE kt = get_ulong(tok, s, o, CKA_KEY_TYPE, (CK_ULONG)-1);
+    unsigned char *a = NULL, *b = NULL, *id = NULL;
+    size_t alen, blen, idlen;
+    const struct curve_def *cd;
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG nfound;
+
+    *spki = NULL;
+    curve[0] = '\0';
+    if (kt == CKK_RSA) {
+        *type = MKS_KEY_RSA;
+        rv = p11_get_attr(tok, s, o, CKA_MODULUS, &a, &alen);
+        if (rv == MKS_OK)
+            rv = p11_get_attr(tok, s, o, CKA_PUBLIC_EXPONENT, &b, &blen);
+        if (rv == MKS_OK)
+            rv = spki_rsa(ctx, a, alen, b, blen, spki, spki_len, bits);
+        goto done;
+    }
+    if (kt != CKK_EC) {
+        rv = mks_error(MKS_ERR_UNSUPPORTED, "key type 0x%lx is neither RSA nor EC",
+                       (unsigned long)kt);
+        goto done;
+    }
+    *type = MKS_KEY_EC;
+    rv = p11_get_attr(tok, s, o, CKA_EC_PARAMS, &a, &alen);
+    if (rv != MKS_OK)
+        goto done;
+    cd = curve_by_params(a, alen);
+    if (cd == NULL) {
+        rv = mks_error(MKS_ERR_UNSUPPORTED, "EC key on a curve other than P-256, P-384, P-521");
+        goto done;
+    }
+    snprintf(curve, curvesz, "%s", cd->name);
+    *bits = cd->bits;
+    if (cls == CKO_PUBLIC_KEY) {
+        rv = p11_get_attr(tok, s, o, CKA_EC_POINT, &b, &blen);
+        if (rv == MKS_OK)
+            rv = spki_ec(ctx, cd, b, blen, spki, spki_len);
+        goto done;
+    }
+    rv = p11_get_attr(tok, s, o, CKA_ID, &id, &idlen);
+    if (rv != MKS_OK || idlen == 0) {
+        rv = mks_error(MKS_ERR_NOT_FOUND,
+                       "EC private key without CKA_ID: cannot find its "
+                       "public half (token '%s')",
+                       tok->label);
+        goto done;
+    }
+    {
+        CK_OBJECT_CLASS pub = CKO_PUBLIC_KEY, crt = CKO_CERTIFICATE;
+        CK_ATTRIBUTE t[2] = {{CKA_CLASS, &pub, sizeof(pub)}, {CKA_ID, id, idlen}};
+
+        rv = find_handles(tok, s, t, 2, found, 2, &nfound);
+        if (rv != MKS_OK)
+            goto done;
+        if (nfound > 0) {
+            rv = p11_get_attr(tok, s, found[0], CKA_EC_POINT, &b, &blen);
+            if (rv == MKS_OK)
+                rv = spki_ec(ctx, cd, b, blen, spki, spki_len);
+            goto done;
+        }
+        t[0].pValue = &crt;
+        rv = find_handles(tok, s, t, 2, found, 2, &nfound);
+        if (rv != MKS_OK)
+            goto done;
+        if (nfound > 0) {
+            rv = p11_get_attr(tok, s, found[0], CKA_VALUE, &b, &blen);
+            if (rv == MKS_OK)
+                rv = spki_from_cert(ctx, b, blen, spki, spki_len);
+            goto done;
+        }
+    }
+    rv = mks_error(MKS_ERR_NOT_FOUND,
+                   "no public key object or certificate with the EC "
+                   "private key's CKA_ID on token '%s': its public half "
+                   "is unknown",
+                   tok->label);
+done:
+    free(a);
+    free(b);
+    free(id);
+    return rv;
+}
+
+/* ---- finding objects ------------------------------------------------------ */
+
+typedef struct obj_list {
+    mks_object *v;
+    size_t n, cap;
+} obj_list;
+
+static mks_rv obj_list_add(obj_list *l, mks_object **out)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        mks_object *v = realloc(l->v, cap * sizeof(*v));
+        if (v == NULL)
+            return mks_error(MKS_ERR_NOMEM, "out of memory");
+        l->v = v;
+        l->cap = cap;
+    }
+    *out = &l->v[l->n++];
+    memset(*out, 0, sizeof(**out));
+    return MKS_OK;
+}
+
+static void object_clear(mks_object *o)
+{
+    free(o->label);
+    free(o->id);
+    free(o->uri);
+    free(o->der);
+}
+
+void mks_objects_free(mks_object *objs, size_t count)
+{
+    size_t i;
+
+    if (objs == NULL)
+        return;
+    for (i = 0; i < count; i++)
+        object_clear(&objs[i]);
+    free(objs);
+}
+
+static mks_obj_class class_of(CK_OBJECT_CLASS c)
+{
+    switch (c) {
+    case CKO_PRIVATE_KEY:
+        return MKS_OBJ_PRIVATE_KEY;
+    case CKO_PUBLIC_KEY:
+        return MKS_OBJ_PUBLIC_KEY;
+    case CKO_CERTIFICATE:
+        return MKS_OBJ_CERTIFICATE;
+    default:
+        return 0;
+    }
+}
+
+static mks_rv describe_object(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                              CK_OBJECT_CLASS cls, mks_object *o)
+{
+    mks_rv rv;
+    unsigned char *label = NULL;
+    size_t len;
+
+    o->cls = class_of(cls);
+    o->sensitive = -1;
+    o->extractable = -1;
+    snprintf(o->token_label, sizeof(o->token_label), "%s", tok->label);
+    if (p11_get_attr(tok, s, h, CKA_LABEL, &label, &len) != MKS_OK) {
+        label = (unsigned char *)strdup("");
+        if (label == NULL)
+            return mks_error(MKS_ERR_NOMEM, "out of memory");
+    }
+    o->label = (char *)label;
+    if (p11_get_attr(tok, s, h, CKA_ID, &o->id, &o->id_len) != MKS_OK) {
+        o->id = NULL;
+        o->id_len = 0;
+    }
+    if (cls == CKO_CERTIFICATE) {
+        rv = p11_get_attr(tok, s, h, CKA_VALUE, &o->der, &o->der_len);
+        if (rv == MKS_OK) {
+            unsigned char *spki = NULL;
+            size_t spki_len;
+            if (spki_from_cert(tok->ctx, o->der, o->der_len, &spki, &spki_len) == MKS_OK) {
+                (void)spki_describe(tok->ctx, spki, spki_len, &o->key_type, &o->bits, o->curve,
+                                    sizeof(o->curve));
+                OPENSSL_free(spki);
+            }
+        }
+    } else {
+        unsigned char *spki = NULL;
+        size_t spki_len = 0;
+        /* A key whose public half is unknown is still listed, without DER. */
+        if (key_public(tok, s, h, cls, &o->key_type, &o->bits, o->curve, sizeof(o->curve), &spki,
+                       &spki_len) == MKS_OK) {
+            o->der = malloc(spki_len);
+            if (o->der != NULL) {
+                memcpy(o->der, spki, spki_len);
+                o->der_len = spki_len;
+            }
+            OPENSSL_free(spki);
+        }
+        if (cls == CKO_PRIVATE_KEY) {
+            o->sensitive = get_bool(tok, s, h, CKA_SENSITIVE);
+            o->extractable = get_bool(tok, s, h, CKA_EXTRACTABLE);
+        }
+    }
+    o->uri = object_uri(&tok->info, cls, o->id, o->id_len, o->label);
+    if (o->uri == NULL)
+        return mks_error(MKS_ERR_NOMEM, "cannot format the object's URI");
+    mks_error_clear();
+    return MKS_OK;
+}
+
+/* Searches one token. */
+static mks_rv find_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, const mks_pin_ui *pin,
+                            obj_list *out)
+{
+    mks_rv rv;
+    CK_SESSION_HANDLE s;
+    CK_ULONG nattrs = 0, nfound = 0, i;
+    CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(uri, &nattrs);
+    CK_OBJECT_HANDLE found[FIND_MAX];
+    const char *pin_source = p11_kit_uri_get_pin_source(uri);
+    int login = 0;
+
+    if ((classes & MKS_OBJ_PRIVATE_KEY) && p11_token_login_required(tok)) {
+        /* Listing public objects never forces a prompt; asking for keys does. */
+        login = classes == MKS_OBJ_PRIVATE_KEY || p11_token_pin_available(tok, pin_source) ||
+                (pin != NULL && pin->cb != NULL);
+        if (!login)
+            classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
+    }
+    rv = p11_session_get(tok, login, pin_source, pin, &s, NULL);
+    if (rv == MKS_ERR_PIN_REQUIRED && classes != MKS_OBJ_PRIVATE_KEY) {
+        classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
+        rv = p11_session_get(tok, 0, NULL, NULL, &s, NULL);
+    }
+    if (rv != MKS_OK)
+        return rv;
+    rv = find_handles(tok, s, attrs, nattrs, found, FIND_MAX, &nfound);
+    for (i = 0; rv == MKS_OK && i < nfound; i++) {
+        CK_OBJECT_CLASS cls = get_ulong(tok, s, found[i], CKA_CLASS, (CK_ULONG)-1);
+        mks_object *o;
+
+        if (!(class_of(cls) & classes))
+            continue;
+        rv = obj_list_add(out, &o);
+        if (rv == MKS_OK)
+            rv = describe_object(tok, s, found[i], cls, o);
+    }
+    p11_session_put(tok, s, CKR_OK);
+    return rv;
+}
+
+/* Visits the tokens a URI names. */
+static mks_rv tokens_for_uri(mks_ctx *ctx, P11KitUri *uri, p11_token ***out, size_t *count)
+{
+    mks_rv rv;
+    CK_SLOT_ID *slots = NULL;
+    size_t n = 0, i, m = 0;
+    p11_token **toks = NULL;
+
+    *out = NULL;
+    *count = 0;
+    rv = p11_match_slots(ctx, uri, &slots, &n);
+    if (rv != MKS_OK)
+        return rv;
+    toks = calloc(n + 1, sizeof(*toks));
+    if (toks == NULL) {
+        free(slots);
+        return mks_error(MKS_ERR_NOMEM, "out of memory");
+    }
+    for (i = 0; i < n; i++) {
+        CK_TOKEN_INFO tinfo;
+        if (P11(ctx, C_GetTokenInfo, slots[i], &tinfo) != CKR_OK)
+            continue;
+        rv = p11_token_for_slot(ctx, slots[i], &tinfo, &toks[m]);
+        if (rv != MKS_OK)
+            break;
+        m++;
+    }
+    free(slots);
+    if (rv != MKS_OK) {
+        free(toks);
+        return rv;
+    }
+    *out = toks;
+    *count = m;
+    return MKS_OK;
+}
+
+mks_rv mks_objects_find(mks_ctx *ctx, const char *uristr, unsigned classes, const mks_pin_ui *pin,
+                        mks_object **out, size_t *count)
+{
+    mks_rv rv;
+    P11KitUri *uri = NULL;
+    p11_token **toks = NULL;
+    size_t ntok = 0, i;
+    obj_list list = {0};
+
+    *out = NULL;
+    *count = 0;
+    rv = parse_uri(uristr, &uri);
+    if (rv != MKS_OK)
+        return rv;
+    rv = tokens_for_uri(ctx, uri, &toks, &ntok);
+    for (i = 0; rv == MKS_OK && i < ntok; i++)
+        rv = find_on_token(toks[i], uri, classes, pin, &list);
+    if (rv != MKS_OK) {
+        mks_objects_free(list.v, list.n);
+        goto done;
+    }
+    *out = list.v;
+    *count = list.n;
+done:
+    free(toks);
+    p11_kit_uri_free(uri);
+    return rv;
+}
+
+/* ---- keys ----------------------------------------------------------------- */
+
+static mks_rv key_new(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_OBJECT_CLASS cls,
+                      unsigned long gen, const char *pin_source, mks_key **out)
+{
+    mks_rv rv;
+    mks_key *key = calloc(1, sizeof(*key));
+    unsigned char *label = NULL;
+    size_t len;
+
+    if (key == NULL)
+        return mks_error(MKS_ERR_NOMEM, "out of memory");
+    atomic_init(&key->refs, 1);
+    pthread_mutex_init(&key->lock, NULL);
+    key->tok = tok;
+    key->ctx = tok->ctx;
+    key->is_private = cls == CKO_PRIVATE_KEY;
+    key->handle = h;
+    key->gen = gen;
+    rv = key_public(tok, s, h, cls, &key->type, &key->bits, key->curve, sizeof(key->curve),
+                    &key->spki, &key->spki_len);
+    if (rv != MKS_OK)
+        goto done;
+    if (p11_get_attr(tok, s, h, CKA_LABEL, &label, &len) != MKS_OK)
+        label = (unsigned char *)strdup("");
+    key->label = (char *)label;
+    if (p11_get_attr(tok, s, h, CKA_ID, &key->id, &key->id_len) != MKS_OK) {
+        key->id = NULL;
+        key->id_len = 0;
+    }
+    if (key->type == MKS_KEY_RSA) {
+        key->sig_len = ((size_t)key->bits + 7) / 8;
+        key->can_decrypt = key->is_private && get_bool(tok, s, h, CKA_DECRYPT) == 1;
+    } else {
+        key->sig_len = 2 * (((size_t)key->bits + 7) / 8);
+    }
+    key->uri = object_uri(&tok->info, cls, key->id, key->id_len, key->label);
+    if (key->label == NULL || key->uri == NULL ||
+        (pin_source != NULL && (key->pin_source = strdup(pin_source)) == NULL)) {
+        rv = mks_error(MKS_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    atomic_fetch_add(&tok->ctx->refs, 1);
+    mks_error_clear();
+    *out = key;
+    key = NULL;
+done:
+    if (key != NULL) {
+        OPENSSL_free(key->spki);
+        free(key->label);
+        free(key->id);
+        free(key->uri);
+        free(key->pin_source);
+        pthread_mutex_destroy(&key->lock);
+        free(key);
+    }
+    return rv;
+}
+
+static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, const mks_pin_ui *pin,
+                       mks_key **out)
+{
+    mks_rv rv;
+    P11KitUri *uri = NULL;
+    p11_token **toks = NULL;
+    size_t ntok = 0, i;
+    p11_token *match_tok = NULL;
+    CK_OBJECT_HANDLE match = CK_INVALID_HANDLE;
+    CK_SESSION_HANDLE s;
+    unsigned long gen = 0;
+    size_t matches = 0;
+    const char *pin_source;
+    const char *what = cls == CKO_PRIVATE_KEY ? "private key" : "public key";
+
+    *out = NULL;
+    rv = parse_uri(uristr, &uri);
+    if (rv != MKS_OK)
+        return rv;
+    pin_source = p11_kit_uri_get_pin_source(uri);
+    {
+        CK_ULONG n = 0;
+        CK_ATTRIBUTE *a = p11_kit_uri_get_attributes(uri, &n);
+        for (i = 0; i < n; i++)
+            if (a[i].type == CKA_CLASS && a[i].ulValueLen == sizeof(CK_OBJECT_CLASS) &&
+                *(CK_OBJECT_CLASS *)a[i].pValue != cls) {
+                rv = mks_error(MKS_ERR_ARG, "'%s' names no %s (its type= says otherwise)", uristr,
+                               what);
+                goto done;
+            }
+    }
+    {
+        CK_ATTRIBUTE a = {CKA_CLASS, &cls, sizeof(cls)};
+        if (p11_kit_uri_set_attribute(uri, &a) != P11_KIT_URI_OK) {
+            rv = mks_error(MKS_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+    }
+    rv = tokens_for_uri(ctx, uri, &toks, &ntok);
+    if (rv != MKS_OK)
+        goto done;
+    if (ntok == 0) {
+        rv = mks_error(MKS_ERR_NOT_FOUND, "no token matches '%s'", uristr);
+        goto done;
+    }
+    for (i = 0; i < ntok; i++) {
+        p11_token *tok = toks[i];
+        CK_ULONG nattrs = 0, nfound = 0;
+        CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(uri, &nattrs);
+        CK_OBJECT_HANDLE found[2];
+        unsigned long g;
+
+        rv = p11_session_get(tok, cls == CKO_PRIVATE_KEY, pin_source, pin, &s, &g);
+        if (rv != MKS_OK)
+            goto done;
+        rv = find_handles(tok, s, attrs, nattrs, found, 2, &nfound);
+        if (rv == MKS_OK && nfound > 0 && matches == 0) {
+            match_tok = tok;
+            match = found[0];
+            gen = g;
+        }
+        matches += nfound;
+        p11_session_put(tok, s, CKR_OK);
+        if (rv != MKS_OK)
+            goto done;
+    }
+    if (matches == 0) {
+        rv = mks_error(MKS_ERR_NOT_FOUND, "no %s matches '%s'", what, uristr);
+        goto done;
+    }
+    if (matches > 1) {
+        rv = mks_error(MKS_ERR_AMBIGUOUS,
+                       "'%s' matches more than one %s; add token=, id= or "
+                       "object= to name one (see mtls-keystore list)",
+                       uristr, what);
+        goto done;
+    }
+    rv = p11_session_get(match_tok, 0, NULL, NULL, &s, NULL);
+    if (rv != MKS_OK)
+        goto done;
+    rv = key_new(match_tok, s, match, cls, gen, pin_source, out);
+    p11_session_put(match_tok, s, CKR_OK);
+done:
+    free(toks);
+    p11_kit_uri_free(uri);
+    return rv;
+}
+
+mks_rv mks_key_open(mks_ctx *ctx, const char *uri, const mks_pin_ui *pin, mks_key **out)
+{
+    return open_one(ctx, uri, CKO_PRIVATE_KEY, pin, out);
+}
+
+mks_rv mks_pubkey_open(mks_ctx *ctx, const char *uri, mks_key **out)
+{
+    return open_one(ctx, uri, CKO_PUBLIC_KEY, NULL, out);
+}
+
+mks_rv mks_key_up_ref(mks_key *key)
+{
+    atomic_fetch_add(&key->refs, 1);
+    return MKS_OK;
+}
+
+void mks_key_free(mks_key *key)
+{
+    mks_ctx *ctx;
+
+    if (key == NULL || atomic_fetch_sub(&key->refs, 1) != 1)
+        return;
+    ctx = key->ctx;
+    OPENSSL_free(key->spki);
+    free(key->label);
+    free(key->id);
+    free(key->uri);
+    free(key->pin_source);
+    pthread_mutex_destroy(&key->lock);
+    free(key);
+    mks_ctx_free(ctx);
+}
+
+int mks_key_is_private(const mks_key *key)
+{
+    return key->is_private;
+}
+
+mks_key_type mks_key_get_type(const mks_key *key)
+{
+    return key->type;
+}
+
+int mks_key_get_bits(const mks_key *key)
+{
+    return key->bits;
+}
+
+const char *mks_key_get0_curve(const mks_key *key)
+{
+    return key->type == MKS_KEY_EC ? key->curve : NULL;
+}
+
+const unsigned char *mks_key_get0_spki(const mks_key *key, size_t *len)
+{
+    *len = key->spki_len;
+    return key->spki;
+}
+
+const char *mks_key_get0_uri(const mks_key *key)
+{
+    return key->uri;
+}
+
+const char *mks_key_get0_label(const mks_key *key)
+{
+    return key->label;
+}
+
+const unsigned char *mks_key_get0_id(const mks_key *key, size_t *len)
+{
+    *len = key->id_len;
+    return key->id;
+}
+
+const char *mks_key_get0_token_label(const mks_key *key)
+{
+    return key->tok->label;
+}
+
+int mks_key_can_decrypt(const mks_key *key)
+{
+    return key->can_decrypt;
+}
+
+/* The key's object handle valid for this generation of the token's handles:
+ * after fork or a lost token, the object is found again by class and CKA_ID. */
+static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK_OBJECT_HANDLE *h)
+{
+    CK_OBJECT_CLASS cls = key->is_private ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY;
+    CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, key->id, key->id_len}};
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 0;
+    CK_RV crv;
+
+    pthread_mutex_lock(&key->lock);
+    if (key->gen == gen) {
+        *h = key->handle;
+        pthread_mutex_unlock(&key->lock);
+        return CKR_OK;
+    }
+    pthread_mutex_unlock(&key->lock);
+    if (key->id_len == 0) {
+        t[1].type = CKA_LABEL;
+        t[1].pValue = key->label;
+        t[1].ulValueLen = strlen(key->label);
+    }
+    crv = P11(key->ctx, C_FindObjectsInit, s, t, 2);
+    if (crv != CKR_OK)
+        return crv;
+    crv = P11(key->ctx, C_FindObjects, s, found, 2, &n);
+    P11(key->ctx, C_FindObjectsFinal, s);
+    if (crv != CKR_OK)
+        return crv;
+    if (n != 1)
+        return CKR_KEY_HANDLE_INVALID;
+    pthread_mutex_lock(&key->lock);
+    key->handle = found[0];
+    key->gen = gen;
+    pthread_mutex_unlock(&key->lock);
+    *h = found[0];
+    return CKR_OK;
+}
+
+static void key_forget_handle(mks_key *key)
+{
+    pthread_mutex_lock(&key->lock);
+    key->gen = 0;
+    pthread_mutex_unlock(&key->lock);
+}
+
+static CK_MECHANISM_TYPE hash_mech(mks_hash h)
+{
+    switch (h) {
+    case MKS_HASH_SHA1:
+        return CKM_SHA_1;
+    case MKS_HASH_SHA224:
+        return CKM_SHA224;
+    case MKS_HASH_SHA256:
+        return CKM_SHA256;
+    case MKS_HASH_SHA384:
+        return CKM_SHA384;
+    case MKS_HASH_SHA512:
+        return CKM_SHA512;
+    default:
+        return (CK_MECHANISM_TYPE)-1;
+    }
+}
+
+static CK_RSA_PKCS_MGF_TYPE mgf_of(mks_hash h)
+{
+    switch (h) {
+    case MKS_HASH_SHA1:
+        return CKG_MGF1_SHA1;
+    case MKS_HASH_SHA224:
+        return CKG_MGF1_SHA224;
+    case MKS_HASH_SHA256:
+        return CKG_MGF1_SHA256;
+    case MKS_HASH_SHA384:
+        return CKG_MGF1_SHA384;
+    case MKS_HASH_SHA512:
+        return CKG_MGF1_SHA512;
+    default:
+        return 0;
+    }
+}
+
+typedef struct mech_buf {
+    CK_MECHANISM mech;
+    CK_RSA_PKCS_PSS_PARAMS pss;
+    CK_RSA_PKCS_OAEP_PARAMS oaep;
+} mech_buf;
+
+static mks_rv mech_for(const mks_key *key, const mks_mech_params *p, int decrypt, mech_buf *m)
+{
+    memset(m, 0, sizeof(*m));
+    switch (p->mech) {
+    case MKS_MECH_ECDSA:
+        if (key->type != MKS_KEY_EC || decrypt)
+            break;
+        m->mech.mechanism = CKM_ECDSA;
+        return MKS_OK;
+    case MKS_MECH_RSA_PKCS1:
+        if (key->type != MKS_KEY_RSA)
+            break;
+        m->mech.mechanism = CKM_RSA_PKCS;
+        return MKS_OK;
+    case MKS_MECH_RSA_PSS:
+        if (key->type != MKS_KEY_RSA || decrypt || hash_mech(p->hash) == (CK_ULONG)-1)
+            break;
+        m->pss.hashAlg = hash_mech(p->hash);
+        m->pss.mgf = mgf_of(p->mgf1_hash != MKS_HASH_NONE ? p->mgf1_hash : p->hash);
+        m->pss.sLen = p->salt_len;
+        m->mech.mechanism = CKM_RSA_PKCS_PSS;
+        m->mech.pParameter = &m->pss;
+        m->mech.ulParameterLen = sizeof(m->pss);
+        return MKS_OK;
+    case MKS_MECH_RSA_OAEP:
+        if (key->type != MKS_KEY_RSA || !decrypt || hash_mech(p->hash) == (CK_ULONG)-1)
+            break;
+        m->oaep.hashAlg = hash_mech(p->hash);
+        m->oaep.mgf = mgf_of(p->mgf1_hash != MKS_HASH_NONE ? p->mgf1_hash : p->hash);
+        m->oaep.source = CKZ_DATA_SPECIFIED;
+        m->oaep.pSourceData = p->label_len > 0 ? (void *)p->label : NULL;
+        m->oaep.ulSourceDataLen = p->label_len;
+        m->mech.mechanism = CKM_RSA_PKCS_OAEP;
+        m->mech.pParameter = &m->oaep;
+        m->mech.ulParameterLen = sizeof(m->oaep);
+        return MKS_OK;
+    }
+    return mks_error(MKS_ERR_UNSUPPORTED, "mechanism not supported for this %s key",
+                     key->type == MKS_KEY_RSA ? "RSA" : "EC");
+}
+
+static int recoverable(CK_RV crv)
+{
+    return crv == CKR_SESSION_HANDLE_INVALID || crv == CKR_SESSION_CLOSED ||
+           crv == CKR_USER_NOT_LOGGED_IN || crv == CKR_KEY_HANDLE_INVALID ||
+           crv == CKR_OBJECT_HANDLE_INVALID;
+}
+
+/* One private-key operation (sign or decrypt) with one recovery: a lost
+ * session, login or handle is restored and the operation tried once more. */
+static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const unsigned char *in,
+                     size_t inlen, unsigned char *out, size_t *outlen)
+{
+    p11_token *tok = key->tok;
+    const char *call = "C_SignInit";
+    mech_buf m;
+    mks_rv rv;
+    int attempt;
+    CK_RV crv = CKR_OK;
+
+    if (!key->is_private)
+        return mks_error(MKS_ERR_UNSUPPORTED, "%s is a public key; it cannot %s", key->uri,
+                         decrypt ? "decrypt" : "sign");
+    if (decrypt && !key->can_decrypt)
+        return mks_error(MKS_ERR_UNSUPPORTED, "key %s may not decrypt (CKA_DECRYPT is false)",
+                         key->uri);
+    rv = mech_for(key, p, decrypt, &m);
+    if (rv != MKS_OK)
+        return rv;
+    if (out == NULL) {
+        *outlen = key->sig_len;
+        return MKS_OK;
+    }
+    if (!decrypt && *outlen < key->sig_len)
+        return mks_error(MKS_ERR_ARG, "signature buffer too small (%zu < %zu)", *outlen,
+                         key->sig_len);
+
+    for (attempt = 0; attempt < 2; attempt++) {
+        CK_SESSION_HANDLE s;
+        CK_OBJECT_HANDLE h;
+        CK_ULONG len = *outlen;
+        unsigned long gen;
+
+        rv = p11_session_get(tok, 1, key->pin_source, NULL, &s, &gen);
+        if (rv != MKS_OK)
+            return rv;
+        call = "C_FindObjects";
+        crv = key_handle(key, s, gen, &h);
+        if (crv == CKR_OK) {
+            call = decrypt ? "C_DecryptInit" : "C_SignInit";
+            crv = decrypt ? P11(key->ctx, C_DecryptInit, s, &m.mech, h)
+                          : P11(key->ctx, C_SignInit, s, &m.mech, h);
+        }
+        if (crv == CKR_OK) {
+            call = decrypt ? "C_Decrypt" : "C_Sign";
+            crv = decrypt ? P11(key->ctx, C_Decrypt, s, (CK_BYTE_PTR)in, inlen, out, &len)
+                          : P11(key->ctx, C_Sign, s, (CK_BYTE_PTR)in, inlen, out, &len);
+        }
+        p11_session_put(tok, s, crv);
+        if (crv == CKR_OK) {
+            *outlen = len;
+            return MKS_OK;
+        }
+        if (crv == CKR_KEY_HANDLE_INVALID || crv == CKR_OBJECT_HANDLE_INVALID)
+            key_forget_handle(key);
+        if (!recoverable(crv))
+            break;
+    }
+    rv = p11_fail(crv, call, tok);
+    mks_error_prefix("key '%s'", key->label);
+    return rv;
+}
+
+mks_rv mks_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
+                    unsigned char *sig, size_t *siglen)
+{
+    return key_op(key, p, 0, in, inlen, sig, siglen);
+}
+
+mks_rv mks_key_decrypt(mks_key *key, const mks_mech_params *p, const unsigned char *in,
+                       size_t inlen, unsigned char *out, size_t *outlen)
+{
+    return key_op(key, p, 1, in, inlen, out, outlen);
+}
+
+/* ---- key generation --------------------------------------------------------- */
+
+static mks_rv one_token(mks_ctx *ctx, const char *uristr, p11_token **out)
+{
+    mks_rv rv;
+    P11KitUri *uri = NULL;
+    p11_token **toks = NULL;
+    size_t n = 0;
+
+    rv = parse_uri(uristr, &uri);
+    if (rv != MKS_OK)
+        return rv;
+    rv = tokens_for_uri(ctx, uri, &toks, &n);
+    if (rv == MKS_OK && n == 0)
+        rv = mks_error(MKS_ERR_NOT_FOUND, "no initialised token matches '%s'", uristr);
+    else if (rv == MKS_OK && n > 1)
+        rv = mks_error(MKS_ERR_AMBIGUOUS, "'%s' matches %zu tokens; name one (token=, serial=)",
+                       uristr, n);
+    if (rv == MKS_OK)
+        *out = toks[0];
+    free(toks);
+    p11_kit_uri_free(uri);
+    return rv;
+}
+
+static mks_rv label_taken(p11_token *tok, CK_SESSION_HANDLE s, const char *label)
+{
+    CK_ATTRIBUTE t[1] = {{CKA_LABEL, (void *)label, strlen(label)}};
+    CK_OBJECT_HANDLE found[FIND_MAX];
+    CK_ULONG n = 0, i;
+    mks_rv rv = find_handles(tok, s, t, 1, found, FIND_MAX, &n);
+
+    if (rv != MKS_OK)
+        return rv;
+    for (i = 0; i < n; i++) {
+        CK_OBJECT_CLASS c = get_ulong(tok, s, found[i], CKA_CLASS, (CK_ULONG)-1);
+        if (c == CKO_PRIVATE_KEY || c == CKO_PUBLIC_KEY || c == CKO_CERTIFICATE)
+            return mks_error(MKS_ERR_EXISTS, "token '%s' already holds an object labelled '%s'",
+                             tok->label, label);
+    }
+    return MKS_OK;
+}
+
+/* CKA_ID from the public key: SHA-1 of the subjectPublicKey bits. */
+static mks_rv derive_id(mks_ctx *ctx, const unsigned char *spki, size_t len, unsigned char id[20])
+{
+    const unsigned char *p = spki;
+    X509_PUBKEY *xpk = d2i_X509_PUBKEY(NULL, &p, (long)len);
+    const unsigned char *bits;
+    int nbits;
+    unsigned int mdlen = 0;
+    EVP_MD *sha1 = NULL;
+    mks_rv rv = MKS_ERR_GENERAL;
+
+    if (xpk == NULL || !X509_PUBKEY_get0_param(NULL, &bits, &nbits, NULL, xpk))
+        goto done;
+    sha1 = EVP_MD_fetch(ctx->libctx, "SHA1", NULL);
+    if (sha1 == NULL || !EVP_Digest(bits, (size_t)nbits, id, &mdlen, sha1, NULL) || mdlen != 20)
+        goto done;
+    rv = MKS_OK;
+done:
+    EVP_MD_free(sha1);
+    X509_PUBKEY_free(xpk);
+    if (rv != MKS_OK)
+        mks_error(rv, "cannot derive CKA_ID from the public key");
+    return rv;
+}
+
+mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *kp,
+                  const mks_pin_ui *pin, mks_key **out)
+{
+    mks_rv rv;
+    p11_token *tok = NULL;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG bits = 0;
+    CK_BYTE e65537[] = {0x01, 0x00, 0x01};
+    unsigned char ecparams[16];
+    const struct curve_def *cd = NULL;
+    CK_MECHANISM mech = {0, NULL, 0};
+    CK_RV crv = CKR_OK;
+    unsigned char *spki = NULL;
+    size_t spki_len = 0;
+    unsigned char id[20];
+    mks_key_type t;
+    int b;
+    char c[16];
+    CK_ATTRIBUTE pubt[8], privt[8];
+    CK_ULONG npub = 0, npriv = 0;
+    size_t label_len;
+    unsigned long gen;
+
+    *out = NULL;
+    if (kp == NULL || kp->label == NULL || *kp->label == '\0')
+        return mks_error(MKS_ERR_ARG, "a key needs a label");
+    label_len = strlen(kp->label);
+    if (kp->type == MKS_KEY_EC) {
+        unsigned char *p = ecparams;
+        ASN1_OBJECT *oid;
+        int n;
+        cd = kp->curve != NULL ? curve_by_name(kp->curve) : curve_by_name("P-256");
+        if (cd == NULL || cd->bits == 521)
+            return mks_error(MKS_ERR_UNSUPPORTED, "EC curve '%s' is not supported (P-256, P-384)",
+                             kp->curve);
+        oid = OBJ_nid2obj(cd->nid);
+        n = i2d_ASN1_OBJECT(oid, NULL);
+        if (n <= 0 || (size_t)n > sizeof(ecparams))
+            return mks_error(MKS_ERR_GENERAL, "cannot encode the curve OID");
+        n = i2d_ASN1_OBJECT(oid, &p);
+        mech.mechanism = CKM_EC_KEY_PAIR_GEN;
+        pubt[npub++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, ecparams, (CK_ULONG)n};
+        pubt[npub++] = (CK_ATTRIBUTE){CKA_VERIFY, &yes, sizeof(yes)};
+    } else if (kp->type == MKS_KEY_RSA) {
+        if (kp->bits != 2048 && kp->bits != 3072 && kp->bits != 4096)
+            return mks_error(MKS_ERR_UNSUPPORTED, "RSA size %d is not supported (2048, 3072, 4096)",
+                             kp->bits);
+        bits = (CK_ULONG)kp->bits;
+        mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+        pubt[npub++] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof(bits)};
+        pubt[npub++] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537)};
+        pubt[npub++] = (CK_ATTRIBUTE){CKA_VERIFY, &yes, sizeof(yes)};
+        pubt[npub++] = (CK_ATTRIBUTE){CKA_ENCRYPT, &yes, sizeof(yes)};
+        privt[npriv++] = (CK_ATTRIBUTE){CKA_DECRYPT, &yes, sizeof(yes)};
+    } else {
+        return mks_error(MKS_ERR_UNSUPPORTED, "key type must be RSA or EC");
+    }
+    pubt[npub++] = (CK_ATTRIBUTE){CKA_TOKEN, &yes, sizeof(yes)};
+    pubt[npub++] = (CK_ATTRIBUTE){CKA_PRIVATE, &no, sizeof(no)};
+    pubt[npub++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)kp->label, label_len};
+    privt[npriv++] = (CK_ATTRIBUTE){CKA_TOKEN, &yes, sizeof(yes)};
+    privt[npriv++] = (CK_ATTRIBUTE){CKA_PRIVATE, &yes, sizeof(yes)};
+    privt[npriv++] = (CK_ATTRIBUTE){CKA_SENSITIVE, &yes, sizeof(yes)};
+    privt[npriv++] = (CK_ATTRIBUTE){CKA_EXTRACTABLE, &no, sizeof(no)};
+    privt[npriv++] = (CK_ATTRIBUTE){CKA_SIGN, &yes, sizeof(yes)};
+    privt[npriv++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)kp->label, label_len};
+
+    rv = one_token(ctx, token_uri, &tok);
+    if (rv != MKS_OK)
+        return rv;
+    rv = p11_session_get(tok, 1, NULL, pin, &s, &gen);
+    if (rv != MKS_OK)
+        return rv;
+    rv = label_taken(tok, s, kp->label);
+    if (rv != MKS_OK)
+        goto done;
+    crv = P11(ctx, C_GenerateKeyPair, s, &mech, pubt, npub, privt, npriv, &pub, &priv);
+    if (crv != CKR_OK) {
+        rv = p11_fail(crv, "C_GenerateKeyPair", tok);
+        if (rv == MKS_ERR_NO_SPACE)
+            mks_error_prefix("the token has no room for another key");
+        goto done;
+    }
+    /* The ID comes from the public key, known only now: set it on both halves.
+     * If that fails the pair is destroyed, never left without its ID. */
+    rv = key_public(tok, s, pub, CKO_PUBLIC_KEY, &t, &b, c, sizeof(c), &spki, &spki_len);
+    if (rv == MKS_OK)
+        rv = derive_id(ctx, spki, spki_len, id);
+    if (rv == MKS_OK) {
+        CK_ATTRIBUTE ida = {CKA_ID, id, sizeof(id)};
+        crv = P11(ctx, C_SetAttributeValue, s, pub, &ida, 1);
+        if (crv == CKR_OK)
+            crv = P11(ctx, C_SetAttributeValue, s, priv, &ida, 1);
+        if (crv != CKR_OK)
+            rv = p11_fail(crv, "C_SetAttributeValue(CKA_ID)", tok);
+    }
+    if (rv == MKS_OK)
+        rv = key_new(tok, s, priv, CKO_PRIVATE_KEY, gen, NULL, out);
+    if (rv != MKS_OK) {
+        P11(ctx, C_DestroyObject, s, priv);
+        P11(ctx, C_DestroyObject, s, pub);
+        mks_error_prefix("key generation undone");
+    }
+done:
+    OPENSSL_free(spki);
+    p11_session_put(tok, s, crv);
+    return rv;
+}
+
+mks_rv mks_key_destroy(mks_key *key)
+{
+    p11_token *tok = key->tok;
+    CK_SESSION_HANDLE s;
+    mks_rv rv;
+    CK_OBJECT_CLASS classes[2] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+    CK_RV crv = CKR_OK;
+    int i;
+
+    if (key->id_len == 0)
+        return mks_error(MKS_ERR_ARG, "key '%s' has no CKA_ID; not destroying by label alone",
+                         key->label);
+    rv = p11_session_get(tok, 1, key->pin_source, NULL, &s, NULL);
+    if (rv != MKS_OK)
+        return rv;
+    for (i = 0; i < 2 && rv == MKS_OK; i++) {
+        CK_ATTRIBUTE t[2] = {{CKA_CLASS, &classes[i], sizeof(classes[i])},
+                             {CKA_ID, key->id, key->id_len}};
+        CK_OBJECT_HANDLE found[FIND_MAX];
+        CK_ULONG n = 0, j;
+        rv = find_handles(tok, s, t, 2, found, FIND_MAX, &n);
+        for (j = 0; rv == MKS_OK && j < n; j++) {
+            crv = P11(key->ctx, C_DestroyObject, s, found[j]);
+            if (crv != CKR_OK)
+                rv = p11_fail(crv, "C_DestroyObject", tok);
+        }
+    }
+    p11_session_put(tok, s, crv);
+    key_forget_handle(key);
+    return rv;
+}
+
+/* ---- certificates ------------------------------------------------------------ */
+
+mks_rv mks_cert_import(mks_key *key, const char *label, const unsigned char *der, size_t der_len)
+{
+    p11_token *tok = key->tok;
+    mks_ctx *ctx = key->ctx;
+    mks_rv rv;
+    const unsigned char *p = der;
+    X509 *x = NULL;
+    unsigned char *subj = NULL, *issuer = NULL, *serial = NULL, *spki = NULL;
+    int subj_len, issuer_len, serial_len;
+    size_t spki_len = 0;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_CERTIFICATE_TYPE ctype = CKC_X_509;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_OBJECT_HANDLE h;
+    CK_RV crv = CKR_OK;
+
+    if (label == NULL || *label == '\0')
+        return mks_error(MKS_ERR_ARG, "a certificate needs a label");
+    x = d2i_X509(NULL, &p, (long)der_len);
+    if (x == NULL || p != der + der_len)
+        return mks_error(MKS_ERR_ARG, "not a single X.509 certificate");
+    rv = spki_from_cert(ctx, der, der_len, &spki, &spki_len);
+    if (rv != MKS_OK)
+        goto done;
+    {
+        const unsigned char *a = spki, *b = key->spki;
+        EVP_PKEY *ka = d2i_PUBKEY_ex(NULL, &a, (long)spki_len, ctx->libctx, NULL);
+        EVP_PKEY *kb = d2i_PUBKEY_ex(NULL, &b, (long)key->spki_len, ctx->libctx, NULL);
+        int same = ka != NULL && kb != NULL && EVP_PKEY_eq(ka, kb) == 1;
+        EVP_PKEY_free(ka);
+        EVP_PKEY_free(kb);
+        if (!same) {
+            rv = mks_error(MKS_ERR_MISMATCH,
+                           "the certificate's public key is not the public "
+                           "key of '%s' (token '%s')",
+                           key->label, tok->label);
+            goto done;
+        }
+    }
+    subj_len = i2d_X509_NAME(X509_get_subject_name(x), &subj);
+    issuer_len = i2d_X509_NAME(X509_get_issuer_name(x), &issuer);
+    serial_len = i2d_ASN1_INTEGER(X509_get_serialNumber(x), &serial);
+    if (subj_len <= 0 || issuer_len <= 0 || serial_len <= 0) {
+        rv = mks_error(MKS_ERR_ARG, "cannot encode the certificate's names");
+        goto done;
+    }
+    rv = p11_session_get(tok, 1, key->pin_source, NULL, &s, NULL);
+    if (rv != MKS_OK)
+        goto done;
+    {
+        CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)},
+                             {CKA_LABEL, (void *)label, strlen(label)}};
+        CK_OBJECT_HANDLE found[FIND_MAX];
+        CK_ULONG n = 0, i;
+        rv = find_handles(tok, s, t, 2, found, FIND_MAX, &n);
+        for (i = 0; rv == MKS_OK && i < n; i++) {
+            unsigned char *v = NULL;
+            size_t vlen = 0;
+            int same;
+            rv = p11_get_attr(tok, s, found[i], CKA_VALUE, &v, &vlen);
+            same = rv == MKS_OK && vlen == der_len && memcmp(v, der, der_len) == 0;
+            free(v);
+            if (rv == MKS_OK && same)
+                goto done; /* the same certificate is there already */
+            if (rv == MKS_OK)
+                rv = mks_error(MKS_ERR_EXISTS,
+                               "token '%s' already holds a certificate "
+                               "labelled '%s'",
+                               tok->label, label);
+        }
+        if (rv != MKS_OK)
+            goto done;
+    }
+    {
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, &cls, sizeof(cls)},
+            {CKA_CERTIFICATE_TYPE, &ctype, sizeof(ctype)},
+            {CKA_TOKEN, &yes, sizeof(yes)},
+            {CKA_PRIVATE, &no, sizeof(no)},
+            {CKA_MODIFIABLE, &yes, sizeof(yes)},
+            {CKA_LABEL, (void *)label, strlen(label)},
+            {CKA_ID, key->id, key->id_len},
+            {CKA_SUBJECT, subj, (CK_ULONG)subj_len},
+            {CKA_ISSUER, issuer, (CK_ULONG)issuer_len},
+            {CKA_SERIAL_NUMBER, serial, (CK_ULONG)serial_len},
+            {CKA_VALUE, (void *)der, der_len},
+        };
+        crv = P11(ctx, C_CreateObject, s, t, sizeof(t) / sizeof(t[0]), &h);
+        if (crv != CKR_OK)
+            rv = p11_fail(crv, "C_CreateObject(certificate)", tok);
+    }
+done:
+    if (s != CK_INVALID_HANDLE)
+        p11_session_put(tok, s, crv);
+    X509_free(x);
+    OPENSSL_free(subj);
+    OPENSSL_free(issuer);
+    OPENSSL_free(serial);
+    OPENSSL_free(spki);
+    return rv;
+}
