@@ -37,6 +37,7 @@ struct mks_ctx {
     char *tpm2_tcti;
     CK_FUNCTION_LIST *fl;
     OSSL_LIB_CTX *libctx; /* our own, so our crypto never loops into the provider */
+    OSSL_PROVIDER *deflt; /* the default provider, loaded into libctx */
     pthread_mutex_t lock;
     unsigned long fork_gen; /* generation the module was initialised in */
     int initialized;

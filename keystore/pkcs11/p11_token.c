@@ -128,7 +128,7 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
             goto done;
     }
     ctx->libctx = OSSL_LIB_CTX_new();
-    if (ctx->libctx == NULL || OSSL_PROVIDER_load(ctx->libctx, "default") == NULL) {
+    if (ctx->libctx == NULL || (ctx->deflt = OSSL_PROVIDER_load(ctx->libctx, "default")) == NULL) {
         rv = mks_error(MKS_ERR_GENERAL, "cannot set up OpenSSL's default provider");
         goto done;
     }
@@ -165,6 +165,7 @@ done:
     if (ctx != NULL) {
         if (ctx->fl != NULL)
             p11_kit_module_release(ctx->fl);
+        OSSL_PROVIDER_unload(ctx->deflt);
         OSSL_LIB_CTX_free(ctx->libctx);
         free(ctx->module_path);
         free(ctx->pin_source);
@@ -209,6 +210,7 @@ void mks_ctx_free(mks_ctx *ctx)
         P11(ctx, C_Finalize, NULL);
         p11_kit_module_release(ctx->fl);
     }
+    OSSL_PROVIDER_unload(ctx->deflt);
     OSSL_LIB_CTX_free(ctx->libctx);
     free(ctx->module_path);
     free(ctx->pin_source);
