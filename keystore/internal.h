@@ -8,11 +8,55 @@
 #include <mtlsks/keystore.h>
 
 #include <stdarg.h>
+#include <stdatomic.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MKS_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define MKS_PRINTF(a, b)
+/*
+ * A key, whichever backend holds it. The front (keystore.c) owns the common
+ * fields and the accessors; the backend fills them in and keeps its own state
+ * behind `be`, reached through `ops`.
+ */
+typedef struct mks_key_ops {
+    const char *backend; /* "pkcs11", "tpm2" */
+    mks_rv (*sign)(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
+                   unsigned char *out, size_t *outlen);
+    mks_rv (*decrypt)(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
+                      unsigned char *out, size_t *outlen);
+    mks_rv (*destroy)(mks_key *key);
+    mks_rv (*cert_import)(mks_key *key, const char *label, const unsigned char *der,
+                          size_t der_len);
+    void (*free_be)(mks_key *key); /* frees `be` */
+} mks_key_ops;
+
+struct mks_key {
+    atomic_int refs;
+    mks_ctx *ctx; /* holds a reference */
+    const mks_key_ops *ops;
+    void *be;
+    int is_private;
+    mks_key_type type;
+    int bits;
+    char curve[16];
+    size_t sig_len; /* RSA: modulus bytes; EC: 2 * field bytes (r||s) */
+    int can_decrypt;
+    unsigned char *spki; /* OPENSSL_malloc'd */
+    size_t spki_len;
+    unsigned char *id;
+    size_t id_len;
+    char *label;
+    char *uri;
+    char token_label[64];
+};
+
+/* A zeroed key with one reference, holding a reference on ctx. */
+mks_key *mks_key_alloc(mks_ctx *ctx, const mks_key_ops *ops);
+
+/* Takes a reference on / releases the context (for backends). */
+void mks_ctx_up_ref(mks_ctx *ctx);
+
 #endif
 
 /*
@@ -33,5 +77,48 @@ char *mks_strdup(const char *s);
 
 /* Copies a blank-padded PKCS#11 string field into a NUL-terminated C string. */
 void mks_copy_padded(char *dst, size_t dstsize, const unsigned char *src, size_t srclen);
+
+/*
+ * A key, whichever backend holds it. The front (keystore.c) owns the common
+ * fields and the accessors; the backend fills them in and keeps its own state
+ * behind `be`, reached through `ops`.
+ */
+typedef struct mks_key_ops {
+    const char *backend; /* "pkcs11", "tpm2" */
+    mks_rv (*sign)(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
+                   unsigned char *out, size_t *outlen);
+    mks_rv (*decrypt)(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
+                      unsigned char *out, size_t *outlen);
+    mks_rv (*destroy)(mks_key *key);
+    mks_rv (*cert_import)(mks_key *key, const char *label, const unsigned char *der,
+                          size_t der_len);
+    void (*free_be)(mks_key *key); /* frees `be` */
+} mks_key_ops;
+
+struct mks_key {
+    atomic_int refs;
+    mks_ctx *ctx; /* holds a reference */
+    const mks_key_ops *ops;
+    void *be;
+    int is_private;
+    mks_key_type type;
+    int bits;
+    char curve[16];
+    size_t sig_len; /* RSA: modulus bytes; EC: 2 * field bytes (r||s) */
+    int can_decrypt;
+    unsigned char *spki; /* OPENSSL_malloc'd */
+    size_t spki_len;
+    unsigned char *id;
+    size_t id_len;
+    char *label;
+    char *uri;
+    char token_label[64];
+};
+
+/* A zeroed key with one reference, holding a reference on ctx. */
+mks_key *mks_key_alloc(mks_ctx *ctx, const mks_key_ops *ops);
+
+/* Takes a reference on / releases the context (for backends). */
+void mks_ctx_up_ref(mks_ctx *ctx);
 
 #endif

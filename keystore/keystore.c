@@ -163,3 +163,121 @@ done:
         mks_cleanse(buf, bufsize);
     return rv;
 }
+
+/* ---- keys: the backend-neutral part ---------------------------------------- */
+
+mks_key *mks_key_alloc(mks_ctx *ctx, const mks_key_ops *ops)
+{
+    mks_key *key = calloc(1, sizeof(*key));
+
+    if (key == NULL)
+        return NULL;
+    atomic_init(&key->refs, 1);
+    key->ctx = ctx;
+    key->ops = ops;
+    mks_ctx_up_ref(ctx);
+    return key;
+}
+
+mks_rv mks_key_up_ref(mks_key *key)
+{
+    atomic_fetch_add(&key->refs, 1);
+    return MKS_OK;
+}
+
+void mks_key_free(mks_key *key)
+{
+    mks_ctx *ctx;
+
+    if (key == NULL || atomic_fetch_sub(&key->refs, 1) != 1)
+        return;
+    ctx = key->ctx;
+    if (key->ops != NULL && key->ops->free_be != NULL)
+        key->ops->free_be(key);
+    OPENSSL_free(key->spki);
+    free(key->label);
+    free(key->id);
+    free(key->uri);
+    free(key);
+    mks_ctx_free(ctx);
+}
+
+int mks_key_is_private(const mks_key *key)
+{
+    return key->is_private;
+}
+
+mks_key_type mks_key_get_type(const mks_key *key)
+{
+    return key->type;
+}
+
+int mks_key_get_bits(const mks_key *key)
+{
+    return key->bits;
+}
+
+const char *mks_key_get0_curve(const mks_key *key)
+{
+    return key->type == MKS_KEY_EC ? key->curve : NULL;
+}
+
+const unsigned char *mks_key_get0_spki(const mks_key *key, size_t *len)
+{
+    *len = key->spki_len;
+    return key->spki;
+}
+
+const char *mks_key_get0_uri(const mks_key *key)
+{
+    return key->uri;
+}
+
+const char *mks_key_get0_label(const mks_key *key)
+{
+    return key->label;
+}
+
+const unsigned char *mks_key_get0_id(const mks_key *key, size_t *len)
+{
+    *len = key->id_len;
+    return key->id;
+}
+
+const char *mks_key_get0_token_label(const mks_key *key)
+{
+    return key->token_label;
+}
+
+int mks_key_can_decrypt(const mks_key *key)
+{
+    return key->can_decrypt;
+}
+
+mks_rv mks_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
+                    unsigned char *sig, size_t *siglen)
+{
+    return key->ops->sign(key, p, in, inlen, sig, siglen);
+}
+
+mks_rv mks_key_decrypt(mks_key *key, const mks_mech_params *p, const unsigned char *in,
+                       size_t inlen, unsigned char *out, size_t *outlen)
+{
+    return key->ops->decrypt(key, p, in, inlen, out, outlen);
+}
+
+mks_rv mks_key_destroy(mks_key *key)
+{
+    if (key->ops->destroy == NULL)
+        return mks_error(MKS_ERR_UNSUPPORTED, "keys of the %s backend cannot be destroyed here",
+                         key->ops->backend);
+    return key->ops->destroy(key);
+}
+
+mks_rv mks_cert_import(mks_key *key, const char *label, const unsigned char *der, size_t der_len)
+{
+    if (key->ops->cert_import == NULL)
+        return mks_error(MKS_ERR_UNSUPPORTED, "keys of the %s backend keep no certificates",
+                         key->ops->backend);
+    return key->ops->cert_import(key, label, der, der_len);
+}

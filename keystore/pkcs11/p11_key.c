@@ -15,27 +15,18 @@
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 
-struct mks_key {
-    atomic_int refs;
-    mks_ctx *ctx;
+/* The PKCS#11 part of a key. */
+typedef struct p11_key {
     p11_token *tok;
-    int is_private;
-    mks_key_type type;
-    int bits;
-    char curve[16];
-    size_t sig_len;
-    int can_decrypt;
-    unsigned char *spki;
-    size_t spki_len;
-    unsigned char *id;
-    size_t id_len;
-    char *label;
-    char *uri;
     char *pin_source;     /* the URI's pin-source, if any */
     pthread_mutex_t lock; /* guards handle and gen */
     CK_OBJECT_HANDLE handle;
     unsigned long gen;
-};
+} p11_key;
+
+#define P11K(key) ((p11_key *)(key)->be)
+
+static const mks_key_ops p11_key_ops;
 
 struct curve_def {
     const char *name; /* our name */
@@ -660,19 +651,23 @@ static mks_rv key_new(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, C
                       unsigned long gen, const char *pin_source, mks_key **out)
 {
     mks_rv rv;
-    mks_key *key = calloc(1, sizeof(*key));
+    mks_key *key = mks_key_alloc(tok->ctx, &p11_key_ops);
+    p11_key *pk = calloc(1, sizeof(*pk));
     unsigned char *label = NULL;
     size_t len;
 
-    if (key == NULL)
+    if (key == NULL || pk == NULL) {
+        free(pk);
+        mks_key_free(key);
         return mks_error(MKS_ERR_NOMEM, "out of memory");
-    atomic_init(&key->refs, 1);
-    pthread_mutex_init(&key->lock, NULL);
-    key->tok = tok;
-    key->ctx = tok->ctx;
+    }
+    key->be = pk;
+    pthread_mutex_init(&pk->lock, NULL);
+    pk->tok = tok;
+    pk->handle = h;
+    pk->gen = gen;
     key->is_private = cls == CKO_PRIVATE_KEY;
-    key->handle = h;
-    key->gen = gen;
+    snprintf(key->token_label, sizeof(key->token_label), "%s", tok->label);
     rv = key_public(tok, s, h, cls, &key->type, &key->bits, key->curve, sizeof(key->curve),
                     &key->spki, &key->spki_len);
     if (rv != MKS_OK)
@@ -692,25 +687,27 @@ static mks_rv key_new(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, C
     }
     key->uri = object_uri(&tok->info, cls, key->id, key->id_len, key->label);
     if (key->label == NULL || key->uri == NULL ||
-        (pin_source != NULL && (key->pin_source = strdup(pin_source)) == NULL)) {
+        (pin_source != NULL && (pk->pin_source = strdup(pin_source)) == NULL)) {
         rv = mks_error(MKS_ERR_NOMEM, "out of memory");
         goto done;
     }
-    atomic_fetch_add(&tok->ctx->refs, 1);
     mks_error_clear();
     *out = key;
     key = NULL;
 done:
-    if (key != NULL) {
-        OPENSSL_free(key->spki);
-        free(key->label);
-        free(key->id);
-        free(key->uri);
-        free(key->pin_source);
-        pthread_mutex_destroy(&key->lock);
-        free(key);
-    }
+    mks_key_free(key);
     return rv;
+}
+
+static void p11_key_free_be(mks_key *key)
+{
+    p11_key *pk = P11K(key);
+
+    if (pk == NULL)
+        return;
+    free(pk->pin_source);
+    pthread_mutex_destroy(&pk->lock);
+    free(pk);
 }
 
 static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, const mks_pin_ui *pin,
@@ -811,81 +808,6 @@ mks_rv mks_pubkey_open(mks_ctx *ctx, const char *uri, mks_key **out)
     return open_one(ctx, uri, CKO_PUBLIC_KEY, NULL, out);
 }
 
-mks_rv mks_key_up_ref(mks_key *key)
-{
-    atomic_fetch_add(&key->refs, 1);
-    return MKS_OK;
-}
-
-void mks_key_free(mks_key *key)
-{
-    mks_ctx *ctx;
-
-    if (key == NULL || atomic_fetch_sub(&key->refs, 1) != 1)
-        return;
-    ctx = key->ctx;
-    OPENSSL_free(key->spki);
-    free(key->label);
-    free(key->id);
-    free(key->uri);
-    free(key->pin_source);
-    pthread_mutex_destroy(&key->lock);
-    free(key);
-    mks_ctx_free(ctx);
-}
-
-int mks_key_is_private(const mks_key *key)
-{
-    return key->is_private;
-}
-
-mks_key_type mks_key_get_type(const mks_key *key)
-{
-    return key->type;
-}
-
-int mks_key_get_bits(const mks_key *key)
-{
-    return key->bits;
-}
-
-const char *mks_key_get0_curve(const mks_key *key)
-{
-    return key->type == MKS_KEY_EC ? key->curve : NULL;
-}
-
-const unsigned char *mks_key_get0_spki(const mks_key *key, size_t *len)
-{
-    *len = key->spki_len;
-    return key->spki;
-}
-
-const char *mks_key_get0_uri(const mks_key *key)
-{
-    return key->uri;
-}
-
-const char *mks_key_get0_label(const mks_key *key)
-{
-    return key->label;
-}
-
-const unsigned char *mks_key_get0_id(const mks_key *key, size_t *len)
-{
-    *len = key->id_len;
-    return key->id;
-}
-
-const char *mks_key_get0_token_label(const mks_key *key)
-{
-    return key->tok->label;
-}
-
-int mks_key_can_decrypt(const mks_key *key)
-{
-    return key->can_decrypt;
-}
-
 /* The key's object handle valid for this generation of the token's handles:
  * after fork or a lost token, the object is found again by class and CKA_ID. */
 static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK_OBJECT_HANDLE *h)
@@ -896,13 +818,15 @@ static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK
     CK_ULONG n = 0;
     CK_RV crv;
 
-    pthread_mutex_lock(&key->lock);
-    if (key->gen == gen) {
-        *h = key->handle;
-        pthread_mutex_unlock(&key->lock);
+    p11_key *pk = P11K(key);
+
+    pthread_mutex_lock(&pk->lock);
+    if (pk->gen == gen) {
+        *h = pk->handle;
+        pthread_mutex_unlock(&pk->lock);
         return CKR_OK;
     }
-    pthread_mutex_unlock(&key->lock);
+    pthread_mutex_unlock(&pk->lock);
     if (key->id_len == 0) {
         t[1].type = CKA_LABEL;
         t[1].pValue = key->label;
@@ -917,19 +841,21 @@ static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK
         return crv;
     if (n != 1)
         return CKR_KEY_HANDLE_INVALID;
-    pthread_mutex_lock(&key->lock);
-    key->handle = found[0];
-    key->gen = gen;
-    pthread_mutex_unlock(&key->lock);
+    pthread_mutex_lock(&pk->lock);
+    pk->handle = found[0];
+    pk->gen = gen;
+    pthread_mutex_unlock(&pk->lock);
     *h = found[0];
     return CKR_OK;
 }
 
 static void key_forget_handle(mks_key *key)
 {
-    pthread_mutex_lock(&key->lock);
-    key->gen = 0;
-    pthread_mutex_unlock(&key->lock);
+    p11_key *pk = P11K(key);
+
+    pthread_mutex_lock(&pk->lock);
+    pk->gen = 0;
+    pthread_mutex_unlock(&pk->lock);
 }
 
 static CK_MECHANISM_TYPE hash_mech(mks_hash h)
@@ -1027,7 +953,7 @@ static int recoverable(CK_RV crv)
 static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const unsigned char *in,
                      size_t inlen, unsigned char *out, size_t *outlen)
 {
-    p11_token *tok = key->tok;
+    p11_token *tok = P11K(key)->tok;
     const char *call = "C_SignInit";
     mech_buf m;
     mks_rv rv;
@@ -1057,7 +983,7 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
         CK_ULONG len = *outlen;
         unsigned long gen;
 
-        rv = p11_session_get(tok, 1, key->pin_source, NULL, &s, &gen);
+        rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, &gen);
         if (rv != MKS_OK)
             return rv;
         call = "C_FindObjects";
@@ -1087,14 +1013,14 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
     return rv;
 }
 
-mks_rv mks_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
-                    unsigned char *sig, size_t *siglen)
+static mks_rv p11_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in,
+                           size_t inlen, unsigned char *sig, size_t *siglen)
 {
     return key_op(key, p, 0, in, inlen, sig, siglen);
 }
 
-mks_rv mks_key_decrypt(mks_key *key, const mks_mech_params *p, const unsigned char *in,
-                       size_t inlen, unsigned char *out, size_t *outlen)
+static mks_rv p11_key_decrypt(mks_key *key, const mks_mech_params *p, const unsigned char *in,
+                              size_t inlen, unsigned char *out, size_t *outlen)
 {
     return key_op(key, p, 1, in, inlen, out, outlen);
 }
@@ -1278,9 +1204,9 @@ done:
     return rv;
 }
 
-mks_rv mks_key_destroy(mks_key *key)
+static mks_rv p11_key_destroy(mks_key *key)
 {
-    p11_token *tok = key->tok;
+    p11_token *tok = P11K(key)->tok;
     CK_SESSION_HANDLE s;
     mks_rv rv;
     CK_OBJECT_CLASS classes[2] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
@@ -1290,7 +1216,7 @@ mks_rv mks_key_destroy(mks_key *key)
     if (key->id_len == 0)
         return mks_error(MKS_ERR_ARG, "key '%s' has no CKA_ID; not destroying by label alone",
                          key->label);
-    rv = p11_session_get(tok, 1, key->pin_source, NULL, &s, NULL);
+    rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, NULL);
     if (rv != MKS_OK)
         return rv;
     for (i = 0; i < 2 && rv == MKS_OK; i++) {
@@ -1312,9 +1238,10 @@ mks_rv mks_key_destroy(mks_key *key)
 
 /* ---- certificates ------------------------------------------------------------ */
 
-mks_rv mks_cert_import(mks_key *key, const char *label, const unsigned char *der, size_t der_len)
+static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned char *der,
+                              size_t der_len)
 {
-    p11_token *tok = key->tok;
+    p11_token *tok = P11K(key)->tok;
     mks_ctx *ctx = key->ctx;
     mks_rv rv;
     const unsigned char *p = der;
@@ -1359,7 +1286,7 @@ mks_rv mks_cert_import(mks_key *key, const char *label, const unsigned char *der
         rv = mks_error(MKS_ERR_ARG, "cannot encode the certificate's names");
         goto done;
     }
-    rv = p11_session_get(tok, 1, key->pin_source, NULL, &s, NULL);
+    rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, NULL);
     if (rv != MKS_OK)
         goto done;
     {
@@ -1414,3 +1341,12 @@ done:
     OPENSSL_free(spki);
     return rv;
 }
+
+static const mks_key_ops p11_key_ops = {
+    .backend = "pkcs11",
+    .sign = p11_key_sign,
+    .decrypt = p11_key_decrypt,
+    .destroy = p11_key_destroy,
+    .cert_import = p11_cert_import,
+    .free_be = p11_key_free_be,
+};

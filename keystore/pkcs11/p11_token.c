@@ -632,3 +632,8 @@ void p11_session_put(p11_token *tok, CK_SESSION_HANDLE s, CK_RV last)
     pthread_cond_signal(&tok->cond);
     pthread_mutex_unlock(&tok->lock);
 }
+
+void mks_ctx_up_ref(mks_ctx *ctx)
+{
+    atomic_fetch_add(&ctx->refs, 1);
+}
