@@ -10,6 +10,8 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
+#include <openssl/types.h>
+
 #if defined(__GNUC__) || defined(__clang__)
 #define MKS_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
@@ -54,8 +56,29 @@ struct mks_key {
 /* A zeroed key with one reference, holding a reference on ctx. */
 mks_key *mks_key_alloc(mks_ctx *ctx, const mks_key_ops *ops);
 
-/* Takes a reference on / releases the context (for backends). */
+/* Takes a reference on the context (for backends). */
 void mks_ctx_up_ref(mks_ctx *ctx);
+
+/* The context's own OpenSSL library context (default provider only). */
+OSSL_LIB_CTX *mks_ctx_libctx(mks_ctx *ctx);
+
+/* Bumped in the child by an atfork handler: state from an older generation
+ * (sessions, TPM connections, handles) belongs to the parent. */
+unsigned long mks_fork_generation(void);
+
+/* The context's TPM state, created on first use from the configured TCTI. */
+struct tpm2_state;
+mks_rv mks_ctx_tpm2(mks_ctx *ctx, struct tpm2_state **out);
+
+/* SubjectPublicKeyInfo helpers shared by the backends (spki.c). */
+mks_rv mks_spki_rsa(OSSL_LIB_CTX *libctx, const unsigned char *n, size_t nlen,
+                    const unsigned char *e, size_t elen, unsigned char **spki, size_t *len,
+                    int *bits);
+mks_rv mks_spki_ec(OSSL_LIB_CTX *libctx, const char *curve, const unsigned char *point, size_t plen,
+                   unsigned char **spki, size_t *len);
+/* CKA_ID-style key id: SHA-1 of the subjectPublicKey bits. */
+mks_rv mks_spki_id(OSSL_LIB_CTX *libctx, const unsigned char *spki, size_t len,
+                   unsigned char id[20]);
 
 #endif
 
@@ -118,7 +141,28 @@ struct mks_key {
 /* A zeroed key with one reference, holding a reference on ctx. */
 mks_key *mks_key_alloc(mks_ctx *ctx, const mks_key_ops *ops);
 
-/* Takes a reference on / releases the context (for backends). */
+/* Takes a reference on the context (for backends). */
 void mks_ctx_up_ref(mks_ctx *ctx);
+
+/* The context's own OpenSSL library context (default provider only). */
+OSSL_LIB_CTX *mks_ctx_libctx(mks_ctx *ctx);
+
+/* Bumped in the child by an atfork handler: state from an older generation
+ * (sessions, TPM connections, handles) belongs to the parent. */
+unsigned long mks_fork_generation(void);
+
+/* The context's TPM state, created on first use from the configured TCTI. */
+struct tpm2_state;
+mks_rv mks_ctx_tpm2(mks_ctx *ctx, struct tpm2_state **out);
+
+/* SubjectPublicKeyInfo helpers shared by the backends (spki.c). */
+mks_rv mks_spki_rsa(OSSL_LIB_CTX *libctx, const unsigned char *n, size_t nlen,
+                    const unsigned char *e, size_t elen, unsigned char **spki, size_t *len,
+                    int *bits);
+mks_rv mks_spki_ec(OSSL_LIB_CTX *libctx, const char *curve, const unsigned char *point, size_t plen,
+                   unsigned char **spki, size_t *len);
+/* CKA_ID-style key id: SHA-1 of the subjectPublicKey bits. */
+mks_rv mks_spki_id(OSSL_LIB_CTX *libctx, const unsigned char *spki, size_t len,
+                   unsigned char id[20]);
 
 #endif

@@ -42,6 +42,7 @@ struct mks_ctx {
     unsigned long fork_gen; /* generation the module was initialised in */
     int initialized;
     p11_token *tokens;
+    struct tpm2_state *tpm2; /* NULL until a TPM key is used */
     struct mks_ctx *next_registered;
 };
 

@@ -199,58 +199,20 @@ static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
 
 /* ---- public halves ------------------------------------------------------ */
 
-static mks_rv spki_from_pkey(EVP_PKEY *pkey, unsigned char **spki, size_t *len)
-{
-    unsigned char *der = NULL;
-    int n = i2d_PUBKEY(pkey, &der);
-
-    if (n <= 0)
-        return mks_error(MKS_ERR_GENERAL, "cannot encode the public key");
-    *spki = der;
-    *len = (size_t)n;
-    return MKS_OK;
-}
-
 static mks_rv spki_rsa(mks_ctx *ctx, const unsigned char *n, size_t nlen, const unsigned char *e,
                        size_t elen, unsigned char **spki, size_t *len, int *bits)
 {
-    mks_rv rv = MKS_ERR_GENERAL;
-    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *pctx = NULL;
-    EVP_PKEY *pkey = NULL;
-    BIGNUM *bn_n = BN_bin2bn(n, (int)nlen, NULL), *bn_e = BN_bin2bn(e, (int)elen, NULL);
+    mks_rv rv = mks_spki_rsa(ctx->libctx, n, nlen, e, elen, spki, len, bits);
 
-    if (bld == NULL || bn_n == NULL || bn_e == NULL ||
-        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) ||
-        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) ||
-        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
-        (pctx = EVP_PKEY_CTX_new_from_name(ctx->libctx, "RSA", NULL)) == NULL ||
-        EVP_PKEY_fromdata_init(pctx) <= 0 ||
-        EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
-        rv = mks_error(MKS_ERR_GENERAL, "cannot build the RSA public key from the token's "
-                                        "modulus and exponent");
-        goto done;
-    }
-    *bits = EVP_PKEY_get_bits(pkey);
-    rv = spki_from_pkey(pkey, spki, len);
-done:
-    EVP_PKEY_free(pkey);
-    EVP_PKEY_CTX_free(pctx);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
-    BN_free(bn_n);
-    BN_free(bn_e);
+    if (rv != MKS_OK)
+        mks_error_prefix("RSA key on the token");
     return rv;
 }
 
 static mks_rv spki_ec(mks_ctx *ctx, const struct curve_def *cd, const unsigned char *point,
                       size_t plen, unsigned char **spki, size_t *len)
 {
-    mks_rv rv = MKS_ERR_GENERAL;
-    OSSL_PARAM params[3];
-    EVP_PKEY_CTX *pctx = NULL;
-    EVP_PKEY *pkey = NULL;
+    mks_rv rv;
     const unsigned char *pt = point;
     ASN1_OCTET_STRING *os = NULL;
     size_t field = ((size_t)cd->bits + 7) / 8;
@@ -263,22 +225,7 @@ static mks_rv spki_ec(mks_ctx *ctx, const struct curve_def *cd, const unsigned c
         point = ASN1_STRING_get0_data(os);
         plen = (size_t)ASN1_STRING_length(os);
     }
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)cd->sn, 0);
-    params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)point, plen);
-    params[2] = OSSL_PARAM_construct_end();
-    if ((pctx = EVP_PKEY_CTX_new_from_name(ctx->libctx, "EC", NULL)) == NULL ||
-        EVP_PKEY_fromdata_init(pctx) <= 0 ||
-        EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
-        rv = mks_error(MKS_ERR_GENERAL,
-                       "cannot build the %s public key from the token's "
-                       "EC point",
-                       cd->name);
-        goto done;
-    }
-    rv = spki_from_pkey(pkey, spki, len);
-done:
-    EVP_PKEY_free(pkey);
-    EVP_PKEY_CTX_free(pctx);
+    rv = mks_spki_ec(ctx->libctx, cd->name, point, plen, spki, len);
     ASN1_OCTET_STRING_free(os);
     return rv;
 }
@@ -1068,31 +1015,6 @@ static mks_rv label_taken(p11_token *tok, CK_SESSION_HANDLE s, const char *label
     return MKS_OK;
 }
 
-/* CKA_ID from the public key: SHA-1 of the subjectPublicKey bits. */
-static mks_rv derive_id(mks_ctx *ctx, const unsigned char *spki, size_t len, unsigned char id[20])
-{
-    const unsigned char *p = spki;
-    X509_PUBKEY *xpk = d2i_X509_PUBKEY(NULL, &p, (long)len);
-    const unsigned char *bits;
-    int nbits;
-    unsigned int mdlen = 0;
-    EVP_MD *sha1 = NULL;
-    mks_rv rv = MKS_ERR_GENERAL;
-
-    if (xpk == NULL || !X509_PUBKEY_get0_param(NULL, &bits, &nbits, NULL, xpk))
-        goto done;
-    sha1 = EVP_MD_fetch(ctx->libctx, "SHA1", NULL);
-    if (sha1 == NULL || !EVP_Digest(bits, (size_t)nbits, id, &mdlen, sha1, NULL) || mdlen != 20)
-        goto done;
-    rv = MKS_OK;
-done:
-    EVP_MD_free(sha1);
-    X509_PUBKEY_free(xpk);
-    if (rv != MKS_OK)
-        mks_error(rv, "cannot derive CKA_ID from the public key");
-    return rv;
-}
-
 mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *kp,
                   const mks_pin_ui *pin, mks_key **out)
 {
@@ -1182,7 +1104,7 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
      * If that fails the pair is destroyed, never left without its ID. */
     rv = key_public(tok, s, pub, CKO_PUBLIC_KEY, &t, &b, c, sizeof(c), &spki, &spki_len);
     if (rv == MKS_OK)
-        rv = derive_id(ctx, spki, spki_len, id);
+        rv = mks_spki_id(ctx->libctx, spki, spki_len, id);
     if (rv == MKS_OK) {
         CK_ATTRIBUTE ida = {CKA_ID, id, sizeof(id)};
         crv = P11(ctx, C_SetAttributeValue, s, pub, &ida, 1);

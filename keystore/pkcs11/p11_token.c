@@ -4,6 +4,7 @@
  * fork().
  */
 #include "p11.h"
+#include "../tpm2/tpm2.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,7 @@ static void atfork_child(void)
     atomic_fetch_add(&fork_generation, 1);
     for (ctx = registry; ctx != NULL; ctx = ctx->next_registered) {
         pthread_mutex_init(&ctx->lock, NULL);
+        tpm2_state_after_fork(ctx->tpm2);
         for (tok = ctx->tokens; tok != NULL; tok = tok->next)
             reset_token_after_fork(tok);
     }
@@ -206,6 +208,9 @@ void mks_ctx_free(mks_ctx *ctx)
         next = tok->next;
         token_free(tok, touch_module);
     }
+    /* The TPM connection is closed at exit too: a bare TPM keeps what a
+     * process leaves loaded. */
+    tpm2_state_free(ctx->tpm2, 1);
     if (touch_module) {
         P11(ctx, C_Finalize, NULL);
         p11_kit_module_release(ctx->fl);
@@ -636,4 +641,26 @@ void p11_session_put(p11_token *tok, CK_SESSION_HANDLE s, CK_RV last)
 void mks_ctx_up_ref(mks_ctx *ctx)
 {
     atomic_fetch_add(&ctx->refs, 1);
+}
+
+OSSL_LIB_CTX *mks_ctx_libctx(mks_ctx *ctx)
+{
+    return ctx->libctx;
+}
+
+unsigned long mks_fork_generation(void)
+{
+    return atomic_load(&fork_generation);
+}
+
+mks_rv mks_ctx_tpm2(mks_ctx *ctx, struct tpm2_state **out)
+{
+    mks_rv rv = MKS_OK;
+
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->tpm2 == NULL)
+        rv = tpm2_state_new(ctx->tpm2_tcti, &ctx->tpm2);
+    *out = ctx->tpm2;
+    pthread_mutex_unlock(&ctx->lock);
+    return rv;
 }

@@ -317,6 +317,83 @@ MKS_WUR mks_rv mks_keyref_encode_pem(const char *uri, char **pem, size_t *pem_le
 MKS_WUR mks_rv mks_keyref_decode_der(const unsigned char *der, size_t der_len, char **uri);
 
 /* ------------------------------------------------------------------------ */
+/* TPM 2.0                                                                   */
+
+/*
+ * TPM keys live in TSS2 PRIVATE KEY files (draft-bottomley-tpm2-keys, the
+ * loadable-key form that tpm2-openssl and openssl_tpm2_engine read and
+ * write), wrapped by the TPM's storage key so they are useless elsewhere, or
+ * at a persistent handle, named by a URI of the form
+ *     tpmkey:handle=0x81000100
+ * (a scheme of its own: tpm2-openssl's handle: and object: are not claimed).
+ * The TPM is reached through the TCTI of mks_config.tpm2_tcti. All TPM
+ * commands of a context run under one lock; transient objects are flushed
+ * as soon as they are not needed (a loaded key stays loaded while its
+ * mks_key lives, so a signature costs one TPM2_Sign).
+ */
+
+#define MKS_TSS2_PEM_LABEL "TSS2 PRIVATE KEY"
+#define MKS_TPM_URI_SCHEME "tpmkey:"
+
+typedef struct mks_tpm_keygen_params {
+    mks_keygen_params key; /* type, bits/curve; label is optional (unused by the TPM) */
+    const char *auth;      /* key password, NULL or "" for none (key gets noDA then) */
+    size_t auth_len;
+    uint32_t persist; /* 0x81000000..0x81FFFFFF to make the key persistent, 0 not */
+} mks_tpm_keygen_params;
+
+/*
+ * Creates a key in the TPM under the owner hierarchy's standard ECC P-256
+ * storage primary. Writes the TSS2 PRIVATE KEY PEM to *pem (malloc'd; free()).
+ * Errors: MKS_ERR_UNSUPPORTED, MKS_ERR_EXISTS (persist handle taken),
+ * MKS_ERR_TOKEN (TPM failure, message decoded), MKS_ERR_TOKEN_ABSENT (no TPM).
+ */
+MKS_WUR mks_rv mks_tpm_keygen(mks_ctx *ctx, const mks_tpm_keygen_params *params, char **pem,
+                              size_t *pem_len, mks_key **out);
+
+/* Opens a key from the DER of a TSS2 PRIVATE KEY. The key password, if the
+ * file says one is needed, comes from pin (a prompt or file). */
+MKS_WUR mks_rv mks_tpm_key_open_der(mks_ctx *ctx, const unsigned char *der, size_t der_len,
+                                    const mks_pin_ui *pin, mks_key **out);
+
+/* Opens a persistent key by its tpmkey: URI. */
+MKS_WUR mks_rv mks_tpm_key_open_uri(mks_ctx *ctx, const char *uri, const mks_pin_ui *pin,
+                                    mks_key **out);
+
+/* Persistent handles holding keys in the owner range, with their key types.
+ * *handles is malloc'd (free()). */
+typedef struct mks_tpm_persistent {
+    uint32_t handle;
+    mks_key_type type;
+    int bits;
+    char curve[16];
+    char uri[32];
+} mks_tpm_persistent;
+MKS_WUR mks_rv mks_tpm_list_persistent(mks_ctx *ctx, mks_tpm_persistent **out, size_t *count);
+
+/* Removes a persistent key (TPM2_EvictControl). */
+MKS_WUR mks_rv mks_tpm_evict(mks_ctx *ctx, uint32_t handle);
+
+/* TPM commands this process has sent, for tests and benchmarks. */
+unsigned long mks_tpm_command_count(void);
+
+/* Parses "0x81000100" (or decimal) into a persistent handle; MKS_ERR_ARG otherwise. */
+MKS_WUR mks_rv mks_tpm_parse_handle(const char *s, uint32_t *handle);
+
+/* TSS2 PRIVATE KEY codec (also used by the provider's decoder). */
+typedef struct mks_tss2_key {
+    int empty_auth;     /* 1: no password */
+    uint32_t parent;    /* 0x40000001 (owner: the standard primary) or a persistent handle */
+    unsigned char *pub; /* marshalled TPM2B_PUBLIC */
+    size_t pub_len;
+    unsigned char *priv; /* marshalled TPM2B_PRIVATE */
+    size_t priv_len;
+} mks_tss2_key;
+MKS_WUR mks_rv mks_tss2_decode_der(const unsigned char *der, size_t der_len, mks_tss2_key *out);
+MKS_WUR mks_rv mks_tss2_encode_pem(const mks_tss2_key *key, char **pem, size_t *pem_len);
+void mks_tss2_key_clear(mks_tss2_key *key);
+
+/* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
 
 /* Reads a PIN from a pin-source ("file:PATH" or a plain path): the first

@@ -1,0 +1,161 @@
+/*
+ * The connection to the TPM: TCTI loading, the ESYS lock, fork recovery, the
+ * command counter and error decoding.
+ */
+#include "tpm2.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <tss2/tss2_rc.h>
+
+static atomic_ulong tpm_commands;
+
+unsigned long mks_tpm_command_count(void)
+{
+    return atomic_load(&tpm_commands);
+}
+
+TSS2_RC tpm2_trace(const char *name, TSS2_RC rc)
+{
+    /* Esys_TR_* are bookkeeping in ESYS, except FromTPMPublic (one ReadPublic). */
+    if (strncmp(name, "Esys_TR_", 8) != 0 || strcmp(name, "Esys_TR_FromTPMPublic") == 0)
+        atomic_fetch_add_explicit(&tpm_commands, 1, memory_order_relaxed);
+    if (getenv("MTLSKS_DEBUG") != NULL && rc != TSS2_RC_SUCCESS)
+        fprintf(stderr, "mtlsks: %s -> 0x%x %s\n", name, rc, Tss2_RC_Decode(rc));
+    return rc;
+}
+
+mks_rv tpm2_fail(TSS2_RC rc, const char *call)
+{
+    TSS2_RC base = rc & 0xfff;
+    mks_rv rv = MKS_ERR_TOKEN;
+
+    /* Format-one codes carry the parameter/handle/session number in 0xf00
+     * (and 0x040 for parameters); the error itself is in the low bits. */
+    if (rc & TPM2_RC_FMT1)
+        base = (rc & 0x3f) | TPM2_RC_FMT1;
+    if ((rc & 0xfff0000) == 0) {
+        if (base == TPM2_RC_AUTH_FAIL || base == TPM2_RC_BAD_AUTH)
+            rv = MKS_ERR_PIN_INCORRECT;
+        else if (base == TPM2_RC_LOCKOUT)
+            rv = MKS_ERR_PIN_LOCKED;
+        else if (base == TPM2_RC_NV_DEFINED)
+            rv = MKS_ERR_EXISTS;
+        else if (base == TPM2_RC_OBJECT_MEMORY)
+            rv = MKS_ERR_NO_SPACE;
+        else if ((rc & TPM2_RC_FMT1) && ((rc & 0x3f) == (TPM2_RC_HANDLE & 0x3f)))
+            rv = MKS_ERR_NOT_FOUND;
+    } else if ((rc & TSS2_RC_LAYER_MASK) == TSS2_TCTI_RC_LAYER) {
+        rv = MKS_ERR_TOKEN_ABSENT;
+    }
+    return mks_error(rv, "%s failed: 0x%x %s", call, rc, Tss2_RC_Decode(rc));
+}
+
+mks_rv tpm2_state_new(const char *tcti_conf, tpm2_state **out)
+{
+    tpm2_state *st = calloc(1, sizeof(*st));
+
+    if (st == NULL)
+        return mks_error(MKS_ERR_NOMEM, "out of memory");
+    st->tcti_conf = strdup(tcti_conf != NULL ? tcti_conf : "device:/dev/tpmrm0");
+    if (st->tcti_conf == NULL) {
+        free(st);
+        return mks_error(MKS_ERR_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&st->lock, NULL);
+    st->gen = 1;
+    *out = st;
+    return MKS_OK;
+}
+
+static void close_connection(tpm2_state *st)
+{
+    if (st->esys != NULL)
+        Esys_Finalize(&st->esys);
+    if (st->tcti != NULL)
+        Tss2_TctiLdr_Finalize(&st->tcti);
+    st->esys = NULL;
+    st->tcti = NULL;
+}
+
+void tpm2_state_free(tpm2_state *st, int touch_tpm)
+{
+    if (st == NULL)
+        return;
+    if (touch_tpm && st->fork_gen == mks_fork_generation())
+        close_connection(st);
+    pthread_mutex_destroy(&st->lock);
+    free(st->tcti_conf);
+    free(st);
+}
+
+void tpm2_state_after_fork(tpm2_state *st)
+{
+    if (st == NULL)
+        return;
+    pthread_mutex_init(&st->lock, NULL);
+}
+
+static mks_rv open_connection_locked(tpm2_state *st)
+{
+    TSS2_RC rc;
+
+    /* In a child after fork the parent's connection is left alone: closing
+     * our copy would be harmless, but ESYS state is not ours to finish. */
+    st->esys = NULL;
+    st->tcti = NULL;
+    if (getenv("TSS2_LOG") == NULL)
+        setenv("TSS2_LOG", "all+none", 0); /* tpm2-tss logs to stderr otherwise */
+    rc = Tss2_TctiLdr_Initialize(st->tcti_conf, &st->tcti);
+    if (rc != TSS2_RC_SUCCESS) {
+        st->tcti = NULL;
+        return mks_error(MKS_ERR_TOKEN_ABSENT,
+                         "cannot reach the TPM through TCTI '%s': %s (set tpm2-tcti in "
+                         "openssl.cnf)",
+                         st->tcti_conf, Tss2_RC_Decode(rc));
+    }
+    rc = Esys_Initialize(&st->esys, st->tcti, NULL);
+    if (rc != TSS2_RC_SUCCESS) {
+        Tss2_TctiLdr_Finalize(&st->tcti);
+        st->tcti = NULL;
+        st->esys = NULL;
+        return mks_error(MKS_ERR_TOKEN_ABSENT, "Esys_Initialize failed on TCTI '%s': %s",
+                         st->tcti_conf, Tss2_RC_Decode(rc));
+    }
+    st->fork_gen = mks_fork_generation();
+    st->gen++;
+    return MKS_OK;
+}
+
+static _Thread_local OSSL_LIB_CTX *saved_default;
+
+mks_rv tpm2_lock(mks_ctx *ctx, tpm2_state **out)
+{
+    tpm2_state *st;
+    mks_rv rv;
+
+    rv = mks_ctx_tpm2(ctx, &st);
+    if (rv != MKS_OK)
+        return rv;
+    pthread_mutex_lock(&st->lock);
+    if (st->esys == NULL || st->fork_gen != mks_fork_generation()) {
+        rv = open_connection_locked(st);
+        if (rv != MKS_OK) {
+            pthread_mutex_unlock(&st->lock);
+            return rv;
+        }
+    }
+    saved_default = OSSL_LIB_CTX_set0_default(mks_ctx_libctx(ctx));
+    *out = st;
+    return MKS_OK;
+}
+
+void tpm2_unlock(tpm2_state *st)
+{
+    OSSL_LIB_CTX_set0_default(saved_default);
+    saved_default = NULL;
+    pthread_mutex_unlock(&st->lock);
+}
