@@ -13,6 +13,9 @@
 
 static atomic_ulong tpm_commands;
 
+/* The parent's TCTI in a child after fork(): left open, never finalised. */
+static TSS2_TCTI_CONTEXT *inherited_tcti;
+
 unsigned long mks_tpm_command_count(void)
 {
     return atomic_load(&tpm_commands);
@@ -103,8 +106,13 @@ static mks_rv open_connection_locked(tpm2_state *st)
 {
     TSS2_RC rc;
 
-    /* In a child after fork the parent's connection is left alone: closing
-     * our copy would be harmless, but ESYS state is not ours to finish. */
+    if (st->esys != NULL) {
+        /* ESYS was given our TCTI, so finalising it frees memory and sends
+         * nothing. The TCTI is kept: its finalisers end the session on the
+         * socket the parent still uses. */
+        Esys_Finalize(&st->esys);
+        inherited_tcti = st->tcti;
+    }
     st->esys = NULL;
     st->tcti = NULL;
     if (getenv("TSS2_LOG") == NULL)

@@ -370,6 +370,7 @@ static void test_fork_child_signs(void **state)
             fprintf(stderr, "child: %s\n", mks_last_error());
         mks_key_free(key); /* flushes the child's own copy of the key */
         mks_ctx_free(ctx);
+        free(pem);
         _exit(ok ? 0 : 1);
     }
     assert_int_equal(waitpid(pid, &status, 0), pid);

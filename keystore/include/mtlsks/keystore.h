@@ -213,7 +213,9 @@ int mks_key_get_bits(const mks_key *key);
 const char *mks_key_get0_curve(const mks_key *key);
 /* SubjectPublicKeyInfo DER of the key (EC with the named curve). Never NULL. */
 const unsigned char *mks_key_get0_spki(const mks_key *key, size_t *len);
-/* A URI naming exactly this key: token identity, id, object, type=private. */
+/* A URI naming exactly this key: for PKCS#11 keys token identity, id, object,
+ * type=private; for persistent TPM keys tpmkey:handle=...; NULL for TPM keys
+ * from a file (the file is their name). */
 const char *mks_key_get0_uri(const mks_key *key);
 const char *mks_key_get0_label(const mks_key *key);
 const unsigned char *mks_key_get0_id(const mks_key *key, size_t *len);
