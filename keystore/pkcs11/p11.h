@@ -36,6 +36,7 @@ struct mks_ctx {
     char *pin_source;
     char *tpm2_tcti;
     CK_FUNCTION_LIST *fl;
+    void *dl;             /* dlopen handle when the module is not loaded through p11-kit */
     OSSL_LIB_CTX *libctx; /* our own, so our crypto never loops into the provider */
     OSSL_PROVIDER *deflt; /* the default provider, loaded into libctx */
     pthread_mutex_t lock;

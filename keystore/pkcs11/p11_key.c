@@ -514,7 +514,7 @@ static mks_rv find_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, co
     rv = find_handles(tok, s, attrs, nattrs, found, FIND_MAX, &nfound);
     for (i = 0; rv == MKS_OK && i < nfound; i++) {
         CK_OBJECT_CLASS cls = get_ulong(tok, s, found[i], CKA_CLASS, (CK_ULONG)-1);
-        mks_object *o;
+        mks_object *o = NULL;
 
         if (!(class_of(cls) & classes))
             continue;
@@ -1035,7 +1035,7 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
     mks_key_type t;
     int b;
     char c[16];
-    CK_ATTRIBUTE pubt[8], privt[8];
+    CK_ATTRIBUTE pubt[12], privt[12];
     CK_ULONG npub = 0, npriv = 0;
     size_t label_len;
     unsigned long gen;
@@ -1060,6 +1060,11 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
         mech.mechanism = CKM_EC_KEY_PAIR_GEN;
         pubt[npub++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, ecparams, (CK_ULONG)n};
         pubt[npub++] = (CK_ATTRIBUTE){CKA_VERIFY, &yes, sizeof(yes)};
+        pubt[npub++] = (CK_ATTRIBUTE){CKA_ENCRYPT, &no, sizeof(no)};
+        /* Tokens default some usages to TRUE (SoftHSM: decrypt, unwrap,
+         * derive); an mTLS key signs and nothing else. */
+        privt[npriv++] = (CK_ATTRIBUTE){CKA_DECRYPT, &no, sizeof(no)};
+        privt[npriv++] = (CK_ATTRIBUTE){CKA_DERIVE, &no, sizeof(no)};
     } else if (kp->type == MKS_KEY_RSA) {
         if (kp->bits != 2048 && kp->bits != 3072 && kp->bits != 4096)
             return mks_error(MKS_ERR_UNSUPPORTED, "RSA size %d is not supported (2048, 3072, 4096)",
@@ -1082,6 +1087,8 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
     privt[npriv++] = (CK_ATTRIBUTE){CKA_SENSITIVE, &yes, sizeof(yes)};
     privt[npriv++] = (CK_ATTRIBUTE){CKA_EXTRACTABLE, &no, sizeof(no)};
     privt[npriv++] = (CK_ATTRIBUTE){CKA_SIGN, &yes, sizeof(yes)};
+    privt[npriv++] = (CK_ATTRIBUTE){CKA_UNWRAP, &no, sizeof(no)};
+    pubt[npub++] = (CK_ATTRIBUTE){CKA_WRAP, &no, sizeof(no)};
     privt[npriv++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)kp->label, label_len};
 
     rv = one_token(ctx, token_uri, &tok);

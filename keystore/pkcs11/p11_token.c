@@ -6,6 +6,7 @@
 #include "p11.h"
 #include "../tpm2/tpm2.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,47 @@ static void registry_remove(mks_ctx *ctx)
 
 /* ---- context ----------------------------------------------------------- */
 
+/*
+ * Loads the module so that this context initialises and finalises it on its
+ * own, whoever else in the process uses it (the provider, the CLI, another
+ * library): p11-kit manages modules for that, and p11-kit-proxy (which
+ * p11-kit will not manage) hands every C_GetFunctionList caller a list of
+ * its own.
+ */
+static mks_rv module_load(mks_ctx *ctx, const char *path)
+{
+    const char *base = strrchr(path, '/');
+    CK_C_GetFunctionList get_list;
+    CK_RV crv;
+
+    base = base != NULL ? base + 1 : path;
+    if (strncmp(base, "p11-kit-proxy", 13) != 0) {
+        ctx->fl = p11_kit_module_load(path, 0);
+        return MKS_OK; /* ctx->fl == NULL is reported by the caller */
+    }
+    ctx->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (ctx->dl == NULL)
+        return mks_error(MKS_ERR_NOT_FOUND, "cannot load PKCS#11 module '%s': %s", path, dlerror());
+    get_list = (CK_C_GetFunctionList)dlsym(ctx->dl, "C_GetFunctionList");
+    if (get_list == NULL)
+        return mks_error(MKS_ERR_NOT_FOUND, "'%s' is not a PKCS#11 module (no C_GetFunctionList)",
+                         path);
+    crv = get_list(&ctx->fl);
+    if (crv != CKR_OK)
+        return p11_fail(crv, "C_GetFunctionList", NULL);
+    return MKS_OK;
+}
+
+static void module_release(mks_ctx *ctx)
+{
+    if (ctx->dl != NULL)
+        dlclose(ctx->dl);
+    else if (ctx->fl != NULL)
+        p11_kit_module_release(ctx->fl);
+    ctx->dl = NULL;
+    ctx->fl = NULL;
+}
+
 static mks_rv module_initialize_locked(mks_ctx *ctx)
 {
     CK_C_INITIALIZE_ARGS args;
@@ -143,9 +185,9 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
                                                   "pkcs11-module)");
         goto done;
     }
-    /* Managed by p11-kit: several users in one process (the provider, the CLI,
-     * another library) each initialise and finalise independently. */
-    ctx->fl = p11_kit_module_load(path, 0);
+    rv = module_load(ctx, path);
+    if (rv != MKS_OK)
+        goto done;
     if (ctx->fl == NULL) {
         rv = mks_error(MKS_ERR_NOT_FOUND, "cannot load PKCS#11 module '%s': %s", path,
                        p11_kit_message() != NULL ? p11_kit_message() : "unknown error");
@@ -165,8 +207,7 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
     rv = MKS_OK;
 done:
     if (ctx != NULL) {
-        if (ctx->fl != NULL)
-            p11_kit_module_release(ctx->fl);
+        module_release(ctx);
         OSSL_PROVIDER_unload(ctx->deflt);
         OSSL_LIB_CTX_free(ctx->libctx);
         free(ctx->module_path);
@@ -213,7 +254,7 @@ void mks_ctx_free(mks_ctx *ctx)
     tpm2_state_free(ctx->tpm2, 1);
     if (touch_module) {
         P11(ctx, C_Finalize, NULL);
-        p11_kit_module_release(ctx->fl);
+        module_release(ctx);
     }
     OSSL_PROVIDER_unload(ctx->deflt);
     OSSL_LIB_CTX_free(ctx->libctx);

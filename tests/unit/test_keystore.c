@@ -26,7 +26,7 @@
 #define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 
 static char dir[256];
-static char pin_source[300];
+static char pin_source[320];
 static char token_uri[512];
 
 static void write_file(const char *path, const char *text, mode_t mode)
@@ -192,7 +192,7 @@ static void test_rsa_sign_decrypt(void **state)
     EVP_PKEY_CTX *pctx;
     unsigned char hash[32], sig[256], ct[256], pt[256];
     size_t siglen = sizeof(sig), ctlen = sizeof(ct), ptlen = sizeof(pt);
-    mks_mech_params pss = {MKS_MECH_RSA_PSS, MKS_HASH_SHA256, MKS_HASH_SHA256, 32};
+    mks_mech_params pss = {MKS_MECH_RSA_PSS, MKS_HASH_SHA256, MKS_HASH_SHA256, 32, NULL, 0};
     /* SoftHSM 2.6 decrypts OAEP with SHA-1 only. */
     mks_mech_params oaep = {MKS_MECH_RSA_OAEP, MKS_HASH_SHA1, MKS_HASH_SHA1, 0, NULL, 0};
 

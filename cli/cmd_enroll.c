@@ -1,0 +1,344 @@
+/*
+ * mtls-keystore enroll: a key pair made in the token, a CSR signed by it
+ * through the mtlsks provider, and a key reference file naming it.
+ *
+ * Everything that can be checked without the token is checked first, so
+ * bad input leaves nothing behind. Once the key pair exists, a failure says
+ * so and tells how to finish (csr --key) or remove it.
+ */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "csr.h"
+#include "parse.h"
+
+#define CMD "enroll"
+
+static void enroll_usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: %s enroll (--slot N | --token LABEL) --label NAME\n"
+            "         [--key-type TYPE] --subject DN [--san NAME]... [--usage USAGE]\n"
+            "         --out FILE.csr --key-ref FILE.pem [--force]\n"
+            "\n"
+            "Makes a key pair in the token (the private key is sensitive and never\n"
+            "extractable), writes a CSR signed by it and a key reference file that\n"
+            "OpenSSL programs load the key through, and prints the key's URI.\n"
+            "\n"
+            "  --slot N           the slot with index N in '%s list'\n"
+            "  --token LABEL      the token with this label\n"
+            "  --label NAME       label of the new key pair; an existing label is refused\n"
+            "  --key-type TYPE    ec:P-256 (default), ec:P-384, rsa:2048, rsa:3072, rsa:4096\n"
+            "  --subject DN       e.g. \"CN=web.example,O=Example\" (RFC 4514; escape ',' as\n"
+            "                     '\\,')\n"
+            "  --san NAME         DNS:NAME, IP:ADDRESS, URI:URI or email:ADDRESS; repeatable\n"
+            "  --usage USAGE      client, server or both (default): extendedKeyUsage\n"
+            "  --out FILE.csr     where the CSR (PEM) goes\n"
+            "  --key-ref FILE.pem where the key reference goes (mode 0600)\n"
+            "  --force            overwrite --out and --key-ref if they exist\n"
+            "\n"
+            "Global options (--config, --module, --pin-source) are accepted here too.\n",
+            CLI_PROGRAM, CLI_PROGRAM);
+}
+
+typedef struct enroll_opts {
+    int slot;          /* -1 = not given */
+    const char *token; /* NULL = not given */
+    const char *label;
+    const char *key_type;
+    cli_csr_args csr;
+    const char *out;
+    const char *key_ref;
+    int force;
+} enroll_opts;
+
+enum {
+    OPT_SLOT = 0x100,
+    OPT_TOKEN,
+    OPT_LABEL,
+    OPT_KEY_TYPE,
+    OPT_SUBJECT,
+    OPT_SAN,
+    OPT_USAGE,
+    OPT_OUT,
+    OPT_KEY_REF,
+    OPT_FORCE
+};
+
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    if (strcmp(a, b) == 0)
+        return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/* "mtls-keystore [global options] " as the user ran it, for suggested commands. */
+static void print_prog(const cli_globals *g)
+{
+    fputs("  " CLI_PROGRAM, stderr);
+    if (g->config != NULL) {
+        fputs(" --config ", stderr);
+        cli_shell_quote(stderr, g->config);
+    }
+    if (g->module != NULL) {
+        fputs(" --module ", stderr);
+        cli_shell_quote(stderr, g->module);
+    }
+    if (g->pin_source != NULL) {
+        fputs(" --pin-source ", stderr);
+        cli_shell_quote(stderr, g->pin_source);
+    }
+}
+
+/*
+ * After a failure with the key pair in the token: name it, tell how to
+ * finish from where we are, and how to remove it instead.
+ */
+static void explain_leftover_key(const cli_session *s, const cli_globals *g, const enroll_opts *o,
+                                 mks_key *key, int key_ref_written)
+{
+    size_t id_len = 0, i;
+    const unsigned char *id = mks_key_get0_id(key, &id_len);
+    char *hex = cli_hex(id, id_len);
+    static const char *const types[] = {"privkey", "pubkey"};
+
+    cli_fail(CMD, "the key pair '%s' was made in token '%s' and is still there:", o->label,
+             mks_key_get0_token_label(key));
+    fprintf(stderr, "  %s\n", mks_key_get0_uri(key));
+    fprintf(stderr, "To finish, make its CSR:\n");
+    print_prog(g);
+    fputs(" csr --key ", stderr);
+    cli_shell_quote(stderr, key_ref_written ? o->key_ref : mks_key_get0_uri(key));
+    fputs(" --subject ", stderr);
+    cli_shell_quote(stderr, o->csr.subject);
+    for (i = 0; i < o->csr.nsans; i++) {
+        fputs(" --san ", stderr);
+        cli_shell_quote(stderr, o->csr.sans[i]);
+    }
+    if (o->csr.usage != NULL) {
+        fputs(" --usage ", stderr);
+        cli_shell_quote(stderr, o->csr.usage);
+    }
+    fputs(" --out ", stderr);
+    cli_shell_quote(stderr, o->out);
+    if (o->force)
+        fputs(" --force", stderr);
+    fputc('\n', stderr);
+    if (!key_ref_written)
+        fprintf(stderr, "  (its key reference file is not written: point programs at the URI, "
+                        "or run enroll again with another --label)\n");
+    fprintf(stderr, "Or remove it:\n");
+    for (i = 0; i < 2; i++) {
+        fputs("  pkcs11-tool --module ", stderr);
+        cli_shell_quote(stderr, cli_session_module(s));
+        fputs(" --token-label ", stderr);
+        cli_shell_quote(stderr, mks_key_get0_token_label(key));
+        fprintf(stderr, " --login --delete-object --type %s --id %s\n", types[i],
+                hex != NULL ? hex : "?");
+    }
+    free(hex);
+}
+
+static int parse_options(cli_globals *g, int argc, char **argv, enroll_opts *o, int *exit_now)
+{
+    static const struct option longopts[] = {
+        {"slot", required_argument, NULL, OPT_SLOT},
+        {"token", required_argument, NULL, OPT_TOKEN},
+        {"label", required_argument, NULL, OPT_LABEL},
+        {"key-type", required_argument, NULL, OPT_KEY_TYPE},
+        {"subject", required_argument, NULL, OPT_SUBJECT},
+        {"san", required_argument, NULL, OPT_SAN},
+        {"usage", required_argument, NULL, OPT_USAGE},
+        {"out", required_argument, NULL, OPT_OUT},
+        {"key-ref", required_argument, NULL, OPT_KEY_REF},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"help", no_argument, NULL, 'h'},
+        CLI_GLOBAL_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+
+    *exit_now = -1;
+    opterr = 0;
+    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
+        if (cli_globals_opt(g, c, optarg))
+            continue;
+        switch (c) {
+        case OPT_SLOT:
+            if (!cli_parse_uint(optarg, &o->slot)) {
+                cli_fail(CMD, "--slot '%s': expected an index from '%s list' (0, 1, ...)", optarg,
+                         CLI_PROGRAM);
+                return 0;
+            }
+            break;
+        case OPT_TOKEN:
+            o->token = optarg;
+            break;
+        case OPT_LABEL:
+            o->label = optarg;
+            break;
+        case OPT_KEY_TYPE:
+            o->key_type = optarg;
+            break;
+        case OPT_SUBJECT:
+            o->csr.subject = optarg;
+            break;
+        case OPT_SAN:
+            if (!cli_csr_args_add_san(&o->csr, optarg)) {
+                cli_fail(CMD, "out of memory");
+                *exit_now = CLI_EXIT_FAIL;
+                return 0;
+            }
+            break;
+        case OPT_USAGE:
+            o->csr.usage = optarg;
+            break;
+        case OPT_OUT:
+            o->out = optarg;
+            break;
+        case OPT_KEY_REF:
+            o->key_ref = optarg;
+            break;
+        case OPT_FORCE:
+            o->force = 1;
+            break;
+        case 'h':
+            enroll_usage(stdout);
+            *exit_now = CLI_EXIT_OK;
+            return 0;
+        default:
+            *exit_now = cli_usage_error(CMD, argv, c);
+            return 0;
+        }
+    }
+    if (optind < argc) {
+        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+        return 0;
+    }
+    if ((o->slot >= 0) == (o->token != NULL)) {
+        cli_fail(CMD, "give the token with either --slot N or --token LABEL (see '%s list')",
+                 CLI_PROGRAM);
+        return 0;
+    }
+    if (o->token != NULL && *o->token == '\0') {
+        cli_fail(CMD, "--token: empty label");
+        return 0;
+    }
+    if (o->label == NULL || *o->label == '\0') {
+        cli_fail(CMD, "--label NAME is required: the key pair's label in the token");
+        return 0;
+    }
+    if (o->out == NULL || o->key_ref == NULL) {
+        cli_fail(CMD, "--out FILE.csr and --key-ref FILE.pem are required");
+        return 0;
+    }
+    if (same_file(o->out, o->key_ref)) {
+        cli_fail(CMD, "--out and --key-ref name the same file %s", o->out);
+        return 0;
+    }
+    return cli_globals_check(g, CMD);
+}
+
+int cmd_enroll(cli_globals *g, int argc, char **argv)
+{
+    enroll_opts o = {.slot = -1};
+    mks_keygen_params kp = {0};
+    cli_csr_req req = {0};
+    cli_session s;
+    cli_err err;
+    char *token_uri = NULL, *csr_pem = NULL, *ref_pem = NULL;
+    char token_label[33] = "";
+    size_t csr_len = 0, ref_len = 0;
+    mks_key *key = NULL;
+    int exit_now, ret = CLI_EXIT_FAIL, ref_written = 0, session = 0;
+    mks_rv rv;
+
+    if (!parse_options(g, argc, argv, &o, &exit_now)) {
+        ret = exit_now >= 0 ? exit_now : CLI_EXIT_USAGE;
+        goto done;
+    }
+    if (!cli_parse_key_type(o.key_type != NULL ? o.key_type : "ec:P-256", &kp, &err)) {
+        cli_fail(CMD, "--key-type: %s", err.msg);
+        ret = CLI_EXIT_USAGE;
+        goto done;
+    }
+    kp.label = o.label;
+    if (!cli_csr_req_from_args(&o.csr, &req, &err)) {
+        cli_fail(CMD, "%s", err.msg);
+        ret = CLI_EXIT_USAGE;
+        goto done;
+    }
+    if (!cli_out_check(o.out, o.force, &err) || !cli_out_check(o.key_ref, o.force, &err)) {
+        cli_fail(CMD, "%s", err.msg);
+        goto done;
+    }
+
+    /* Input is good; now the token. */
+    session = cli_session_open(&s, g, CMD);
+    if (!session)
+        goto done;
+    if (!cli_session_find_token(&s, o.slot, o.token, &token_uri, token_label))
+        goto done;
+
+    rv = mks_keygen(s.ks, token_uri, &kp, &s.pin_ui, &key);
+    if (rv != MKS_OK) {
+        key = NULL;
+        if (rv == MKS_ERR_EXISTS)
+            cli_fail(CMD,
+                     "a key labelled '%s' exists on token '%s'; choose another --label or use "
+                     "'%s csr --key URI' for the existing key",
+                     o.label, token_label, CLI_PROGRAM);
+        else if (rv == MKS_ERR_NO_SPACE)
+            cli_fail_ks(CMD, rv, "token '%s' has no room for a new key pair", token_label);
+        else
+            cli_fail_ks(CMD, rv, "cannot make a %s key pair '%s' in token '%s'",
+                        o.key_type != NULL ? o.key_type : "ec:P-256", o.label, token_label);
+        goto done;
+    }
+
+    /* From here on the key pair exists: every failure explains what is left. */
+    if (!cli_session_make_csr(&s, key, &req, &csr_pem, &csr_len))
+        goto leftover;
+    rv = mks_keyref_encode_pem(mks_key_get0_uri(key), &ref_pem, &ref_len);
+    if (rv != MKS_OK) {
+        cli_fail_ks(CMD, rv, "cannot encode the key reference");
+        ref_pem = NULL;
+        goto leftover;
+    }
+    /* The key reference first: with it, 'csr --key FILE' can redo a lost CSR. */
+    if (!cli_write_file_atomic(o.key_ref, ref_pem, ref_len, 0600, o.force, &err)) {
+        cli_fail(CMD, "%s", err.msg);
+        goto leftover;
+    }
+    ref_written = 1;
+    if (!cli_write_file_atomic(o.out, csr_pem, csr_len, 0644, o.force, &err)) {
+        cli_fail(CMD, "%s", err.msg);
+        goto leftover;
+    }
+
+    printf("key:     %s\n", mks_key_get0_uri(key));
+    printf("csr:     %s\n", o.out);
+    printf("key-ref: %s\n", o.key_ref);
+    ret = CLI_EXIT_OK;
+    goto done;
+
+leftover:
+    explain_leftover_key(&s, g, &o, key, ref_written);
+done:
+    if (key != NULL)
+        mks_key_free(key);
+    free(ref_pem);
+    free(csr_pem);
+    free(token_uri);
+    cli_csr_req_clear(&req);
+    cli_csr_args_clear(&o.csr);
+    if (session)
+        cli_session_close(&s);
+    return ret;
+}
