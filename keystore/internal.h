@@ -1,6 +1,6 @@
 /*
- * Keystore internals shared between the front (keystore.c, keyref.c) and the
- * PKCS#11 backend (pkcs11/). Not installed.
+ * Keystore internals shared between the front (keystore.c, keyref.c,
+ * tss2key.c, spki.c) and the backends (pkcs11/, tpm2/). Not installed.
  */
 #ifndef MTLSKS_INTERNAL_H
 #define MTLSKS_INTERNAL_H
@@ -16,70 +16,6 @@
 #define MKS_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define MKS_PRINTF(a, b)
-/*
- * A key, whichever backend holds it. The front (keystore.c) owns the common
- * fields and the accessors; the backend fills them in and keeps its own state
- * behind `be`, reached through `ops`.
- */
-typedef struct mks_key_ops {
-    const char *backend; /* "pkcs11", "tpm2" */
-    mks_rv (*sign)(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
-                   unsigned char *out, size_t *outlen);
-    mks_rv (*decrypt)(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
-                      unsigned char *out, size_t *outlen);
-    mks_rv (*destroy)(mks_key *key);
-    mks_rv (*cert_import)(mks_key *key, const char *label, const unsigned char *der,
-                          size_t der_len);
-    void (*free_be)(mks_key *key); /* frees `be` */
-} mks_key_ops;
-
-struct mks_key {
-    atomic_int refs;
-    mks_ctx *ctx; /* holds a reference */
-    const mks_key_ops *ops;
-    void *be;
-    int is_private;
-    mks_key_type type;
-    int bits;
-    char curve[16];
-    size_t sig_len; /* RSA: modulus bytes; EC: 2 * field bytes (r||s) */
-    int can_decrypt;
-    unsigned char *spki; /* OPENSSL_malloc'd */
-    size_t spki_len;
-    unsigned char *id;
-    size_t id_len;
-    char *label;
-    char *uri;
-    char token_label[64];
-};
-
-/* A zeroed key with one reference, holding a reference on ctx. */
-mks_key *mks_key_alloc(mks_ctx *ctx, const mks_key_ops *ops);
-
-/* Takes a reference on the context (for backends). */
-void mks_ctx_up_ref(mks_ctx *ctx);
-
-/* The context's own OpenSSL library context (default provider only). */
-OSSL_LIB_CTX *mks_ctx_libctx(mks_ctx *ctx);
-
-/* Bumped in the child by an atfork handler: state from an older generation
- * (sessions, TPM connections, handles) belongs to the parent. */
-unsigned long mks_fork_generation(void);
-
-/* The context's TPM state, created on first use from the configured TCTI. */
-struct tpm2_state;
-mks_rv mks_ctx_tpm2(mks_ctx *ctx, struct tpm2_state **out);
-
-/* SubjectPublicKeyInfo helpers shared by the backends (spki.c). */
-mks_rv mks_spki_rsa(OSSL_LIB_CTX *libctx, const unsigned char *n, size_t nlen,
-                    const unsigned char *e, size_t elen, unsigned char **spki, size_t *len,
-                    int *bits);
-mks_rv mks_spki_ec(OSSL_LIB_CTX *libctx, const char *curve, const unsigned char *point, size_t plen,
-                   unsigned char **spki, size_t *len);
-/* CKA_ID-style key id: SHA-1 of the subjectPublicKey bits. */
-mks_rv mks_spki_id(OSSL_LIB_CTX *libctx, const unsigned char *spki, size_t len,
-                   unsigned char id[20]);
-
 #endif
 
 /*
@@ -95,8 +31,10 @@ void mks_error_prefix(const char *fmt, ...) MKS_PRINTF(1, 2);
 /* Clears the calling thread's error message. */
 void mks_error_clear(void);
 
-/* strdup that reports MKS_ERR_NOMEM through *rv. */
-char *mks_strdup(const char *s);
+/* Writes DER as one PEM block with the given label; *pem is malloc'd and
+ * NUL-terminated, *pem_len (may be NULL) its length. */
+mks_rv mks_pem_encode(const char *label, const unsigned char *der, size_t der_len, char **pem,
+                      size_t *pem_len);
 
 /* Copies a blank-padded PKCS#11 string field into a NUL-terminated C string. */
 void mks_copy_padded(char *dst, size_t dstsize, const unsigned char *src, size_t srclen);

@@ -34,9 +34,6 @@ ASN1_SEQUENCE(MKS_KEYREF) =
     MKS_KEYREF *ref = NULL;
     unsigned char *der = NULL;
     int der_len;
-    BIO *mem = NULL;
-    char *data;
-    long n;
 
     if (uri == NULL || strncmp(uri, "pkcs11:", 7) != 0)
         return mks_error(MKS_ERR_ARG, "key reference needs a pkcs11: URI");
@@ -49,22 +46,13 @@ ASN1_SEQUENCE(MKS_KEYREF) =
     der_len = i2d_MKS_KEYREF(ref, &der);
     if (der_len <= 0)
         goto done;
-    mem = BIO_new(BIO_s_mem());
-    if (mem == NULL || !PEM_write_bio(mem, MKS_KEYREF_PEM_LABEL, "", der, der_len))
+    rv = mks_pem_encode(MKS_KEYREF_PEM_LABEL, der, (size_t)der_len, pem, pem_len);
+    if (rv != MKS_OK)
         goto done;
-    n = BIO_get_mem_data(mem, &data);
-    *pem = malloc((size_t)n + 1);
-    if (*pem == NULL)
-        goto done;
-    memcpy(*pem, data, (size_t)n);
-    (*pem)[n] = '\0';
-    if (pem_len != NULL)
-        *pem_len = (size_t)n;
     rv = MKS_OK;
 done:
     if (rv != MKS_OK)
         mks_error(rv, "cannot encode the key reference");
-    BIO_free(mem);
     OPENSSL_free(der);
     MKS_KEYREF_free(ref);
     return rv;

@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
 
 #define MKS_ERRBUF 1024
 
@@ -88,11 +90,6 @@ void mks_error_prefix(const char *fmt, ...)
     memcpy(old, last_error, sizeof(old));
     if (snprintf(last_error, sizeof(last_error), "%s: %s", prefix, old) >= MKS_ERRBUF)
         memcpy(last_error + MKS_ERRBUF - 4, "...", 4); /* truncated: say so */
-}
-
-char *mks_strdup(const char *s)
-{
-    return s == NULL ? NULL : strdup(s);
 }
 
 void mks_copy_padded(char *dst, size_t dstsize, const unsigned char *src, size_t srclen)
@@ -280,4 +277,31 @@ mks_rv mks_cert_import(mks_key *key, const char *label, const unsigned char *der
         return mks_error(MKS_ERR_UNSUPPORTED, "keys of the %s backend keep no certificates",
                          key->ops->backend);
     return key->ops->cert_import(key, label, der, der_len);
+}
+
+mks_rv mks_pem_encode(const char *label, const unsigned char *der, size_t der_len, char **pem,
+                      size_t *pem_len)
+{
+    mks_rv rv = MKS_ERR_NOMEM;
+    BIO *mem = BIO_new(BIO_s_mem());
+    char *data;
+    long n;
+
+    *pem = NULL;
+    if (mem == NULL || !PEM_write_bio(mem, label, "", der, (long)der_len))
+        goto done;
+    n = BIO_get_mem_data(mem, &data);
+    *pem = malloc((size_t)n + 1);
+    if (*pem == NULL)
+        goto done;
+    memcpy(*pem, data, (size_t)n);
+    (*pem)[n] = '\0';
+    if (pem_len != NULL)
+        *pem_len = (size_t)n;
+    rv = MKS_OK;
+done:
+    if (rv != MKS_OK)
+        mks_error(rv, "out of memory writing a %s PEM block", label);
+    BIO_free(mem);
+    return rv;
 }

@@ -126,9 +126,6 @@ mks_rv mks_tss2_encode_pem(const mks_tss2_key *key, char **pem, size_t *pem_len)
     MKS_TSSPRIVKEY *k = MKS_TSSPRIVKEY_new();
     unsigned char *der = NULL;
     int der_len;
-    BIO *mem = NULL;
-    char *data;
-    long n;
 
     *pem = NULL;
     if (k == NULL)
@@ -142,22 +139,13 @@ mks_rv mks_tss2_encode_pem(const mks_tss2_key *key, char **pem, size_t *pem_len)
     der_len = i2d_MKS_TSSPRIVKEY(k, &der);
     if (der_len <= 0)
         goto done;
-    mem = BIO_new(BIO_s_mem());
-    if (mem == NULL || !PEM_write_bio(mem, MKS_TSS2_PEM_LABEL, "", der, der_len))
+    rv = mks_pem_encode(MKS_TSS2_PEM_LABEL, der, (size_t)der_len, pem, pem_len);
+    if (rv != MKS_OK)
         goto done;
-    n = BIO_get_mem_data(mem, &data);
-    *pem = malloc((size_t)n + 1);
-    if (*pem == NULL)
-        goto done;
-    memcpy(*pem, data, (size_t)n);
-    (*pem)[n] = '\0';
-    if (pem_len != NULL)
-        *pem_len = (size_t)n;
     rv = MKS_OK;
 done:
     if (rv != MKS_OK)
         mks_error(rv, "cannot encode the TSS2 key");
-    BIO_free(mem);
     OPENSSL_free(der);
     MKS_TSSPRIVKEY_free(k);
     return rv;
