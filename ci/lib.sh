@@ -2,7 +2,9 @@
 # Shared by ci/test and ci/demo: the Debian packages the project needs, and
 # the build. Build: compiler, CMake, Ninja, OpenSSL, p11-kit and tpm2-tss
 # headers, cmocka. Tests: SoftHSM, pkcs11-tool (opensc), GnuTLS tools, libp11's
-# engine, swtpm, curl, Python; clang-format for the format check.
+# engine, swtpm, tpm2-tools (lockout reset, transient handle checks),
+# tpm2-openssl (the TPM interop peer), curl, Python; clang-format for the
+# format check.
 
 CI_PACKAGES=(
     build-essential cmake ninja-build pkg-config
@@ -11,7 +13,7 @@ CI_PACKAGES=(
     libtss2-dev
     libcmocka-dev
     softhsm2 opensc gnutls-bin libengine-pkcs11-openssl
-    swtpm
+    swtpm tpm2-tools tpm2-openssl
     curl python3 clang-format
 )
 

@@ -14,5 +14,9 @@ cli_cmd_fn cmd_list;
 cli_cmd_fn cmd_enroll;
 cli_cmd_fn cmd_csr;
 cli_cmd_fn cmd_import_cert;
+cli_cmd_fn cmd_show;
+cli_cmd_fn cmd_check;
+cli_cmd_fn cmd_renew;
+cli_cmd_fn cmd_delete;
 
 #endif

@@ -3,10 +3,35 @@
  * next to its key, with the key's CKA_ID and label, so that
  * "pkcs11:...;object=NAME;type=cert" loads it. A certificate for another
  * key is refused.
+ *
+ * It also finishes renewals (see lifecycle.h for the labels):
+ *
+ * - The certificate is for the pending key NAME.next (renew): a hand-over.
+ *   1. the certificate is stored with the new key's id, labelled NAME.next;
+ *   2. the new key pair and certificate are relabelled NAME. For a moment
+ *      two pairs carry NAME, told apart by their ids: key references
+ *      (which name id and label) keep finding the key they named, and a
+ *      URI by label alone is ambiguous, which fails closed;
+ *   3. the key reference (--key-ref) and certificate file (--cert-out) are
+ *      rewritten, each atomically;
+ *   4. the old pair and certificate are relabelled NAME.old (a previous
+ *      NAME.old is destroyed first). Servers still running with the old
+ *      key find it by its id and keep signing until they reload.
+ *   Each step can be repeated: run again after an interruption, import-cert
+ *   finds where it stopped. Until step 2 the old pair serves alone.
+ *
+ * - The certificate is for NAME's key, which has a certificate already
+ *   (renew --same-key): the new certificate is stored as NAME.next, the
+ *   old one destroyed (the key is unchanged, so nothing that runs needs
+ *   it), and the new one relabelled NAME.
+ *
+ * --chain stores CA certificates as NAME.chain; --cert-out writes the
+ * certificate and its chain where servers read them.
  */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -14,6 +39,7 @@
 #include <openssl/x509.h>
 
 #include "cli.h"
+#include "lifecycle.h"
 #include "parse.h"
 
 #define CMD "import-cert"
@@ -21,159 +47,541 @@
 static void import_usage(FILE *f)
 {
     fprintf(f,
-            "Usage: %s import-cert --label NAME [--token LABEL] CERT.pem\n"
+            "Usage: %s import-cert --label NAME [--token LABEL] [--key-ref FILE]\n"
+            "         [--chain FILE] [--cert-out FILE] CERT.pem\n"
             "\n"
             "Stores the certificate (PEM or DER) in the token that holds the private key\n"
             "labelled NAME, under the same label and id, and prints its URI. A\n"
             "certificate whose public key is not that key's is refused.\n"
             "\n"
+            "A certificate for the pending key NAME.next that 'renew' made finishes the\n"
+            "renewal: the new key pair becomes NAME and the old one NAME.old (running\n"
+            "servers keep signing with it until they reload; 'delete --label NAME.old'\n"
+            "removes it). A certificate for NAME's own key replaces NAME's certificate.\n"
+            "Interrupted, run it again: it continues where it stopped.\n"
+            "\n"
             "  --label NAME     the key's label (as given to 'enroll --label')\n"
-            "  --token LABEL    the token to look in (default: every token)\n"
+            "  --token LABEL    the token to look in (default: the one that holds NAME)\n"
+            "  --key-ref FILE   write (or rewrite) the key reference FILE to name the key\n"
+            "                   the certificate is for, atomically, mode 0600. After a\n"
+            "                   renewal the old key reference names the retired key: pass\n"
+            "                   every key reference file a server reads\n"
+            "  --chain FILE     the CA certificates (PEM) between the certificate and the\n"
+            "                   root: stored on the token as NAME.chain (replacing an older\n"
+            "                   chain), and added to --cert-out\n"
+            "  --cert-out FILE  write the certificate followed by its chain (--chain, else\n"
+            "                   the NAME.chain certificates on the token), PEM, atomically:\n"
+            "                   the file a server reads (nginx ssl_certificate)\n"
             "\n"
             "Global options (--config, --module, --pin-source) are accepted here too.\n",
             CLI_PROGRAM);
 }
 
-enum { OPT_LABEL = 0x100, OPT_TOKEN };
+enum { OPT_LABEL = 0x100, OPT_TOKEN, OPT_KEY_REF, OPT_CHAIN, OPT_CERT_OUT };
 
-/* The first certificate in a PEM or DER file, as DER. */
-static int read_cert(const char *path, unsigned char **der, size_t *der_len, cli_err *err)
+typedef struct import_opts {
+    const char *label, *token, *key_ref, *chain, *cert_out, *cert_path;
+} import_opts;
+
+typedef struct import_state {
+    cli_session s;
+    int session;
+    char *token_uri;
+    char token_label[33];
+    char *next_label, *old_label, *chain_label;
+    X509 *x;
+    unsigned char *der, *spki;
+    size_t der_len, spki_len;
+    STACK_OF(X509) * chain; /* --chain, in file order */
+    mks_object *keys;       /* private keys labelled NAME and NAME.next */
+    size_t nkeys;
+    const mks_object *match; /* the key the certificate is for */
+    mks_key *key;
+    int handover;
+} import_state;
+
+static int same_file(const char *a, const char *b)
 {
-    unsigned char *data = NULL, *out = NULL;
-    const unsigned char *p;
-    size_t len = 0;
-    BIO *bio = NULL;
-    X509 *x = NULL;
-    int n, ok = 0;
+    struct stat sa, sb;
 
-    *der = NULL;
-    *der_len = 0;
-    if (!cli_read_file(path, 1 << 20, &data, &len, err))
+    if (strcmp(a, b) == 0)
+        return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+static int read_input(const import_opts *o, import_state *st)
+{
+    STACK_OF(X509) *sk = NULL;
+    unsigned char *p = NULL;
+    cli_err err;
+    int i, n;
+
+    if (!cli_read_certs(o->cert_path, &sk, &err)) {
+        cli_fail(CMD, "%s", err.msg);
         return 0;
-    bio = BIO_new_mem_buf(data, (int)len);
-    if (bio != NULL)
-        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-    if (x == NULL) {
-        p = data;
-        x = d2i_X509(NULL, &p, (long)len);
     }
-    ERR_clear_error();
-    if (x == NULL) {
-        cli_err_set(err, "%s holds no X.509 certificate (PEM or DER)", path);
-        goto done;
+    st->x = sk_X509_shift(sk);
+    sk_X509_pop_free(sk, X509_free);
+    if (!cli_x509_der(st->x, &st->der, &st->der_len) ||
+        (n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(st->x), &p)) <= 0) {
+        cli_fail_ossl(CMD, "cannot encode the certificate in %s", o->cert_path);
+        return 0;
     }
-    n = i2d_X509(x, &out);
-    if (n <= 0) {
-        cli_err_set_ossl(err, "cannot encode the certificate in %s", path);
-        goto done;
+    st->spki = p;
+    st->spki_len = (size_t)n;
+    if (o->chain == NULL)
+        return 1;
+    if (!cli_read_certs(o->chain, &st->chain, &err)) {
+        cli_fail(CMD, "--chain: %s", err.msg);
+        return 0;
     }
-    *der = out;
-    *der_len = (size_t)n;
+    for (i = 0; i < sk_X509_num(st->chain); i++) {
+        X509 *c = sk_X509_value(st->chain, i);
+
+        if (X509_cmp(c, st->x) == 0) {
+            cli_fail(CMD, "--chain %s holds the certificate itself; give only the CA "
+                          "certificates above it",
+                     o->chain);
+            return 0;
+        }
+        if (X509_check_ca(c) == 0) {
+            char *dn = X509_NAME_oneline(X509_get_subject_name(c), NULL, 0);
+
+            cli_fail(CMD, "--chain %s: certificate %d (%s) is not a CA certificate", o->chain,
+                     i + 1, dn != NULL ? dn : "?");
+            OPENSSL_free(dn);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The private keys labelled NAME and NAME.next, and the one the certificate is for. */
+static int find_key(const import_opts *o, import_state *st)
+{
+    const char *labels[2] = {o->label, st->next_label};
+    size_t i, k, n;
+    mks_object *objs;
+    int have_name = 0, have_next = 0;
+
+    for (k = 0; k < 2; k++) {
+        if (!cli_find_objects(&st->s, st->token_uri, labels[k], NULL, 0, "private",
+                              MKS_OBJ_PRIVATE_KEY, &objs, &n))
+            return 0;
+        if (n > 0) {
+            mks_object *v = realloc(st->keys, (st->nkeys + n) * sizeof(*v));
+
+            if (v == NULL) {
+                mks_objects_free(objs, n);
+                cli_fail(CMD, "out of memory");
+                return 0;
+            }
+            st->keys = v;
+            memcpy(st->keys + st->nkeys, objs, n * sizeof(*objs));
+            st->nkeys += n;
+            free(objs); /* the members now belong to st->keys */
+        } else {
+            mks_objects_free(objs, n);
+        }
+    }
+    for (i = 0; i < st->nkeys; i++) {
+        const mks_object *kobj = &st->keys[i];
+
+        if (strcmp(kobj->label, o->label) == 0)
+            have_name = 1;
+        else
+            have_next = 1;
+        if (st->match == NULL &&
+            cli_same_public_key(kobj->der, kobj->der_len, st->spki, st->spki_len))
+            st->match = kobj;
+    }
+    if (st->match != NULL)
+        return 1;
+    if (!have_name && !have_next)
+        cli_fail(CMD, "no private key labelled '%s' on token '%s' (see '%s list')", o->label,
+                 st->token_label, CLI_PROGRAM);
+    else
+        cli_fail(CMD,
+                 "the certificate's public key is not the key %s's%s%s%s (token '%s'); "
+                 "refusing",
+                 o->label, have_next ? " nor the pending key " : "",
+                 have_next ? st->next_label : "", have_next ? "'s" : "", st->token_label);
+    return 0;
+}
+
+/* Opens the matched key by its id and current label. */
+static int open_match(import_state *st, const char *label)
+{
+    char *uri = cli_object_uri(st->token_uri, label, st->match->id, st->match->id_len, "private");
+    mks_rv rv;
+
+    if (st->key != NULL) {
+        mks_key_free(st->key);
+        st->key = NULL;
+    }
+    if (uri == NULL) {
+        cli_fail(CMD, "out of memory");
+        return 0;
+    }
+    rv = mks_key_open(st->s.ks, uri, &st->s.pin_ui, &st->key);
+    if (rv != MKS_OK) {
+        st->key = NULL;
+        cli_fail_ks(CMD, rv, "cannot open the key %s", uri);
+    }
+    free(uri);
+    return rv == MKS_OK;
+}
+
+/* The label (NAME or NAME.next) the certificate carries on the token with the
+ * key's id, if it is stored already. */
+static int stored_label(const import_opts *o, import_state *st, char **label)
+{
+    mks_object *objs = NULL;
+    size_t n = 0, i;
+
+    *label = NULL;
+    if (!cli_find_objects(&st->s, st->token_uri, NULL, st->match->id, st->match->id_len, "cert",
+                          MKS_OBJ_CERTIFICATE, &objs, &n))
+        return 0;
+    for (i = 0; i < n && *label == NULL; i++)
+        if (objs[i].der_len == st->der_len && memcmp(objs[i].der, st->der, st->der_len) == 0 &&
+            objs[i].label != NULL &&
+            (strcmp(objs[i].label, o->label) == 0 || strcmp(objs[i].label, st->next_label) == 0))
+            *label = strdup(objs[i].label);
+    mks_objects_free(objs, n);
+    return 1;
+}
+
+static int store_cert(const import_opts *o, import_state *st, const char *label)
+{
+    mks_rv rv = mks_cert_import(st->key, label, st->der, st->der_len);
+
+    if (rv == MKS_OK)
+        return 1;
+    if (rv == MKS_ERR_MISMATCH)
+        cli_fail(CMD, "the certificate's public key is not the key %s's (token '%s'); refusing",
+                 o->label, st->token_label);
+    else if (rv == MKS_ERR_EXISTS)
+        cli_fail_ks(CMD, rv, "a certificate labelled '%s' is on token '%s' already", label,
+                    st->token_label);
+    else if (rv == MKS_ERR_ARG)
+        cli_fail_ks(CMD, rv, "%s is not a certificate the token takes", o->cert_path);
+    else if (rv == MKS_ERR_NO_SPACE)
+        cli_fail_ks(CMD, rv, "token '%s' has no room for the certificate", st->token_label);
+    else
+        cli_fail_ks(CMD, rv, "cannot store the certificate on token '%s'", st->token_label);
+    return 0;
+}
+
+/* mks_objects_set_label / _destroy on a URI built from the parts; prints errors. */
+static int relabel(import_state *st, const char *label, const unsigned char *id, size_t id_len,
+                   const char *type, const char *new_label)
+{
+    char *uri = cli_object_uri(st->token_uri, label, id, id_len, type);
+    mks_rv rv;
+
+    if (uri == NULL) {
+        cli_fail(CMD, "out of memory");
+        return 0;
+    }
+    if (new_label != NULL)
+        rv = mks_objects_set_label(st->s.ks, uri, MKS_OBJ_ANY, new_label, &st->s.pin_ui, NULL);
+    else
+        rv = mks_objects_destroy(st->s.ks, uri, MKS_OBJ_ANY, &st->s.pin_ui, NULL);
+    if (rv != MKS_OK)
+        cli_fail_ks(CMD, rv, "cannot %s %s (run import-cert again to continue)",
+                    new_label != NULL ? "relabel" : "destroy", uri);
+    free(uri);
+    return rv == MKS_OK;
+}
+
+/* --chain: the token's NAME.chain certificates become the given ones. */
+static int store_chain(import_state *st)
+{
+    mks_object *objs = NULL;
+    size_t n = 0, i;
+    int k, same, ok = 0;
+
+    if (!cli_find_objects(&st->s, st->token_uri, st->chain_label, NULL, 0, "cert",
+                          MKS_OBJ_CERTIFICATE, &objs, &n))
+        return 0;
+    same = n == (size_t)sk_X509_num(st->chain);
+    for (i = 0; same && i < n; i++) {
+        int found = 0;
+
+        for (k = 0; !found && k < sk_X509_num(st->chain); k++) {
+            unsigned char *der = NULL;
+            size_t len = 0;
+
+            if (cli_x509_der(sk_X509_value(st->chain, k), &der, &len))
+                found = len == objs[i].der_len && memcmp(der, objs[i].der, len) == 0;
+            OPENSSL_free(der);
+        }
+        same = found;
+    }
+    mks_objects_free(objs, n);
+    if (same)
+        return 1;
+    /* Nothing that runs reads the chain from the token after starting: replace it. */
+    if (n > 0 && !relabel(st, st->chain_label, NULL, 0, "cert", NULL))
+        return 0;
+    for (k = 0; k < sk_X509_num(st->chain); k++) {
+        unsigned char *der = NULL;
+        size_t len = 0;
+        mks_rv rv;
+
+        if (!cli_x509_der(sk_X509_value(st->chain, k), &der, &len)) {
+            cli_fail_ossl(CMD, "cannot encode chain certificate %d", k + 1);
+            goto done;
+        }
+        rv = mks_cert_store_authority(st->s.ks, st->token_uri, st->chain_label, der, len,
+                                      &st->s.pin_ui);
+        OPENSSL_free(der);
+        if (rv != MKS_OK) {
+            cli_fail_ks(CMD, rv, "cannot store chain certificate %d on token '%s'", k + 1,
+                        st->token_label);
+            goto done;
+        }
+    }
     ok = 1;
 done:
-    X509_free(x);
-    BIO_free(bio);
-    free(data);
     return ok;
 }
 
-/* "PREFIX;object=NAME;type=TYPE" with NAME percent-encoded; malloc'd. */
-static char *object_uri(const char *prefix, const char *label, const char *type)
+/* The chain for --cert-out: --chain, else the token's NAME.chain certificates
+ * in issuing order (each one's subject the previous one's issuer). */
+static STACK_OF(X509) * chain_for_file(import_state *st)
 {
-    char *esc = cli_uri_escape(label);
-    char *uri = NULL;
-    size_t n;
-
-    if (esc == NULL)
-        return NULL;
-    n = strlen(prefix) + strlen(esc) + strlen(type) + 32;
-    uri = malloc(n);
-    if (uri != NULL)
-        snprintf(uri, n, "%s%sobject=%s;type=%s", prefix, strcmp(prefix, "pkcs11:") == 0 ? "" : ";",
-                 esc, type);
-    free(esc);
-    return uri;
-}
-
-/* The URI of the certificate just stored, found the way programs will find it. */
-static char *find_cert_uri(cli_session *s, mks_key *key, const char *label,
-                           const unsigned char *der, size_t der_len)
-{
-    char *tok = cli_uri_escape(mks_key_get0_token_label(key));
-    char *prefix = NULL, *query = NULL, *found = NULL;
+    STACK_OF(X509) *pool = sk_X509_new_null(), *out = sk_X509_new_null();
     mks_object *objs = NULL;
-    size_t n = 0, i, len;
+    size_t n = 0, i;
+    X509 *cur = st->x;
+    int k;
 
-    if (tok == NULL)
-        goto done;
-    len = strlen(tok) + 16;
-    prefix = malloc(len);
-    if (prefix == NULL)
-        goto done;
-    snprintf(prefix, len, "pkcs11:token=%s", tok);
-    query = object_uri(prefix, label, "cert");
-    if (query == NULL)
-        goto done;
-    if (mks_objects_find(s->ks, query, MKS_OBJ_CERTIFICATE, &s->pin_ui, &objs, &n) != MKS_OK) {
-        objs = NULL;
-        n = 0;
+    if (pool == NULL || out == NULL)
+        goto fail;
+    if (st->chain != NULL) {
+        for (k = 0; k < sk_X509_num(st->chain); k++)
+            if (!X509_up_ref(sk_X509_value(st->chain, k)) ||
+                !sk_X509_push(out, sk_X509_value(st->chain, k)))
+                goto fail;
+        sk_X509_free(pool);
+        return out;
     }
+    if (!cli_find_objects(&st->s, st->token_uri, st->chain_label, NULL, 0, "cert",
+                          MKS_OBJ_CERTIFICATE, &objs, &n))
+        goto fail;
     for (i = 0; i < n; i++) {
-        if (objs[i].der_len == der_len && memcmp(objs[i].der, der, der_len) == 0 &&
-            objs[i].uri != NULL) {
-            found = strdup(objs[i].uri);
-            break;
+        const unsigned char *p = objs[i].der;
+        X509 *c = p != NULL ? d2i_X509(NULL, &p, (long)objs[i].der_len) : NULL;
+
+        if (c != NULL && !sk_X509_push(pool, c))
+            X509_free(c);
+    }
+    mks_objects_free(objs, n);
+    while (sk_X509_num(pool) > 0) {
+        int next = 0;
+
+        for (k = 0; k < sk_X509_num(pool); k++)
+            if (X509_NAME_cmp(X509_get_subject_name(sk_X509_value(pool, k)),
+                              X509_get_issuer_name(cur)) == 0) {
+                next = k;
+                break;
+            }
+        cur = sk_X509_delete(pool, next);
+        if (!sk_X509_push(out, cur)) {
+            X509_free(cur);
+            goto fail;
         }
     }
-    if (found == NULL) {
-        cli_fail(CMD, "warning: stored, but %s does not find it", query);
-        found = query;
-        query = NULL;
-    }
-done:
-    mks_objects_free(objs, n);
-    free(query);
-    free(prefix);
-    free(tok);
-    return found;
+    sk_X509_free(pool);
+    return out;
+fail:
+    cli_fail(CMD, "cannot collect the chain for --cert-out");
+    sk_X509_pop_free(pool, X509_free);
+    sk_X509_pop_free(out, X509_free);
+    return NULL;
 }
 
-int cmd_import_cert(cli_globals *g, int argc, char **argv)
+static int write_files(const import_opts *o, import_state *st)
+{
+    cli_err err;
+
+    if (o->key_ref != NULL) {
+        char *pem = NULL;
+        size_t len = 0;
+        mks_rv rv = mks_keyref_encode_pem(mks_key_get0_uri(st->key), &pem, &len);
+
+        if (rv != MKS_OK) {
+            cli_fail_ks(CMD, rv, "cannot encode the key reference");
+            return 0;
+        }
+        if (!cli_write_file_atomic(o->key_ref, pem, len, 0600, 1, &err)) {
+            free(pem);
+            cli_fail(CMD, "%s", err.msg);
+            return 0;
+        }
+        free(pem);
+    }
+    if (o->cert_out != NULL) {
+        STACK_OF(X509) *chain = chain_for_file(st);
+        BIO *bio = BIO_new(BIO_s_mem());
+        char *data;
+        long len;
+        int k, ok;
+
+        ok = chain != NULL && bio != NULL && PEM_write_bio_X509(bio, st->x);
+        for (k = 0; ok && k < sk_X509_num(chain); k++)
+            ok = PEM_write_bio_X509(bio, sk_X509_value(chain, k));
+        if (ok) {
+            len = BIO_get_mem_data(bio, &data);
+            ok = cli_write_file_atomic(o->cert_out, data, (size_t)len, 0644, 1, &err);
+            if (!ok)
+                cli_fail(CMD, "%s", err.msg);
+        } else {
+            cli_fail_ossl(CMD, "cannot write the certificate as PEM");
+        }
+        sk_X509_pop_free(chain, X509_free);
+        BIO_free(bio);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+/* The ids (other than the new key's) that objects labelled NAME carry. */
+static int old_ids(const import_opts *o, import_state *st, mks_object **out, size_t *n)
+{
+    mks_object *objs = NULL;
+    size_t m = 0, i, j, k = 0;
+
+    if (!cli_find_objects(&st->s, st->token_uri, o->label, NULL, 0, NULL, MKS_OBJ_ANY, &objs, &m))
+        return 0;
+    /* Keep one object per distinct id other than the new key's, first come. */
+    for (i = 0; i < m; i++) {
+        int dup = cli_same_id(&objs[i], st->match->id, st->match->id_len) || objs[i].id_len == 0;
+
+        for (j = 0; !dup && j < k; j++)
+            dup = cli_same_id(&objs[j], objs[i].id, objs[i].id_len);
+        if (dup) {
+            free(objs[i].label);
+            free(objs[i].id);
+            free(objs[i].uri);
+            free(objs[i].der);
+            continue;
+        }
+        objs[k++] = objs[i];
+    }
+    *out = objs;
+    *n = k;
+    return 1;
+}
+
+/* Steps 2 to 4 of a hand-over (step 1 is done). */
+static int handover(const import_opts *o, import_state *st, size_t *nretired)
+{
+    mks_object *old = NULL;
+    size_t nold = 0, i;
+    int ok = 0;
+
+    *nretired = 0;
+    if (!relabel(st, st->next_label, st->match->id, st->match->id_len, NULL, o->label))
+        return 0;
+    if (!open_match(st, o->label) || !write_files(o, st))
+        return 0;
+    if (!old_ids(o, st, &old, &nold))
+        return 0;
+    if (nold > 0 && !relabel(st, st->old_label, NULL, 0, NULL, NULL))
+        goto done;
+    for (i = 0; i < nold; i++)
+        if (!relabel(st, o->label, old[i].id, old[i].id_len, NULL, st->old_label))
+            goto done;
+    *nretired = nold;
+    ok = 1;
+done:
+    mks_objects_free(old, nold);
+    return ok;
+}
+
+static void print_result(const import_opts *o, import_state *st, size_t nretired)
+{
+    char *cert_uri = NULL;
+    mks_object *objs = NULL;
+    size_t n = 0, i;
+
+    if (cli_find_objects(&st->s, st->token_uri, o->label, st->match->id, st->match->id_len, "cert",
+                         MKS_OBJ_CERTIFICATE, &objs, &n)) {
+        for (i = 0; i < n && cert_uri == NULL; i++)
+            if (objs[i].der_len == st->der_len && memcmp(objs[i].der, st->der, st->der_len) == 0)
+                cert_uri = objs[i].uri;
+    }
+    printf("certificate: %s\n", cert_uri != NULL ? cert_uri : "(stored; no URI)");
+    printf("key:         %s\n", mks_key_get0_uri(st->key));
+    if (st->chain != NULL)
+        printf("chain:       %d CA certificate%s labelled '%s'\n", sk_X509_num(st->chain),
+               sk_X509_num(st->chain) == 1 ? "" : "s", st->chain_label);
+    if (o->key_ref != NULL)
+        printf("key-ref:     %s\n", o->key_ref);
+    if (o->cert_out != NULL)
+        printf("cert-out:    %s\n", o->cert_out);
+    if (nretired > 0) {
+        printf("retired:     the previous key pair is now labelled '%s'; servers that still\n"
+               "             run with it keep signing until they reload. Once all have\n"
+               "             reloaded: %s delete --label %s --token %s\n",
+               st->old_label, CLI_PROGRAM, st->old_label, st->token_label);
+        if (o->key_ref == NULL)
+            cli_fail(CMD,
+                     "warning: key reference files that name the previous key find no key "
+                     "once their server reloads: rewrite each with '%s import-cert --label "
+                     "%s --key-ref FILE %s' (safe to repeat)",
+                     CLI_PROGRAM, o->label, o->cert_path);
+    }
+    mks_objects_free(objs, n);
+}
+
+static int parse_options(cli_globals *g, int argc, char **argv, import_opts *o, int *exit_now)
 {
     static const struct option longopts[] = {
         {"label", required_argument, NULL, OPT_LABEL},
         {"token", required_argument, NULL, OPT_TOKEN},
+        {"key-ref", required_argument, NULL, OPT_KEY_REF},
+        {"chain", required_argument, NULL, OPT_CHAIN},
+        {"cert-out", required_argument, NULL, OPT_CERT_OUT},
         {"help", no_argument, NULL, 'h'},
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    const char *label = NULL, *token = NULL, *cert_path;
-    char *token_uri = NULL, *key_uri = NULL, *cert_uri = NULL;
-    char token_label[33] = "";
-    unsigned char *der = NULL;
-    size_t der_len = 0;
-    mks_key *key = NULL;
-    cli_session s;
-    cli_err err;
-    int c, session = 0, ret = CLI_EXIT_USAGE;
-    mks_rv rv;
+    int c;
 
+    *exit_now = CLI_EXIT_USAGE;
     opterr = 0;
     while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
         if (cli_globals_opt(g, c, optarg))
             continue;
         switch (c) {
         case OPT_LABEL:
-            label = optarg;
+            o->label = optarg;
             break;
         case OPT_TOKEN:
-            token = optarg;
+            o->token = optarg;
+            break;
+        case OPT_KEY_REF:
+            o->key_ref = optarg;
+            break;
+        case OPT_CHAIN:
+            o->chain = optarg;
+            break;
+        case OPT_CERT_OUT:
+            o->cert_out = optarg;
             break;
         case 'h':
             import_usage(stdout);
-            return CLI_EXIT_OK;
+            *exit_now = CLI_EXIT_OK;
+            return 0;
         default:
-            return cli_usage_error(CMD, argv, c);
+            *exit_now = cli_usage_error(CMD, argv, c);
+            return 0;
         }
     }
     if (optind + 1 != argc) {
@@ -182,82 +590,142 @@ int cmd_import_cert(cli_globals *g, int argc, char **argv)
         else
             cli_fail(CMD, "unexpected argument '%s' (one certificate file at a time)",
                      argv[optind + 1]);
-        return CLI_EXIT_USAGE;
+        return 0;
     }
-    cert_path = argv[optind];
-    if (label == NULL || *label == '\0') {
+    o->cert_path = argv[optind];
+    if (o->label == NULL || *o->label == '\0') {
         cli_fail(CMD, "--label NAME is required: the label of the key the certificate is for");
-        return CLI_EXIT_USAGE;
+        return 0;
     }
-    if (token != NULL && *token == '\0') {
+    if (cli_label_role(o->label) != CLI_ROLE_CURRENT) {
+        cli_fail(CMD,
+                 "--label %s: give the key's own label; import-cert finds the pending key of "
+                 "a renewal itself",
+                 o->label);
+        return 0;
+    }
+    if (o->token != NULL && *o->token == '\0') {
         cli_fail(CMD, "--token: empty label");
-        return CLI_EXIT_USAGE;
+        return 0;
     }
-    if (!cli_globals_check(g, CMD))
-        return CLI_EXIT_USAGE;
+    if ((o->key_ref != NULL && *o->key_ref == '\0') ||
+        (o->cert_out != NULL && *o->cert_out == '\0') || (o->chain != NULL && *o->chain == '\0')) {
+        cli_fail(CMD, "--key-ref, --chain and --cert-out take a file name");
+        return 0;
+    }
+    if (o->key_ref != NULL && o->cert_out != NULL && same_file(o->key_ref, o->cert_out)) {
+        cli_fail(CMD, "--key-ref and --cert-out name the same file %s", o->key_ref);
+        return 0;
+    }
+    return cli_globals_check(g, CMD);
+}
+
+int cmd_import_cert(cli_globals *g, int argc, char **argv)
+{
+    import_opts o = {0};
+    import_state st = {0};
+    char *have = NULL;
+    size_t nretired = 0;
+    cli_err err;
+    int ret, exit_now;
+
+    if (!parse_options(g, argc, argv, &o, &exit_now))
+        return exit_now;
 
     ret = CLI_EXIT_FAIL;
-    if (!read_cert(cert_path, &der, &der_len, &err)) {
-        cli_fail(CMD, "%s", err.msg);
-        goto done;
-    }
-    session = cli_session_open(&s, g, CMD);
-    if (!session)
-        goto done;
-    if (token != NULL && !cli_session_find_token(&s, -1, token, &token_uri, token_label))
-        goto done;
-    key_uri = object_uri(token_uri != NULL ? token_uri : "pkcs11:", label, "private");
-    if (key_uri == NULL) {
+    st.next_label = cli_label_join(o.label, CLI_SUFFIX_NEXT);
+    st.old_label = cli_label_join(o.label, CLI_SUFFIX_OLD);
+    st.chain_label = cli_label_join(o.label, CLI_SUFFIX_CHAIN);
+    if (st.next_label == NULL || st.old_label == NULL || st.chain_label == NULL) {
         cli_fail(CMD, "out of memory");
         goto done;
     }
+    if (!read_input(&o, &st))
+        goto done;
+    if ((o.key_ref != NULL && !cli_out_check(o.key_ref, 1, &err)) ||
+        (o.cert_out != NULL && !cli_out_check(o.cert_out, 1, &err))) {
+        cli_fail(CMD, "%s", err.msg);
+        goto done;
+    }
+    st.session = cli_session_open(&st.s, g, CMD);
+    if (!st.session)
+        goto done;
+    {
+        const char *labels[2] = {o.label, st.next_label};
 
-    rv = mks_key_open(s.ks, key_uri, &s.pin_ui, &key);
-    if (rv != MKS_OK) {
-        key = NULL;
-        if (rv == MKS_ERR_NOT_FOUND)
-            cli_fail(CMD, "no private key labelled '%s'%s%s%s (see '%s list')", label,
-                     token != NULL ? " on token '" : "", token != NULL ? token : "",
-                     token != NULL ? "'" : "", CLI_PROGRAM);
-        else if (rv == MKS_ERR_AMBIGUOUS && token == NULL)
-            cli_fail_ks(CMD, rv, "several keys are labelled '%s'; choose with --token LABEL",
-                        label);
-        else
-            cli_fail_ks(CMD, rv, "cannot open the key %s", key_uri);
-        goto done;
+        if (!cli_find_label_token(&st.s, labels, 2, MKS_OBJ_PRIVATE_KEY, o.token, &st.token_uri,
+                                  st.token_label)) {
+            goto done;
+        }
     }
-    rv = mks_cert_import(key, label, der, der_len);
-    if (rv != MKS_OK) {
-        if (rv == MKS_ERR_MISMATCH)
-            cli_fail(CMD,
-                     "the certificate's public key is not the key %s's (token '%s'); "
-                     "refusing",
-                     label, mks_key_get0_token_label(key));
-        else if (rv == MKS_ERR_EXISTS)
-            cli_fail_ks(CMD, rv, "a certificate labelled '%s' is on token '%s' already", label,
-                        mks_key_get0_token_label(key));
-        else if (rv == MKS_ERR_ARG)
-            cli_fail_ks(CMD, rv, "%s is not a certificate the token takes", cert_path);
-        else if (rv == MKS_ERR_NO_SPACE)
-            cli_fail_ks(CMD, rv, "token '%s' has no room for the certificate",
-                        mks_key_get0_token_label(key));
-        else
-            cli_fail_ks(CMD, rv, "cannot store the certificate on token '%s'",
-                        mks_key_get0_token_label(key));
+    if (!find_key(&o, &st) || !open_match(&st, st.match->label))
         goto done;
+    {
+        size_t i;
+
+        st.handover = cli_label_role(st.match->label) == CLI_ROLE_PENDING;
+        for (i = 0; i < st.nkeys; i++)
+            if (&st.keys[i] != st.match && strcmp(st.keys[i].label, o.label) == 0 &&
+                !cli_same_id(&st.keys[i], st.match->id, st.match->id_len))
+                st.handover = 1;
     }
-    cert_uri = find_cert_uri(&s, key, label, der, der_len);
-    printf("certificate: %s\n", cert_uri != NULL ? cert_uri : "(stored; no URI)");
-    printf("key:         %s\n", mks_key_get0_uri(key));
+
+    /* Step 1: the certificate on the token, with the key's id. */
+    if (!stored_label(&o, &st, &have))
+        goto done;
+    if (have == NULL) {
+        mks_object *objs = NULL;
+        size_t n = 0;
+        const char *label = st.next_label;
+
+        if (!st.handover) {
+            if (!cli_find_objects(&st.s, st.token_uri, o.label, NULL, 0, "cert",
+                                  MKS_OBJ_CERTIFICATE, &objs, &n))
+                goto done;
+            mks_objects_free(objs, n);
+            if (n == 0)
+                label = o.label;
+        }
+        if (!store_cert(&o, &st, label))
+            goto done;
+        have = strdup(label);
+        if (have == NULL) {
+            cli_fail(CMD, "out of memory");
+            goto done;
+        }
+    }
+    if (st.chain != NULL && !store_chain(&st))
+        goto done;
+
+    if (st.handover) {
+        if (!handover(&o, &st, &nretired))
+            goto done;
+    } else {
+        if (strcmp(have, st.next_label) == 0) {
+            /* Same key, new certificate: the old one is of no use to anything that runs. */
+            if (!relabel(&st, o.label, st.match->id, st.match->id_len, "cert", NULL) ||
+                !relabel(&st, st.next_label, st.match->id, st.match->id_len, "cert", o.label))
+                goto done;
+        }
+        if (!write_files(&o, &st))
+            goto done;
+    }
+    print_result(&o, &st, nretired);
     ret = CLI_EXIT_OK;
 done:
-    if (key != NULL)
-        mks_key_free(key);
-    free(cert_uri);
-    free(key_uri);
-    free(token_uri);
-    free(der);
-    if (session)
-        cli_session_close(&s);
+    if (st.key != NULL)
+        mks_key_free(st.key);
+    mks_objects_free(st.keys, st.nkeys);
+    free(have);
+    X509_free(st.x);
+    OPENSSL_free(st.der);
+    OPENSSL_free(st.spki);
+    sk_X509_pop_free(st.chain, X509_free);
+    free(st.token_uri);
+    free(st.next_label);
+    free(st.old_label);
+    free(st.chain_label);
+    if (st.session)
+        cli_session_close(&st.s);
     return ret;
 }

@@ -2,6 +2,10 @@
  * mtls-keystore list [--json]: the slots --slot counts, their tokens' keys
  * and certificates with the URIs that name them, and apart from those the
  * slots that cannot hold keys.
+ *
+ * mtls-keystore list --tpm [--json]: the TPM's persistent keys (signing
+ * keys at owner-range persistent handles), with their tpmkey: URIs. Keys in
+ * TSS2 key files are not in the TPM until loaded: their files name them.
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -19,6 +23,7 @@ static void list_usage(FILE *f)
 {
     fprintf(f,
             "Usage: %s list [--json]\n"
+            "       %s list --tpm [--json]\n"
             "\n"
             "Shows every slot of the PKCS#11 module. Slots whose token can hold keys are\n"
             "numbered with the index that 'enroll --slot' takes; write-protected,\n"
@@ -27,11 +32,18 @@ static void list_usage(FILE *f)
             "Private keys are shown when a PIN is available (--pin-source, the config's\n"
             "pkcs11-pin-source, or a prompt on the terminal).\n"
             "\n"
-            "  --json    one JSON object: {\"module\", \"slots\": [...], \"unusable_slots\": "
-            "[...]}\n"
+            "With --tpm: the TPM's persistent keys (reached through --tcti or the config's\n"
+            "tpm2-tcti), each with the tpmkey:handle= URI that names it. Keys in TPM key\n"
+            "files (enroll --tpm without --persist) are not listed: the file is the key.\n"
             "\n"
-            "Global options (--config, --module, --pin-source) are accepted here too.\n",
-            CLI_PROGRAM);
+            "  --tpm     list the TPM's persistent keys instead of the PKCS#11 module's slots\n"
+            "  --json    one JSON object: {\"module\", \"slots\": [...], \"unusable_slots\": "
+            "[...]};\n"
+            "            with --tpm {\"tcti\", \"persistent_keys\": [{\"handle\", \"uri\",\n"
+            "            \"key_type\", \"curve\", \"bits\"}]}\n"
+            "\n"
+            "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
+            CLI_PROGRAM, CLI_PROGRAM);
 }
 
 static const char *class_name(mks_obj_class c)
@@ -444,10 +456,88 @@ static int list_json(cli_session *s, mks_slot_info **sorted, size_t count)
     return failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
+/* ------------------------------------------------------------------------ */
+/* TPM                                                                       */
+
+static int by_handle(const void *a, const void *b)
+{
+    const mks_tpm_persistent *x = a, *y = b;
+
+    return (x->handle > y->handle) - (x->handle < y->handle);
+}
+
+static int list_tpm(cli_session *s, int json)
+{
+    mks_tpm_persistent *keys = NULL;
+    size_t n = 0, i;
+    mks_rv rv;
+
+    rv = mks_tpm_list_persistent(s->ks, &keys, &n);
+    if (rv != MKS_OK) {
+        cli_session_fail_tpm(s, rv, "cannot list the TPM's persistent keys");
+        return CLI_EXIT_FAIL;
+    }
+    qsort(keys, n, sizeof(*keys), by_handle);
+    if (json) {
+        fputc('{', stdout);
+        json_key("tcti");
+        cli_json_str(stdout, cli_session_tcti(s));
+        fputc(',', stdout);
+        json_key("persistent_keys");
+        fputc('[', stdout);
+        for (i = 0; i < n; i++) {
+            char handle[16];
+
+            snprintf(handle, sizeof(handle), "0x%08x", keys[i].handle);
+            if (i > 0)
+                fputc(',', stdout);
+            fputc('{', stdout);
+            json_key("handle");
+            cli_json_str(stdout, handle);
+            fputc(',', stdout);
+            json_key("uri");
+            cli_json_str(stdout, keys[i].uri);
+            fputc(',', stdout);
+            json_key("key_type");
+            cli_json_str(stdout, key_type_name(keys[i].type));
+            fputc(',', stdout);
+            json_key("curve");
+            cli_json_str(stdout, keys[i].curve[0] != '\0' ? keys[i].curve : NULL);
+            fputc(',', stdout);
+            json_key("bits");
+            if (keys[i].bits > 0)
+                printf("%d", keys[i].bits);
+            else
+                fputs("null", stdout);
+            fputc('}', stdout);
+        }
+        fputs("]}\n", stdout);
+    } else {
+        printf("TPM: %s\n", cli_session_tcti(s));
+        if (n == 0)
+            printf("  (no persistent keys)\n");
+        for (i = 0; i < n; i++) {
+            char type[32];
+            const char *kt = key_type_name(keys[i].type);
+
+            if (kt != NULL && keys[i].curve[0] != '\0')
+                snprintf(type, sizeof(type), "%s %s", kt, keys[i].curve);
+            else if (kt != NULL)
+                snprintf(type, sizeof(type), "%s %d", kt, keys[i].bits);
+            else
+                snprintf(type, sizeof(type), "?");
+            printf("  persistent-key  0x%08x  %-10s %s\n", keys[i].handle, type, keys[i].uri);
+        }
+    }
+    free(keys);
+    return CLI_EXIT_OK;
+}
+
 int cmd_list(cli_globals *g, int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"json", no_argument, NULL, 'j'},
+        {"tpm", no_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
@@ -456,7 +546,7 @@ int cmd_list(cli_globals *g, int argc, char **argv)
     mks_slot_info *slots = NULL;
     mks_slot_info **sorted = NULL;
     size_t count = 0, i;
-    int json = 0, c, ret = CLI_EXIT_FAIL;
+    int json = 0, tpm = 0, c, ret = CLI_EXIT_FAIL;
     mks_rv rv;
 
     opterr = 0;
@@ -466,6 +556,9 @@ int cmd_list(cli_globals *g, int argc, char **argv)
         switch (c) {
         case 'j':
             json = 1;
+            break;
+        case 't':
+            tpm = 1;
             break;
         case 'h':
             list_usage(stdout);
@@ -484,6 +577,11 @@ int cmd_list(cli_globals *g, int argc, char **argv)
     if (!cli_session_open(&s, g, CMD)) {
         cli_session_close(&s);
         return CLI_EXIT_FAIL;
+    }
+    if (tpm) {
+        ret = list_tpm(&s, json);
+        cli_session_close(&s);
+        return ret;
     }
     rv = mks_slots_list(s.ks, &slots, &count);
     if (rv != MKS_OK) {

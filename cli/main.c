@@ -23,6 +23,10 @@ static const struct command {
     {"enroll", cmd_enroll, "make a key pair in a token, a CSR signed by it and a key reference"},
     {"csr", cmd_csr, "make a new CSR for a key already in a token (renewal)"},
     {"import-cert", cmd_import_cert, "store an issued certificate next to its key in the token"},
+    {"show", cmd_show, "show a key pair, its certificate and chain, and a renewal in progress"},
+    {"check", cmd_check, "list certificates with the days they have left; exit 1 when one is due"},
+    {"renew", cmd_renew, "make the next key pair of a key and its CSR; the current one serves on"},
+    {"delete", cmd_delete, "remove a key pair and its certificates from the token"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

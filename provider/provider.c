@@ -140,7 +140,10 @@ static int pin_from_passphrase(char *buf, size_t bufsize, size_t *len, const cha
 
     if (pw == NULL || pw->cb == NULL || bufsize < 2)
         return 0;
-    snprintf(info, sizeof(info), "PKCS#11 token '%s'", token_label != NULL ? token_label : "");
+    if (token_label != NULL && strcmp(token_label, MKS_PIN_FOR_TPM_KEY) == 0)
+        snprintf(info, sizeof(info), "TPM key");
+    else
+        snprintf(info, sizeof(info), "PKCS#11 token '%s'", token_label != NULL ? token_label : "");
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PASSPHRASE_PARAM_INFO, info, 0);
     params[1] = OSSL_PARAM_construct_end();
     if (!pw->cb(buf, bufsize - 1, &n, params, pw->arg) || n == 0 || n > bufsize - 1) {

@@ -41,6 +41,7 @@ struct mks_ctx {
     OSSL_PROVIDER *deflt; /* the default provider, loaded into libctx */
     pthread_mutex_t lock;
     unsigned long fork_gen; /* generation the module was initialised in */
+    atomic_ulong ready_gen; /* fork_gen once the module is ready; 0 before */
     int initialized;
     p11_token *tokens;
     struct tpm2_state *tpm2; /* NULL until a TPM key is used */
@@ -122,5 +123,14 @@ char *p11_token_uri(const CK_TOKEN_INFO *info);
 /* Reads an attribute of any length into a malloc'd buffer. */
 mks_rv p11_get_attr(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
                     unsigned char **val, size_t *len);
+
+/* The same, for p11_manage.c: a URI parsed as mks_objects_find parses it
+ * (unknown attributes refused; free with p11_kit_uri_free), the tokens it
+ * matches (*out malloc'd, free()), and one C_FindObjects round (at most max
+ * handles). */
+mks_rv p11_uri_parse(const char *s, P11KitUri **out);
+mks_rv p11_uri_tokens(mks_ctx *ctx, P11KitUri *uri, p11_token ***out, size_t *count);
+mks_rv p11_find_objects(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                        CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *count);
 
 #endif

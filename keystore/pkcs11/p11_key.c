@@ -563,6 +563,23 @@ static mks_rv tokens_for_uri(mks_ctx *ctx, P11KitUri *uri, p11_token ***out, siz
     return MKS_OK;
 }
 
+/* Non-static doors to the helpers above, for p11_manage.c (declared in p11.h). */
+mks_rv p11_uri_parse(const char *s, P11KitUri **out)
+{
+    return parse_uri(s, out);
+}
+
+mks_rv p11_uri_tokens(mks_ctx *ctx, P11KitUri *uri, p11_token ***out, size_t *count)
+{
+    return tokens_for_uri(ctx, uri, out, count);
+}
+
+mks_rv p11_find_objects(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                        CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *count)
+{
+    return find_handles(tok, s, tmpl, n, out, max, count);
+}
+
 mks_rv mks_objects_find(mks_ctx *ctx, const char *uristr, unsigned classes, const mks_pin_ui *pin,
                         mks_object **out, size_t *count)
 {

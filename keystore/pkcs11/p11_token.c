@@ -155,7 +155,6 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
 {
     mks_rv rv = MKS_ERR_NOMEM;
     mks_ctx *ctx = NULL;
-    const char *path;
 
     *out = NULL;
     pthread_once(&once, once_init);
@@ -177,30 +176,8 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
         goto done;
     }
 
-    path = ctx->module_path != NULL ? ctx->module_path : MKS_P11KIT_PROXY;
-    if (access(path, R_OK) != 0) {
-        rv = mks_error(MKS_ERR_NOT_FOUND, "PKCS#11 module '%s' not found%s", path,
-                       ctx->module_path != NULL ? " (check pkcs11-module in openssl.cnf)"
-                                                : " (install p11-kit-modules or set "
-                                                  "pkcs11-module)");
-        goto done;
-    }
-    rv = module_load(ctx, path);
-    if (rv != MKS_OK)
-        goto done;
-    if (ctx->fl == NULL) {
-        rv = mks_error(MKS_ERR_NOT_FOUND, "cannot load PKCS#11 module '%s': %s", path,
-                       p11_kit_message() != NULL ? p11_kit_message() : "unknown error");
-        goto done;
-    }
-    rv = module_initialize_locked(ctx);
-    if (rv != MKS_OK) {
-        mks_error_prefix("PKCS#11 module '%s'", path);
-        goto done;
-    }
-    /* Registered after the module's own destructors (loaded just now), so
-     * it runs before them and mks_ctx_free can tell the process is exiting. */
-    atexit(on_exit_handler);
+    /* The PKCS#11 module is loaded at first use (p11_ctx_ready): a process
+     * that only uses TPM keys, or never touches a key, does not load it. */
     registry_add(ctx);
     *out = ctx;
     ctx = NULL;
@@ -243,7 +220,7 @@ void mks_ctx_free(mks_ctx *ctx)
     /* At exit the module's destructors may have run already (SoftHSM 2.6.1
      * crashes in C_CloseSession then); in a child after fork the sessions
      * are the parent's. In both cases leave the module alone. */
-    touch_module = !atomic_load(&process_exiting) && ctx->initialized &&
+    touch_module = !atomic_load(&process_exiting) && ctx->initialized && ctx->fl != NULL &&
                    ctx->fork_gen == atomic_load(&fork_generation);
     for (tok = ctx->tokens; tok != NULL; tok = next) {
         next = tok->next;
@@ -265,15 +242,48 @@ void mks_ctx_free(mks_ctx *ctx)
     free(ctx);
 }
 
+/* Loads and initialises the module; ctx->lock held. */
+static mks_rv module_open_locked(mks_ctx *ctx)
+{
+    const char *path = ctx->module_path != NULL ? ctx->module_path : MKS_P11KIT_PROXY;
+    mks_rv rv;
+
+    if (access(path, R_OK) != 0)
+        return mks_error(MKS_ERR_NOT_FOUND, "PKCS#11 module '%s' not found%s", path,
+                         ctx->module_path != NULL ? " (check pkcs11-module in openssl.cnf)"
+                                                  : " (install p11-kit-modules or set "
+                                                    "pkcs11-module)");
+    rv = module_load(ctx, path);
+    if (rv != MKS_OK)
+        return rv;
+    if (ctx->fl == NULL)
+        return mks_error(MKS_ERR_NOT_FOUND, "cannot load PKCS#11 module '%s': %s", path,
+                         p11_kit_message() != NULL ? p11_kit_message() : "unknown error");
+    rv = module_initialize_locked(ctx);
+    if (rv != MKS_OK) {
+        module_release(ctx);
+        mks_error_prefix("PKCS#11 module '%s'", path);
+        return rv;
+    }
+    /* Registered after the module's own destructors (loaded just now), so
+     * it runs before them and mks_ctx_free can tell the process is exiting. */
+    atexit(on_exit_handler);
+    return MKS_OK;
+}
+
 mks_rv p11_ctx_ready(mks_ctx *ctx)
 {
     mks_rv rv = MKS_OK;
 
-    if (ctx->fork_gen == atomic_load(&fork_generation))
+    if (atomic_load(&ctx->ready_gen) == atomic_load(&fork_generation))
         return MKS_OK;
     pthread_mutex_lock(&ctx->lock);
-    if (ctx->fork_gen != atomic_load(&fork_generation))
+    if (ctx->fl == NULL)
+        rv = module_open_locked(ctx);
+    else if (ctx->fork_gen != atomic_load(&fork_generation))
         rv = module_initialize_locked(ctx);
+    if (rv == MKS_OK)
+        atomic_store(&ctx->ready_gen, ctx->fork_gen);
     pthread_mutex_unlock(&ctx->lock);
     return rv;
 }

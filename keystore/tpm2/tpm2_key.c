@@ -313,7 +313,7 @@ static mks_rv get_auth(tpm2_key *tk, const mks_pin_ui *pin)
     size_t len = 0;
 
     if (pin != NULL && pin->cb != NULL &&
-        pin->cb(tk->auth, sizeof(tk->auth), &len, "TPM key", pin->arg) == 1 && len > 0 &&
+        pin->cb(tk->auth, sizeof(tk->auth), &len, MKS_PIN_FOR_TPM_KEY, pin->arg) == 1 && len > 0 &&
         len < sizeof(tk->auth)) {
         tk->auth_len = len;
         return MKS_OK;
@@ -422,11 +422,13 @@ mks_rv mks_tpm_key_open_uri(mks_ctx *ctx, const char *uri, const mks_pin_ui *pin
     rv = describe_public(key, &tk->pub);
     if (rv != MKS_OK)
         goto done;
-    if (!(tk->pub.objectAttributes & TPMA_OBJECT_NODA) || tk->pub.authPolicy.size > 0) {
-        /* A key protected by dictionary-attack logic has a password; ask for
-         * it now rather than fail at the first signature. */
-        if (pin != NULL && pin->cb != NULL)
-            (void)get_auth(tk, pin);
+    if (!(tk->pub.objectAttributes & TPMA_OBJECT_NODA)) {
+        /* A key under dictionary-attack protection has a password (ours are
+         * noDA exactly when they have none). Without it, refuse now: a
+         * signature attempt would cost a lockout strike. */
+        rv = get_auth(tk, pin);
+        if (rv != MKS_OK)
+            goto done;
     }
     key->label = strdup("");
     key->uri = strdup(uri);

@@ -95,10 +95,13 @@ void mks_ctx_free(mks_ctx *ctx);
 
 /*
  * Asks for a PIN. Writes at most bufsize-1 bytes into buf (NUL-terminated),
- * stores the length in *len. token_label names the token for a prompt.
+ * stores the length in *len. token_label names the token for a prompt, or is
+ * MKS_PIN_FOR_TPM_KEY when a TPM key's password is asked for.
  * Returns 1 with a PIN, 0 when none can be had (no terminal, cancelled).
  */
 typedef int mks_pin_cb(char *buf, size_t bufsize, size_t *len, const char *token_label, void *arg);
+
+#define MKS_PIN_FOR_TPM_KEY "TPM key"
 
 typedef struct mks_pin_ui {
     mks_pin_cb *cb;
@@ -408,6 +411,55 @@ unsigned long mks_pkcs11_call_count(const char *name);
 
 /* Wipes len bytes in a way the compiler does not drop. */
 void mks_cleanse(void *p, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Managing objects: relabel, destroy, CA certificates (renewal, deletion)   */
+
+/*
+ * Sets CKA_LABEL to new_label on every object the URI names, limited to the
+ * classes in `classes` (and the URI's type= when present), on every token
+ * the URI matches. Objects are changed in the order private keys, public
+ * keys, certificates; the change is not atomic across objects, so on
+ * failure the objects before the failing one carry new_label already (each
+ * object's label is always one or the other). Logs in to the token (PIN as
+ * for mks_objects_find; private keys cannot be found without it).
+ * The URI must carry id= or object=: a URI naming only tokens is refused,
+ * so that a mistake cannot relabel a whole token. *count (may be NULL)
+ * receives the number of objects changed; no match is MKS_OK with 0.
+ * Errors: MKS_ERR_ARG (malformed URI, no id=/object=, empty new_label),
+ * MKS_ERR_PIN_*, MKS_ERR_TOKEN (e.g. CKR_ATTRIBUTE_READ_ONLY for an object
+ * whose CKA_MODIFIABLE is false; the message names the object).
+ */
+MKS_WUR mks_rv mks_objects_set_label(mks_ctx *ctx, const char *uri, unsigned classes,
+                                     const char *new_label, const mks_pin_ui *pin, size_t *count);
+
+/*
+ * Destroys every object the URI names, limited to `classes` (and type=),
+ * on every token the URI matches, in the order private keys, public keys,
+ * certificates, so that an interrupted call leaves no private key without
+ * the objects that describe it. Same login, URI rule (id= or object=
+ * required), *count and errors as mks_objects_set_label. Keys opened
+ * earlier (mks_key) stay allocated but fail to sign once their object is
+ * gone.
+ */
+MKS_WUR mks_rv mks_objects_destroy(mks_ctx *ctx, const char *uri, unsigned classes,
+                                   const mks_pin_ui *pin, size_t *count);
+
+/*
+ * Stores a CA certificate (DER; an intermediate of a key's chain) on the one
+ * token token_uri names, as a public token object with
+ * CKA_CERTIFICATE_CATEGORY 2 (authority), the given label, and CKA_ID set to
+ * the certificate's subjectKeyIdentifier when it has one (never a key's
+ * CKA_ID, so that no tool takes it for a key's own certificate). When an
+ * identical certificate carries the label already, nothing is stored and
+ * MKS_OK is returned (so callers may repeat an interrupted import).
+ * Errors: MKS_ERR_ARG (not one DER certificate, empty label),
+ * MKS_ERR_NOT_FOUND / MKS_ERR_AMBIGUOUS (token_uri names no / several
+ * tokens), MKS_ERR_NO_SPACE, MKS_ERR_PIN_*, MKS_ERR_TOKEN.
+ */
+MKS_WUR mks_rv mks_cert_store_authority(mks_ctx *ctx, const char *token_uri, const char *label,
+                                        const unsigned char *der, size_t der_len,
+                                        const mks_pin_ui *pin);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,703 @@
+/*
+ * mtls-keystore check: every certificate on the tokens (and in the files
+ * given with --cert) with the days it has left; exit 1 when one expires
+ * within --days. Meant for monitoring probes and for the daily
+ * mtls-keystore-renew.timer, which runs a renewal hook for each
+ * certificate that is due.
+ *
+ * Certificates are public objects: check needs no PIN and never logs in.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/x509.h>
+
+#include "cli.h"
+#include "json.h"
+#include "lifecycle.h"
+#include "parse.h"
+
+#define CMD "check"
+
+extern char **environ;
+
+static void check_usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: %s check [--days N] [--token LABEL] [--cert FILE]... [--no-tokens]\n"
+            "         [--json | --quiet] [--hook PROGRAM]\n"
+            "\n"
+            "Lists every certificate on the tokens that can hold keys, and in the files\n"
+            "given with --cert, with the days it has left. Exit status 0 when none\n"
+            "expires within N days, 1 when one does (each is named) or when a token or\n"
+            "file cannot be read, 2 for a usage error. Retired certificates (labels\n"
+            "ending in '.old', kept by import-cert after a renewal) are listed but never\n"
+            "fail the check. No PIN is needed.\n"
+            "\n"
+            "  --days N        the warning threshold in days (default 30)\n"
+            "  --token LABEL   only this token\n"
+            "  --cert FILE     also check the certificates in FILE (PEM or DER; the first\n"
+            "                  is the leaf, the rest its chain); repeatable. The CLI keeps\n"
+            "                  no record of TPM keys and their certificates: name the\n"
+            "                  certificate files of TPM keys (and any other) this way\n"
+            "  --no-tokens     check only the --cert files; do not load the PKCS#11 module\n"
+            "  --json          one JSON object (fields in mtls-keystore(1))\n"
+            "  --quiet         print only the certificates that expire (nothing when none)\n"
+            "  --hook PROGRAM  run PROGRAM NAME for each key whose certificate expires\n"
+            "                  within N days (not for chain or retired certificates), with\n"
+            "                  MTLSKS_LABEL, MTLSKS_TOKEN, MTLSKS_CERT_URI, MTLSKS_CERT_FILE,\n"
+            "                  MTLSKS_NOT_AFTER, MTLSKS_DAYS_LEFT and MTLSKS_RENEWAL_PENDING\n"
+            "                  in its environment. The exit status is then 0 when every\n"
+            "                  hook exited 0 (and nothing failed), else 1\n"
+            "\n"
+            "Global options (--config, --module, --pin-source) are accepted here too.\n",
+            CLI_PROGRAM);
+}
+
+enum {
+    OPT_DAYS = 0x100,
+    OPT_TOKEN,
+    OPT_CERT,
+    OPT_NO_TOKENS,
+    OPT_JSON,
+    OPT_QUIET,
+    OPT_HOOK,
+};
+
+typedef enum check_status { ST_OK, ST_EXPIRING, ST_EXPIRED } check_status;
+
+typedef struct check_entry {
+    int from_file;
+    char *token;     /* token label (token entries) */
+    char *token_uri; /* token entries */
+    char *label;     /* CKA_LABEL (token entries) */
+    char *uri;       /* the certificate's URI (token entries) */
+    const char *file;
+    int file_index; /* 0: the leaf of a file, 1..: its chain */
+    cli_role role;
+    int pending; /* a renewal is pending for the key (NAME.next exists) */
+    cli_cert_info ci;
+    check_status status;
+} check_entry;
+
+typedef struct check_run {
+    check_entry *v;
+    size_t n, cap;
+    char **errors;
+    size_t nerrors;
+    int days;
+    time_t now;
+} check_run;
+
+static check_entry *entry_add(check_run *r)
+{
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 16;
+        check_entry *v = realloc(r->v, cap * sizeof(*v));
+
+        if (v == NULL)
+            return NULL;
+        r->v = v;
+        r->cap = cap;
+    }
+    memset(&r->v[r->n], 0, sizeof(r->v[0]));
+    return &r->v[r->n++];
+}
+
+/* Records a failure: printed at once, listed in --json, and makes the exit 1. */
+static void run_error(check_run *r, const char *fmt, ...) CLI_PRINTF(2, 3);
+static void run_error(check_run *r, const char *fmt, ...)
+{
+    char buf[1024];
+    char **v;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    cli_fail(CMD, "%s", buf);
+    v = realloc(r->errors, (r->nerrors + 1) * sizeof(*v));
+    if (v == NULL)
+        return;
+    r->errors = v;
+    if ((v[r->nerrors] = strdup(buf)) != NULL)
+        r->nerrors++;
+}
+
+static void run_clear(check_run *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->n; i++) {
+        free(r->v[i].token);
+        free(r->v[i].token_uri);
+        free(r->v[i].label);
+        free(r->v[i].uri);
+        cli_cert_info_clear(&r->v[i].ci);
+    }
+    free(r->v);
+    for (i = 0; i < r->nerrors; i++)
+        free(r->errors[i]);
+    free(r->errors);
+}
+
+static void set_status(const check_run *r, check_entry *e)
+{
+    if (e->ci.seconds_left <= 0)
+        e->status = ST_EXPIRED;
+    else if (e->ci.seconds_left <= (long long)r->days * 86400)
+        e->status = ST_EXPIRING;
+    else
+        e->status = ST_OK;
+}
+
+/* Fails the check: expiring or expired, and not a retired certificate. */
+static int entry_fails(const check_entry *e)
+{
+    return e->status != ST_OK && e->role != CLI_ROLE_RETIRED;
+}
+
+/* Gets a hook: the key's own certificate, not a CA's or a retired one. */
+static int entry_hooks(const check_entry *e)
+{
+    return entry_fails(e) && (e->from_file ? e->file_index == 0 : e->role != CLI_ROLE_CHAIN);
+}
+
+/* The name a key goes by: NAME for NAME and NAME.next. */
+static char *base_label(const char *label)
+{
+    size_t n = strlen(label);
+
+    if (cli_label_role(label) == CLI_ROLE_PENDING)
+        n -= strlen(CLI_SUFFIX_NEXT);
+    return strndup(label, n);
+}
+
+static int by_label(const void *a, const void *b)
+{
+    const mks_object *x = a, *y = b;
+
+    return strcmp(x->label != NULL ? x->label : "", y->label != NULL ? y->label : "");
+}
+
+static void check_token(check_run *r, cli_session *s, const mks_slot_info *si)
+{
+    mks_object *objs = NULL;
+    size_t n = 0, i, k;
+    mks_rv rv;
+
+    /* No PIN callback: certificates and public keys are public. */
+    rv = mks_objects_find(s->ks, si->token_uri, MKS_OBJ_CERTIFICATE | MKS_OBJ_PUBLIC_KEY, NULL,
+                          &objs, &n);
+    if (rv != MKS_OK) {
+        run_error(r, "cannot list the certificates of token '%s': %s", si->token_label,
+                  *mks_last_error() != '\0' ? mks_last_error() : mks_rv_name(rv));
+        return;
+    }
+    qsort(objs, n, sizeof(*objs), by_label);
+    for (i = 0; i < n; i++) {
+        const mks_object *o = &objs[i];
+        check_entry *e;
+        cli_err err;
+        char *next;
+
+        if (o->cls != MKS_OBJ_CERTIFICATE)
+            continue;
+        e = entry_add(r);
+        if (e == NULL) {
+            run_error(r, "out of memory");
+            break;
+        }
+        e->token = strdup(si->token_label);
+        e->token_uri = strdup(si->token_uri);
+        e->label = strdup(o->label != NULL ? o->label : "");
+        e->uri = o->uri != NULL ? strdup(o->uri) : NULL;
+        e->role = cli_label_role(e->label);
+        if (!cli_cert_info_get(o->der, o->der_len, r->now, &e->ci, &err)) {
+            run_error(r, "certificate '%s' on token '%s': %s", e->label, si->token_label,
+                      err.msg);
+            free(e->token);
+            free(e->token_uri);
+            free(e->label);
+            free(e->uri);
+            r->n--;
+            continue;
+        }
+        set_status(r, e);
+        /* The pending key of a renewal shows as its public key NAME.next. */
+        next = e->label != NULL ? cli_label_join(e->label, CLI_SUFFIX_NEXT) : NULL;
+        for (k = 0; next != NULL && k < n; k++)
+            if (objs[k].label != NULL && strcmp(objs[k].label, next) == 0)
+                e->pending = 1;
+        if (e->role == CLI_ROLE_PENDING)
+            e->pending = 1;
+        free(next);
+    }
+    mks_objects_free(objs, n);
+}
+
+static void check_tokens(check_run *r, cli_session *s, const char *token)
+{
+    mks_slot_info *slots = NULL;
+    size_t count = 0, i;
+    int seen = 0;
+    mks_rv rv;
+
+    rv = mks_slots_list(s->ks, &slots, &count);
+    if (rv != MKS_OK) {
+        run_error(r, "cannot list the slots of %s: %s", cli_session_module(s),
+                  *mks_last_error() != '\0' ? mks_last_error() : mks_rv_name(rv));
+        return;
+    }
+    /* Slots in index order, the order 'list' shows. */
+    for (int idx = 0; idx < (int)count; idx++) {
+        for (i = 0; i < count; i++) {
+            if (slots[i].index != idx || slots[i].token_uri == NULL)
+                continue;
+            if (token != NULL && strcmp(slots[i].token_label, token) != 0)
+                continue;
+            seen = 1;
+            check_token(r, s, &slots[i]);
+        }
+    }
+    if (token != NULL && !seen)
+        run_error(r, "no token labelled '%s' that can hold keys in %s", token,
+                  cli_session_module(s));
+    mks_slots_free(slots, count);
+}
+
+static void check_file(check_run *r, const char *path)
+{
+    STACK_OF(X509) *sk = NULL;
+    cli_err err;
+    int i;
+
+    if (!cli_read_certs(path, &sk, &err)) {
+        run_error(r, "%s", err.msg);
+        return;
+    }
+    for (i = 0; i < sk_X509_num(sk); i++) {
+        unsigned char *der = NULL;
+        size_t len = 0;
+        check_entry *e = entry_add(r);
+
+        if (e == NULL || !cli_x509_der(sk_X509_value(sk, i), &der, &len)) {
+            if (e != NULL)
+                r->n--;
+            run_error(r, "%s: out of memory", path);
+            break;
+        }
+        e->from_file = 1;
+        e->file = path;
+        e->file_index = i;
+        e->role = i == 0 ? CLI_ROLE_CURRENT : CLI_ROLE_CHAIN;
+        if (!cli_cert_info_get(der, len, r->now, &e->ci, &err)) {
+            r->n--;
+            run_error(r, "%s: certificate %d: %s", path, i + 1, err.msg);
+        } else {
+            set_status(r, e);
+        }
+        OPENSSL_free(der);
+    }
+    sk_X509_pop_free(sk, X509_free);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Output                                                                    */
+
+static const char *status_name(const check_entry *e)
+{
+    if (e->role == CLI_ROLE_RETIRED)
+        return "retired";
+    switch (e->status) {
+    case ST_EXPIRING:
+        return "expiring";
+    case ST_EXPIRED:
+        return "expired";
+    case ST_OK:
+        break;
+    }
+    return "ok";
+}
+
+/* "api" or "/etc/mtls/tpm.pem" or "/etc/mtls/tpm.pem#2" (its chain). */
+static void entry_name(const check_entry *e, char *buf, size_t size)
+{
+    if (!e->from_file)
+        snprintf(buf, size, "%s", e->label);
+    else if (e->file_index == 0)
+        snprintf(buf, size, "%s", e->file);
+    else
+        snprintf(buf, size, "%s#%d", e->file, e->file_index + 1);
+}
+
+static void print_text_entry(const check_entry *e)
+{
+    char name[1100], where[80];
+    const char *st = status_name(e);
+
+    entry_name(e, name, sizeof(name));
+    if (e->from_file)
+        snprintf(where, sizeof(where), "file");
+    else
+        snprintf(where, sizeof(where), "token '%s'", e->token);
+    printf("%-9s %-20s %5lld days  %s  %s  %s%s\n",
+           entry_fails(e) ? (e->status == ST_EXPIRED ? "EXPIRED" : "EXPIRING") : st, name,
+           e->ci.days_left, e->ci.not_after, where, e->ci.subject,
+           e->pending && e->role != CLI_ROLE_RETIRED ? "  (renewal pending)" : "");
+}
+
+static void print_text(const check_run *r, int quiet)
+{
+    size_t i, k, nfail = 0;
+    char name[1100];
+
+    for (i = 0; i < r->n; i++) {
+        if (entry_fails(&r->v[i]))
+            nfail++;
+        if (!quiet || entry_fails(&r->v[i]))
+            print_text_entry(&r->v[i]);
+    }
+    if (quiet)
+        return;
+    if (nfail == 0) {
+        printf("%s check: OK: %zu certificate%s, none expires within %d days\n", CLI_PROGRAM, r->n,
+               r->n == 1 ? "" : "s", r->days);
+        return;
+    }
+    printf("%s check: %zu of %zu certificate%s expire%s within %d days:", CLI_PROGRAM, nfail, r->n,
+           r->n == 1 ? "" : "s", nfail == 1 ? "s" : "", r->days);
+    for (i = 0, k = 0; i < r->n; i++) {
+        if (!entry_fails(&r->v[i]))
+            continue;
+        entry_name(&r->v[i], name, sizeof(name));
+        printf("%s %s (%s%s%s, %lld days)", k++ > 0 ? "," : "", name,
+               r->v[i].from_file ? "file" : "token '",
+               r->v[i].from_file ? "" : r->v[i].token, r->v[i].from_file ? "" : "'",
+               r->v[i].ci.days_left);
+    }
+    printf("\n");
+}
+
+static void print_json(const check_run *r)
+{
+    cli_json j;
+    char now[24];
+    struct tm tm;
+    size_t i, nfail = 0;
+
+    gmtime_r(&r->now, &tm);
+    strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    for (i = 0; i < r->n; i++)
+        nfail += entry_fails(&r->v[i]);
+    cli_json_init(&j, stdout);
+    cli_json_obj_begin(&j, NULL);
+    cli_json_int(&j, "days", r->days);
+    cli_json_string(&j, "now", now);
+    cli_json_bool(&j, "ok", nfail == 0 && r->nerrors == 0);
+    cli_json_int(&j, "expiring", (long long)nfail);
+    cli_json_arr_begin(&j, "certificates");
+    for (i = 0; i < r->n; i++) {
+        const check_entry *e = &r->v[i];
+
+        cli_json_obj_begin(&j, NULL);
+        cli_json_string(&j, "status", status_name(e));
+        cli_json_bool(&j, "fails", entry_fails(e));
+        cli_json_string(&j, "role", cli_role_name(e->role));
+        cli_json_string(&j, "source", e->from_file ? "file" : "token");
+        cli_json_string(&j, "token", e->from_file ? NULL : e->token);
+        cli_json_string(&j, "label", e->from_file ? NULL : e->label);
+        cli_json_string(&j, "uri", e->from_file ? NULL : e->uri);
+        cli_json_string(&j, "file", e->from_file ? e->file : NULL);
+        cli_json_bool(&j, "renewal_pending", e->pending);
+        cli_cert_info_json(&j, &e->ci);
+        cli_json_obj_end(&j);
+    }
+    cli_json_arr_end(&j);
+    cli_json_arr_begin(&j, "errors");
+    for (i = 0; i < r->nerrors; i++)
+        cli_json_string(&j, NULL, r->errors[i]);
+    cli_json_arr_end(&j);
+    cli_json_obj_end(&j);
+    cli_json_end(&j);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hooks                                                                     */
+
+/* environ plus our variables; malloc'd array of (partly malloc'd) strings. */
+static char **hook_env(const check_entry *e, char ***owned, size_t *nowned)
+{
+    size_t n = 0, i, k = 0;
+    char **env, **mine;
+    char days[32];
+    const char *vars[7][2] = {
+        {"MTLSKS_LABEL", e->from_file ? "" : e->label},
+        {"MTLSKS_TOKEN", e->from_file ? "" : e->token},
+        {"MTLSKS_CERT_URI", e->from_file || e->uri == NULL ? "" : e->uri},
+        {"MTLSKS_CERT_FILE", e->from_file ? e->file : ""},
+        {"MTLSKS_NOT_AFTER", e->ci.not_after},
+        {"MTLSKS_DAYS_LEFT", days},
+        {"MTLSKS_RENEWAL_PENDING", e->pending ? "1" : "0"},
+    };
+    const size_t nvars = sizeof(vars) / sizeof(vars[0]);
+
+    snprintf(days, sizeof(days), "%lld", e->ci.days_left);
+    while (environ[n] != NULL)
+        n++;
+    env = calloc(n + nvars + 1, sizeof(*env));
+    mine = calloc(nvars, sizeof(*mine));
+    if (env == NULL || mine == NULL) {
+        free(env);
+        free(mine);
+        return NULL;
+    }
+    for (i = 0; i < n; i++)
+        if (strncmp(environ[i], "MTLSKS_", 7) != 0)
+            env[k++] = environ[i];
+    for (i = 0; i < nvars; i++) {
+        size_t len = strlen(vars[i][0]) + strlen(vars[i][1]) + 2;
+
+        mine[i] = malloc(len);
+        if (mine[i] == NULL)
+            break;
+        snprintf(mine[i], len, "%s=%s", vars[i][0], vars[i][1]);
+        env[k++] = mine[i];
+    }
+    *owned = mine;
+    *nowned = i;
+    if (i < nvars) {
+        for (k = 0; k < i; k++)
+            free(mine[k]);
+        free(mine);
+        free(env);
+        return NULL;
+    }
+    return env;
+}
+
+/* Runs the hook for one certificate; 1 when it exited 0. */
+static int run_hook(const char *hook, const check_entry *e)
+{
+    char name[1100], **env, **owned = NULL;
+    char *argv[3];
+    size_t nowned = 0, i;
+    pid_t pid;
+    int rc, status = 0, ok = 0;
+
+    if (e->from_file)
+        snprintf(name, sizeof(name), "%s", e->file);
+    else {
+        char *base = base_label(e->label);
+
+        snprintf(name, sizeof(name), "%s", base != NULL ? base : e->label);
+        free(base);
+    }
+    env = hook_env(e, &owned, &nowned);
+    if (env == NULL) {
+        cli_fail(CMD, "out of memory");
+        return 0;
+    }
+    argv[0] = (char *)hook;
+    argv[1] = name;
+    argv[2] = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    rc = posix_spawn(&pid, hook, NULL, NULL, argv, env);
+    if (rc != 0) {
+        cli_fail(CMD, "cannot run the hook %s: %s", hook, strerror(rc));
+        goto done;
+    }
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            cli_fail(CMD, "waiting for the hook %s: %s", hook, strerror(errno));
+            goto done;
+        }
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        ok = 1;
+    else if (WIFEXITED(status))
+        cli_fail(CMD, "hook %s %s exited with %d", hook, name, WEXITSTATUS(status));
+    else
+        cli_fail(CMD, "hook %s %s was killed by signal %d", hook, name,
+                 WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+done:
+    for (i = 0; i < nowned; i++)
+        free(owned[i]);
+    free(owned);
+    free(env);
+    return ok;
+}
+
+/* Runs the hook once per key that is due; 1 when every run exited 0. */
+static int run_hooks(const check_run *r, const char *hook)
+{
+    size_t i, k;
+    int ok = 1;
+
+    for (i = 0; i < r->n; i++) {
+        const check_entry *e = &r->v[i];
+        int dup = 0;
+
+        if (!entry_hooks(e))
+            continue;
+        /* NAME and NAME.next (mid hand-over) are one key to renew. */
+        for (k = 0; k < i && !e->from_file; k++) {
+            const check_entry *f = &r->v[k];
+            char *a, *b;
+
+            if (f->from_file || !entry_hooks(f) || strcmp(f->token, e->token) != 0)
+                continue;
+            a = base_label(e->label);
+            b = base_label(f->label);
+            dup = a != NULL && b != NULL && strcmp(a, b) == 0;
+            free(a);
+            free(b);
+            if (dup)
+                break;
+        }
+        if (!dup && !run_hook(hook, e))
+            ok = 0;
+    }
+    return ok;
+}
+
+int cmd_check(cli_globals *g, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"days", required_argument, NULL, OPT_DAYS},
+        {"token", required_argument, NULL, OPT_TOKEN},
+        {"cert", required_argument, NULL, OPT_CERT},
+        {"no-tokens", no_argument, NULL, OPT_NO_TOKENS},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"quiet", no_argument, NULL, OPT_QUIET},
+        {"hook", required_argument, NULL, OPT_HOOK},
+        {"help", no_argument, NULL, 'h'},
+        CLI_GLOBAL_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    check_run r = {.days = 30};
+    const char **files = NULL;
+    const char *token = NULL, *hook = NULL;
+    size_t nfiles = 0, i;
+    int c, json = 0, quiet = 0, no_tokens = 0, session = 0, ret = CLI_EXIT_USAGE, nfail = 0;
+    cli_session s;
+
+    opterr = 0;
+    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
+        if (cli_globals_opt(g, c, optarg))
+            continue;
+        switch (c) {
+        case OPT_DAYS:
+            if (!cli_parse_uint(optarg, &r.days) || r.days > 36500) {
+                cli_fail(CMD, "--days '%s': expected a number of days (0 to 36500)", optarg);
+                goto done;
+            }
+            break;
+        case OPT_TOKEN:
+            token = optarg;
+            break;
+        case OPT_CERT: {
+            const char **v = realloc(files, (nfiles + 1) * sizeof(*v));
+
+            if (v == NULL) {
+                cli_fail(CMD, "out of memory");
+                ret = CLI_EXIT_FAIL;
+                goto done;
+            }
+            files = v;
+            files[nfiles++] = optarg;
+            break;
+        }
+        case OPT_NO_TOKENS:
+            no_tokens = 1;
+            break;
+        case OPT_JSON:
+            json = 1;
+            break;
+        case OPT_QUIET:
+            quiet = 1;
+            break;
+        case OPT_HOOK:
+            hook = optarg;
+            break;
+        case 'h':
+            check_usage(stdout);
+            ret = CLI_EXIT_OK;
+            goto done;
+        default:
+            ret = cli_usage_error(CMD, argv, c);
+            goto done;
+        }
+    }
+    if (optind < argc) {
+        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+        goto done;
+    }
+    if (json && quiet) {
+        cli_fail(CMD, "--json and --quiet do not go together");
+        goto done;
+    }
+    if (token != NULL && (*token == '\0' || no_tokens)) {
+        cli_fail(CMD, *token == '\0' ? "--token: empty label"
+                                     : "--token and --no-tokens do not go together");
+        goto done;
+    }
+    if (no_tokens && nfiles == 0) {
+        cli_fail(CMD, "--no-tokens leaves nothing to check: add --cert FILE");
+        goto done;
+    }
+    if (!cli_globals_check(g, CMD))
+        goto done;
+    if (hook != NULL && hook[0] != '/') {
+        cli_fail(CMD, "--hook %s: give the program's absolute path", hook);
+        goto done;
+    }
+    if (hook != NULL && access(hook, X_OK) != 0) {
+        cli_fail(CMD, "--hook %s: %s", hook, strerror(errno));
+        ret = CLI_EXIT_FAIL;
+        goto done;
+    }
+
+    ret = CLI_EXIT_FAIL;
+    r.now = time(NULL);
+    if (!no_tokens) {
+        session = cli_session_open(&s, g, CMD);
+        if (session)
+            check_tokens(&r, &s, token);
+        else
+            run_error(&r, "cannot check the tokens");
+    }
+    for (i = 0; i < nfiles; i++)
+        check_file(&r, files[i]);
+    /* The hook may use the token itself (renew): let go of it first. */
+    if (session) {
+        cli_session_close(&s);
+        session = 0;
+    }
+
+    if (json)
+        print_json(&r);
+    else
+        print_text(&r, quiet);
+    fflush(stdout);
+    for (i = 0; i < r.n; i++)
+        nfail += entry_fails(&r.v[i]);
+    if (hook != NULL)
+        ret = run_hooks(&r, hook) && r.nerrors == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    else
+        ret = nfail == 0 && r.nerrors == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+done:
+    if (session)
+        cli_session_close(&s);
+    run_clear(&r);
+    free(files);
+    return ret;
+}

@@ -1,0 +1,355 @@
+/*
+ * mtls-keystore show: one key pair and what belongs to it: the key's type
+ * and URI, its certificate (subject, SANs, issuer, validity, usages), the
+ * CA certificates of its chain, and a renewal in progress (NAME.next) or
+ * the pair a renewal retired (NAME.old).
+ */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "json.h"
+#include "lifecycle.h"
+
+#define CMD "show"
+
+static void show_usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: %s show --label NAME [--token LABEL] [--json]\n"
+            "\n"
+            "Shows the key pair labelled NAME: key type, id and URI; its certificate's\n"
+            "subject, subjectAltNames, issuer, serial, validity (days left), key usages\n"
+            "and SHA-256 fingerprint; the CA certificates stored with --chain (NAME.chain);\n"
+            "a pending renewal (NAME.next) and a retired pair (NAME.old). The private key\n"
+            "is shown when a PIN is available; its public key and certificate always.\n"
+            "\n"
+            "  --token LABEL  the token that holds NAME (default: the one that does)\n"
+            "  --json         one JSON object (fields in mtls-keystore(1))\n"
+            "\n"
+            "Global options (--config, --module, --pin-source) are accepted here too.\n",
+            CLI_PROGRAM);
+}
+
+enum { OPT_LABEL = 0x100, OPT_TOKEN, OPT_JSON };
+
+/* The objects labelled with one label. */
+typedef struct group {
+    const char *label;
+    mks_object *objs;
+    size_t n;
+} group;
+
+static const char *class_name(mks_obj_class c)
+{
+    switch (c) {
+    case MKS_OBJ_PRIVATE_KEY:
+        return "private-key";
+    case MKS_OBJ_PUBLIC_KEY:
+        return "public-key";
+    case MKS_OBJ_CERTIFICATE:
+        return "certificate";
+    }
+    return "object";
+}
+
+static int by_class(const void *a, const void *b)
+{
+    const mks_object *x = a, *y = b;
+
+    return ((int)x->cls > (int)y->cls) - ((int)x->cls < (int)y->cls);
+}
+
+static int load_group(cli_session *s, const char *token_uri, const char *label, unsigned classes,
+                      group *gr)
+{
+    gr->label = label;
+    if (!cli_find_objects(s, token_uri, label, NULL, 0, NULL, classes, &gr->objs, &gr->n))
+        return 0;
+    qsort(gr->objs, gr->n, sizeof(*gr->objs), by_class);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Text                                                                      */
+
+static void print_list(const char *title, const cli_strlist *l)
+{
+    size_t i;
+
+    if (l->n == 0)
+        return;
+    printf("    %-11s", title);
+    for (i = 0; i < l->n; i++)
+        printf("%s%s", i > 0 ? ", " : "", l->v[i]);
+    printf("\n");
+}
+
+static void print_cert_text(const mks_object *o, time_t now, int brief)
+{
+    cli_cert_info ci;
+    cli_err err;
+
+    if (!cli_cert_info_get(o->der, o->der_len, now, &ci, &err)) {
+        printf("  %-12s (unreadable: %s)\n", "certificate", err.msg);
+        return;
+    }
+    if (brief) {
+        printf("  %-12s %s, expires %s (%lld days left)\n", "certificate", ci.subject, ci.not_after,
+               ci.days_left);
+        cli_cert_info_clear(&ci);
+        return;
+    }
+    printf("  %-12s %s\n", "certificate", ci.subject);
+    printf("    %-11s%s\n", "issuer", ci.issuer);
+    printf("    %-11s%s\n", "serial", ci.serial);
+    printf("    %-11s%s to %s (%s%lld days left)\n", "valid", ci.not_before, ci.not_after,
+           ci.seconds_left <= 0 ? "EXPIRED, " : "", ci.days_left);
+    print_list("SANs", &ci.sans);
+    print_list("key usage", &ci.key_usage);
+    print_list("ext. usage", &ci.ext_key_usage);
+    printf("    %-11s%s\n", "sha256", ci.sha256);
+    printf("    %-11s%s\n", "uri", o->uri != NULL ? o->uri : "(none)");
+    cli_cert_info_clear(&ci);
+}
+
+static void print_group_text(const group *gr, time_t now, int brief)
+{
+    size_t i;
+    char desc[32];
+
+    for (i = 0; i < gr->n; i++) {
+        const mks_object *o = &gr->objs[i];
+        char *id = cli_hex(o->id, o->id_len);
+
+        if (o->cls == MKS_OBJ_CERTIFICATE) {
+            print_cert_text(o, now, brief);
+        } else {
+            printf("  %-12s %s, id %s\n", o->cls == MKS_OBJ_PRIVATE_KEY ? "private key" : "public key",
+                   cli_key_desc(o, desc, sizeof(desc)), id != NULL && *id != '\0' ? id : "(none)");
+            if (!brief)
+                printf("    %-11s%s\n", "uri", o->uri != NULL ? o->uri : "(none)");
+        }
+        free(id);
+    }
+}
+
+static void print_text(const group *cur, const group *chain, const group *next, const group *old,
+                       const char *token_label, time_t now)
+{
+    size_t i;
+    int have_private = 0;
+
+    printf("%s  (token '%s')\n", cur->label, token_label);
+    for (i = 0; i < cur->n; i++)
+        have_private |= cur->objs[i].cls == MKS_OBJ_PRIVATE_KEY;
+    if (cur->n == 0)
+        printf("  (nothing labelled '%s')\n", cur->label);
+    print_group_text(cur, now, 0);
+    if (!have_private && cur->n > 0)
+        printf("  (private key not listed: no PIN available, or none on the token)\n");
+    for (i = 0; i < chain->n; i++) {
+        cli_cert_info ci;
+        cli_err err;
+
+        if (!cli_cert_info_get(chain->objs[i].der, chain->objs[i].der_len, now, &ci, &err))
+            continue;
+        printf("  %-12s %s, expires %s (%lld days left)\n", "chain", ci.subject, ci.not_after,
+               ci.days_left);
+        cli_cert_info_clear(&ci);
+    }
+    if (next->n > 0) {
+        printf("renewal pending: '%s' (import its certificate with 'import-cert --label %s')\n",
+               next->label, cur->label);
+        print_group_text(next, now, 1);
+    }
+    if (old->n > 0) {
+        printf("retired: '%s' (kept for servers that have not reloaded; remove with 'delete "
+               "--label %s')\n",
+               old->label, old->label);
+        print_group_text(old, now, 1);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* JSON                                                                      */
+
+static void json_object(cli_json *j, const mks_object *o, time_t now)
+{
+    char *id = cli_hex(o->id, o->id_len);
+
+    cli_json_obj_begin(j, NULL);
+    cli_json_string(j, "class", class_name(o->cls));
+    cli_json_string(j, "label", o->label != NULL ? o->label : "");
+    cli_json_string(j, "id", id != NULL ? id : "");
+    cli_json_string(j, "uri", o->uri);
+    if (o->cls == MKS_OBJ_CERTIFICATE) {
+        cli_cert_info ci;
+        cli_err err;
+
+        if (cli_cert_info_get(o->der, o->der_len, now, &ci, &err)) {
+            cli_cert_info_json(j, &ci);
+            cli_cert_info_clear(&ci);
+        } else {
+            cli_json_string(j, "error", err.msg);
+        }
+    } else {
+        cli_json_string(j, "key_type",
+                        o->key_type == MKS_KEY_RSA  ? "rsa"
+                        : o->key_type == MKS_KEY_EC ? "ec"
+                                                    : NULL);
+        cli_json_string(j, "curve", o->curve[0] != '\0' ? o->curve : NULL);
+        if (o->bits > 0)
+            cli_json_int(j, "bits", o->bits);
+        else
+            cli_json_null(j, "bits");
+    }
+    cli_json_obj_end(j);
+    free(id);
+}
+
+static void json_objects(cli_json *j, const char *key, const group *gr, int certs, time_t now)
+{
+    size_t i;
+
+    cli_json_arr_begin(j, key);
+    for (i = 0; i < gr->n; i++)
+        if ((gr->objs[i].cls == MKS_OBJ_CERTIFICATE) == certs)
+            json_object(j, &gr->objs[i], now);
+    cli_json_arr_end(j);
+}
+
+static void json_group(cli_json *j, const char *key, const group *gr, time_t now)
+{
+    if (gr->n == 0) {
+        cli_json_null(j, key);
+        return;
+    }
+    cli_json_obj_begin(j, key);
+    cli_json_string(j, "label", gr->label);
+    json_objects(j, "keys", gr, 0, now);
+    json_objects(j, "certificates", gr, 1, now);
+    cli_json_obj_end(j);
+}
+
+static void print_json(const group *cur, const group *chain, const group *next, const group *old,
+                       const char *token_label, const char *token_uri, time_t now)
+{
+    cli_json j;
+
+    cli_json_init(&j, stdout);
+    cli_json_obj_begin(&j, NULL);
+    cli_json_string(&j, "label", cur->label);
+    cli_json_string(&j, "token", token_label);
+    cli_json_string(&j, "token_uri", token_uri);
+    json_objects(&j, "keys", cur, 0, now);
+    json_objects(&j, "certificates", cur, 1, now);
+    json_objects(&j, "chain", chain, 1, now);
+    json_group(&j, "pending", next, now);
+    json_group(&j, "retired", old, now);
+    cli_json_obj_end(&j);
+    cli_json_end(&j);
+}
+
+int cmd_show(cli_globals *g, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"label", required_argument, NULL, OPT_LABEL},
+        {"token", required_argument, NULL, OPT_TOKEN},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, 'h'},
+        CLI_GLOBAL_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    const char *label = NULL, *token = NULL;
+    char *token_uri = NULL, *next_label = NULL, *old_label = NULL, *chain_label = NULL;
+    char token_label[33] = "";
+    group cur = {0}, chain = {0}, next = {0}, old = {0};
+    int c, json = 0, session = 0, ret = CLI_EXIT_USAGE;
+    cli_session s;
+    time_t now;
+
+    opterr = 0;
+    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
+        if (cli_globals_opt(g, c, optarg))
+            continue;
+        switch (c) {
+        case OPT_LABEL:
+            label = optarg;
+            break;
+        case OPT_TOKEN:
+            token = optarg;
+            break;
+        case OPT_JSON:
+            json = 1;
+            break;
+        case 'h':
+            show_usage(stdout);
+            return CLI_EXIT_OK;
+        default:
+            return cli_usage_error(CMD, argv, c);
+        }
+    }
+    if (optind < argc) {
+        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+        return CLI_EXIT_USAGE;
+    }
+    if (label == NULL || *label == '\0') {
+        cli_fail(CMD, "--label NAME is required");
+        return CLI_EXIT_USAGE;
+    }
+    if (token != NULL && *token == '\0') {
+        cli_fail(CMD, "--token: empty label");
+        return CLI_EXIT_USAGE;
+    }
+    if (!cli_globals_check(g, CMD))
+        return CLI_EXIT_USAGE;
+
+    ret = CLI_EXIT_FAIL;
+    next_label = cli_label_join(label, CLI_SUFFIX_NEXT);
+    old_label = cli_label_join(label, CLI_SUFFIX_OLD);
+    chain_label = cli_label_join(label, CLI_SUFFIX_CHAIN);
+    if (next_label == NULL || old_label == NULL || chain_label == NULL) {
+        cli_fail(CMD, "out of memory");
+        goto done;
+    }
+    session = cli_session_open(&s, g, CMD);
+    if (!session)
+        goto done;
+    {
+        const char *labels[] = {label, next_label};
+
+        if (!cli_find_label_token(&s, labels, 2, MKS_OBJ_ANY, token, &token_uri, token_label))
+            goto done;
+    }
+    if (!load_group(&s, token_uri, label, MKS_OBJ_ANY, &cur) ||
+        !load_group(&s, token_uri, chain_label, MKS_OBJ_CERTIFICATE, &chain) ||
+        !load_group(&s, token_uri, next_label, MKS_OBJ_ANY, &next) ||
+        !load_group(&s, token_uri, old_label, MKS_OBJ_ANY, &old))
+        goto done;
+    if (cur.n == 0 && next.n == 0) {
+        cli_fail(CMD, "nothing labelled '%s' on token '%s' (see '%s list')", label, token_label,
+                 CLI_PROGRAM);
+        goto done;
+    }
+    now = time(NULL);
+    if (json)
+        print_json(&cur, &chain, &next, &old, token_label, token_uri, now);
+    else
+        print_text(&cur, &chain, &next, &old, token_label, now);
+    ret = CLI_EXIT_OK;
+done:
+    mks_objects_free(cur.objs, cur.n);
+    mks_objects_free(chain.objs, chain.n);
+    mks_objects_free(next.objs, next.n);
+    mks_objects_free(old.objs, old.n);
+    free(token_uri);
+    free(next_label);
+    free(old_label);
+    free(chain_label);
+    if (session)
+        cli_session_close(&s);
+    return ret;
+}

@@ -1,0 +1,578 @@
+#include "lifecycle.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "parse.h"
+
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+
+    return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+cli_role cli_label_role(const char *label)
+{
+    if (label == NULL)
+        return CLI_ROLE_CURRENT;
+    if (has_suffix(label, CLI_SUFFIX_NEXT))
+        return CLI_ROLE_PENDING;
+    if (has_suffix(label, CLI_SUFFIX_OLD))
+        return CLI_ROLE_RETIRED;
+    if (has_suffix(label, CLI_SUFFIX_CHAIN))
+        return CLI_ROLE_CHAIN;
+    return CLI_ROLE_CURRENT;
+}
+
+const char *cli_role_name(cli_role role)
+{
+    switch (role) {
+    case CLI_ROLE_PENDING:
+        return "pending";
+    case CLI_ROLE_RETIRED:
+        return "retired";
+    case CLI_ROLE_CHAIN:
+        return "chain";
+    case CLI_ROLE_CURRENT:
+        break;
+    }
+    return "current";
+}
+
+char *cli_label_join(const char *name, const char *suffix)
+{
+    size_t n = strlen(name) + strlen(suffix) + 1;
+    char *s = malloc(n);
+
+    if (s != NULL)
+        snprintf(s, n, "%s%s", name, suffix);
+    return s;
+}
+
+/* The path attributes of an object, which the token part leaves out. */
+static int object_attr(const char *a, size_t len)
+{
+    return (len >= 3 && strncmp(a, "id=", 3) == 0) || (len >= 7 && strncmp(a, "object=", 7) == 0) ||
+           (len >= 5 && strncmp(a, "type=", 5) == 0);
+}
+
+char *cli_token_uri_of(const char *object_uri)
+{
+    const char *p, *q, *end;
+    char *out, *w;
+    size_t len;
+
+    if (object_uri == NULL || strncmp(object_uri, "pkcs11:", 7) != 0)
+        return NULL;
+    end = object_uri + strcspn(object_uri, "?"); /* query attributes stay out */
+    len = (size_t)(end - object_uri);
+    out = malloc(len + 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, "pkcs11:", 7);
+    w = out + 7;
+    for (p = object_uri + 7; p < end; p = q + 1) {
+        q = memchr(p, ';', (size_t)(end - p));
+        if (q == NULL)
+            q = end;
+        if (q > p && !object_attr(p, (size_t)(q - p))) {
+            if (w > out + 7)
+                *w++ = ';';
+            memcpy(w, p, (size_t)(q - p));
+            w += q - p;
+        }
+        if (q == end)
+            break;
+    }
+    *w = '\0';
+    return out;
+}
+
+char *cli_object_uri(const char *token_uri, const char *label, const unsigned char *id,
+                     size_t id_len, const char *type)
+{
+    char *esc = NULL, *uri = NULL, *w;
+    const char *base = token_uri != NULL ? token_uri : "pkcs11:";
+    size_t n, i;
+
+    if (label != NULL && (esc = cli_uri_escape(label)) == NULL)
+        return NULL;
+    n = strlen(base) + 3 * id_len + (esc != NULL ? strlen(esc) : 0) +
+        (type != NULL ? strlen(type) : 0) + 32;
+    uri = malloc(n);
+    if (uri == NULL)
+        goto done;
+    w = uri + snprintf(uri, n, "%s", base);
+    /* "pkcs11:" takes the first attribute without a ';' before it. */
+#define SEP() (w[-1] == ':' ? "" : ";")
+    if (id != NULL && id_len > 0) {
+        w += snprintf(w, n - (size_t)(w - uri), "%sid=", SEP());
+        for (i = 0; i < id_len; i++)
+            w += snprintf(w, n - (size_t)(w - uri), "%%%02x", id[i]);
+    }
+    if (esc != NULL)
+        w += snprintf(w, n - (size_t)(w - uri), "%sobject=%s", SEP(), esc);
+    if (type != NULL)
+        snprintf(w, n - (size_t)(w - uri), "%stype=%s", SEP(), type);
+#undef SEP
+done:
+    free(esc);
+    return uri;
+}
+
+int cli_same_id(const mks_object *o, const unsigned char *id, size_t id_len)
+{
+    return o->id_len == id_len && (id_len == 0 || memcmp(o->id, id, id_len) == 0);
+}
+
+int cli_find_objects(cli_session *s, const char *token_uri, const char *label,
+                     const unsigned char *id, size_t id_len, const char *type, unsigned classes,
+                     mks_object **out, size_t *n)
+{
+    char *uri = cli_object_uri(token_uri, label, id, id_len, type);
+    mks_rv rv;
+
+    *out = NULL;
+    *n = 0;
+    if (uri == NULL) {
+        cli_fail(s->cmd, "out of memory");
+        return 0;
+    }
+    rv = mks_objects_find(s->ks, uri, classes, &s->pin_ui, out, n);
+    if (rv != MKS_OK) {
+        cli_fail_ks(s->cmd, rv, "cannot search %s", uri);
+        *out = NULL;
+        *n = 0;
+    }
+    free(uri);
+    return rv == MKS_OK;
+}
+
+int cli_find_label_token(cli_session *s, const char *const *labels, size_t nlabels,
+                         unsigned classes, const char *token, char **token_uri,
+                         char token_label[33])
+{
+    mks_slot_info *slots = NULL;
+    size_t count = 0, i, k, nfound = 0;
+    const mks_slot_info *found = NULL;
+    char names[256] = "";
+    mks_rv rv;
+    int ok = 0;
+
+    *token_uri = NULL;
+    if (token != NULL)
+        return cli_session_find_token(s, -1, token, token_uri, token_label);
+    rv = mks_slots_list(s->ks, &slots, &count);
+    if (rv != MKS_OK) {
+        cli_fail_ks(s->cmd, rv, "cannot list the slots of %s", cli_session_module(s));
+        return 0;
+    }
+    for (i = 0; i < count; i++) {
+        int here = 0;
+
+        if (slots[i].index < 0 || slots[i].token_uri == NULL)
+            continue;
+        for (k = 0; k < nlabels && !here; k++) {
+            mks_object *objs = NULL;
+            size_t n = 0;
+
+            if (!cli_find_objects(s, slots[i].token_uri, labels[k], NULL, 0, NULL, classes, &objs,
+                                  &n))
+                goto done;
+            here = n > 0;
+            mks_objects_free(objs, n);
+        }
+        if (!here)
+            continue;
+        if (nfound++ == 0)
+            found = &slots[i];
+        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s'%s'",
+                 nfound > 1 ? ", " : "", slots[i].token_label);
+    }
+    if (nfound == 0) {
+        cli_fail(s->cmd, "no key or certificate labelled '%s' on any token of %s (see '%s list')",
+                 labels[0], cli_session_module(s), CLI_PROGRAM);
+        goto done;
+    }
+    if (nfound > 1) {
+        cli_fail(s->cmd, "'%s' is on several tokens (%s); choose one with --token LABEL",
+                 labels[0], names);
+        goto done;
+    }
+    *token_uri = strdup(found->token_uri);
+    if (*token_uri == NULL) {
+        cli_fail(s->cmd, "out of memory");
+        goto done;
+    }
+    snprintf(token_label, 33, "%s", found->token_label);
+    ok = 1;
+done:
+    mks_slots_free(slots, count);
+    return ok;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Certificates                                                              */
+
+static int strlist_add(cli_strlist *l, const char *s)
+{
+    char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+
+    if (v == NULL)
+        return 0;
+    l->v = v;
+    if ((v[l->n] = strdup(s)) == NULL)
+        return 0;
+    l->n++;
+    return 1;
+}
+
+static void strlist_clear(cli_strlist *l)
+{
+    size_t i;
+
+    for (i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static char *name_string(const X509_NAME *name)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data, *s = NULL;
+    long n;
+
+    if (bio == NULL)
+        return NULL;
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+        n = BIO_get_mem_data(bio, &data);
+        s = strndup(data, (size_t)n);
+    }
+    BIO_free(bio);
+    return s;
+}
+
+static int time_iso(const ASN1_TIME *t, char buf[24], time_t *out)
+{
+    struct tm tm;
+
+    if (!ASN1_TIME_to_tm(t, &tm))
+        return 0;
+    strftime(buf, 24, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (out != NULL)
+        *out = timegm(&tm);
+    return 1;
+}
+
+static int san_string(const GENERAL_NAME *gn, char *buf, size_t size)
+{
+    const unsigned char *p;
+    int len;
+    char ip[INET6_ADDRSTRLEN];
+
+    switch (gn->type) {
+    case GEN_DNS:
+    case GEN_URI:
+    case GEN_EMAIL:
+        p = ASN1_STRING_get0_data(gn->d.ia5);
+        len = ASN1_STRING_length(gn->d.ia5);
+        snprintf(buf, size, "%s:%.*s",
+                 gn->type == GEN_DNS   ? "DNS"
+                 : gn->type == GEN_URI ? "URI"
+                                       : "email",
+                 len, (const char *)p);
+        return 1;
+    case GEN_IPADD:
+        p = ASN1_STRING_get0_data(gn->d.ip);
+        len = ASN1_STRING_length(gn->d.ip);
+        if ((len == 4 && inet_ntop(AF_INET, p, ip, sizeof(ip)) != NULL) ||
+            (len == 16 && inet_ntop(AF_INET6, p, ip, sizeof(ip)) != NULL)) {
+            snprintf(buf, size, "IP:%s", ip);
+            return 1;
+        }
+        snprintf(buf, size, "IP:?");
+        return 1;
+    case GEN_DIRNAME: {
+        char *dn = name_string(gn->d.dirn);
+
+        snprintf(buf, size, "dirName:%s", dn != NULL ? dn : "?");
+        free(dn);
+        return 1;
+    }
+    default:
+        snprintf(buf, size, "other:%d", gn->type);
+        return 1;
+    }
+}
+
+static const char *const ku_names[] = {
+    "digitalSignature", "nonRepudiation", "keyEncipherment", "dataEncipherment", "keyAgreement",
+    "keyCertSign",      "cRLSign",        "encipherOnly",    "decipherOnly",
+};
+
+static int cert_extensions(X509 *x, cli_cert_info *ci)
+{
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(x, NID_ext_key_usage, NULL, NULL);
+    ASN1_BIT_STRING *ku = X509_get_ext_d2i(x, NID_key_usage, NULL, NULL);
+    char buf[512];
+    int i, ok = 1;
+
+    for (i = 0; ok && sans != NULL && i < sk_GENERAL_NAME_num(sans); i++)
+        ok = san_string(sk_GENERAL_NAME_value(sans, i), buf, sizeof(buf)) &&
+             strlist_add(&ci->sans, buf);
+    for (i = 0; ok && ku != NULL && i < (int)(sizeof(ku_names) / sizeof(ku_names[0])); i++)
+        if (ASN1_BIT_STRING_get_bit(ku, i))
+            ok = strlist_add(&ci->key_usage, ku_names[i]);
+    for (i = 0; ok && eku != NULL && i < sk_ASN1_OBJECT_num(eku); i++) {
+        const ASN1_OBJECT *o = sk_ASN1_OBJECT_value(eku, i);
+        int nid = OBJ_obj2nid(o);
+
+        if (nid != NID_undef)
+            snprintf(buf, sizeof(buf), "%s", OBJ_nid2sn(nid));
+        else
+            OBJ_obj2txt(buf, sizeof(buf), o, 1);
+        ok = strlist_add(&ci->ext_key_usage, buf);
+    }
+    GENERAL_NAMES_free(sans);
+    sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+    ASN1_BIT_STRING_free(ku);
+    return ok;
+}
+
+static void cert_key(X509 *x, cli_cert_info *ci)
+{
+    EVP_PKEY *pk = X509_get0_pubkey(x);
+    char group[64];
+
+    if (pk == NULL)
+        return;
+    ci->key_bits = EVP_PKEY_get_bits(pk);
+    if (EVP_PKEY_is_a(pk, "RSA")) {
+        snprintf(ci->key_type, sizeof(ci->key_type), "rsa");
+    } else if (EVP_PKEY_is_a(pk, "EC")) {
+        snprintf(ci->key_type, sizeof(ci->key_type), "ec");
+        if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                           NULL)) {
+            const char *nist = EC_curve_nid2nist(OBJ_sn2nid(group));
+
+            snprintf(ci->curve, sizeof(ci->curve), "%.15s", nist != NULL ? nist : group);
+        }
+    }
+    ERR_clear_error();
+}
+
+int cli_cert_info_get(const unsigned char *der, size_t len, time_t now, cli_cert_info *ci,
+                      cli_err *err)
+{
+    const unsigned char *p = der;
+    X509 *x = NULL;
+    BIGNUM *bn = NULL;
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    time_t not_after = 0;
+    char *hex;
+    int ok = 0;
+    size_t i;
+
+    memset(ci, 0, sizeof(*ci));
+    if (der == NULL || (x = d2i_X509(NULL, &p, (long)len)) == NULL) {
+        cli_err_set(err, "not an X.509 certificate");
+        goto done;
+    }
+    ci->subject = name_string(X509_get_subject_name(x));
+    ci->issuer = name_string(X509_get_issuer_name(x));
+    bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    if (hex != NULL) {
+        ci->serial = strdup(hex);
+        OPENSSL_free(hex);
+        for (i = 0; ci->serial != NULL && ci->serial[i] != '\0'; i++)
+            ci->serial[i] = (char)(ci->serial[i] >= 'A' && ci->serial[i] <= 'F'
+                                       ? ci->serial[i] - 'A' + 'a'
+                                       : ci->serial[i]);
+    }
+    if (ci->subject == NULL || ci->issuer == NULL || ci->serial == NULL) {
+        cli_err_set(err, "cannot read the certificate's names (out of memory?)");
+        goto done;
+    }
+    if (!time_iso(X509_get0_notBefore(x), ci->not_before, NULL) ||
+        !time_iso(X509_get0_notAfter(x), ci->not_after, &not_after)) {
+        cli_err_set(err, "the certificate's validity is malformed");
+        goto done;
+    }
+    ci->seconds_left = (long long)not_after - (long long)now;
+    /* Rounded down, also below zero: expired 1 s ago is day -1. */
+    ci->days_left = ci->seconds_left >= 0 ? ci->seconds_left / 86400
+                                          : -((-ci->seconds_left + 86399) / 86400);
+    if (!cert_extensions(x, ci)) {
+        cli_err_set(err, "out of memory");
+        goto done;
+    }
+    ci->is_ca = X509_check_ca(x) != 0;
+    cert_key(x, ci);
+    if (!EVP_Digest(der, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != sizeof(md)) {
+        cli_err_set_ossl(err, "cannot hash the certificate");
+        goto done;
+    }
+    for (i = 0; i < sizeof(md); i++)
+        snprintf(ci->sha256 + 2 * i, 3, "%02x", md[i]);
+    ok = 1;
+done:
+    BN_free(bn);
+    X509_free(x);
+    ERR_clear_error();
+    if (!ok)
+        cli_cert_info_clear(ci);
+    return ok;
+}
+
+void cli_cert_info_clear(cli_cert_info *ci)
+{
+    free(ci->subject);
+    free(ci->issuer);
+    free(ci->serial);
+    strlist_clear(&ci->sans);
+    strlist_clear(&ci->key_usage);
+    strlist_clear(&ci->ext_key_usage);
+    memset(ci, 0, sizeof(*ci));
+}
+
+static void json_strlist(cli_json *j, const char *key, const cli_strlist *l)
+{
+    size_t i;
+
+    cli_json_arr_begin(j, key);
+    for (i = 0; i < l->n; i++)
+        cli_json_string(j, NULL, l->v[i]);
+    cli_json_arr_end(j);
+}
+
+void cli_cert_info_json(cli_json *j, const cli_cert_info *ci)
+{
+    cli_json_string(j, "subject", ci->subject);
+    cli_json_string(j, "issuer", ci->issuer);
+    cli_json_string(j, "serial", ci->serial);
+    cli_json_string(j, "not_before", ci->not_before);
+    cli_json_string(j, "not_after", ci->not_after);
+    cli_json_int(j, "days_left", ci->days_left);
+    cli_json_int(j, "seconds_left", ci->seconds_left);
+    json_strlist(j, "sans", &ci->sans);
+    json_strlist(j, "key_usage", &ci->key_usage);
+    json_strlist(j, "extended_key_usage", &ci->ext_key_usage);
+    cli_json_bool(j, "ca", ci->is_ca);
+    cli_json_string(j, "key_type", ci->key_type[0] != '\0' ? ci->key_type : NULL);
+    cli_json_string(j, "curve", ci->curve[0] != '\0' ? ci->curve : NULL);
+    if (ci->key_bits > 0)
+        cli_json_int(j, "bits", ci->key_bits);
+    else
+        cli_json_null(j, "bits");
+    cli_json_string(j, "sha256", ci->sha256);
+}
+
+int cli_read_certs(const char *path, STACK_OF(X509) * *out, cli_err *err)
+{
+    unsigned char *data = NULL;
+    size_t len = 0;
+    BIO *bio = NULL;
+    STACK_OF(X509) *sk = NULL;
+    X509 *x;
+    int ok = 0;
+
+    *out = NULL;
+    if (!cli_read_file(path, 1 << 20, &data, &len, err))
+        return 0;
+    sk = sk_X509_new_null();
+    bio = BIO_new_mem_buf(data, (int)len);
+    if (sk == NULL || bio == NULL) {
+        cli_err_set(err, "out of memory");
+        goto done;
+    }
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (!sk_X509_push(sk, x)) {
+            X509_free(x);
+            cli_err_set(err, "out of memory");
+            goto done;
+        }
+    }
+    ERR_clear_error();
+    if (sk_X509_num(sk) == 0) {
+        const unsigned char *p = data;
+
+        x = d2i_X509(NULL, &p, (long)len);
+        ERR_clear_error();
+        if (x == NULL || !sk_X509_push(sk, x)) {
+            X509_free(x);
+            cli_err_set(err, "%s holds no X.509 certificate (PEM or DER)", path);
+            goto done;
+        }
+    }
+    *out = sk;
+    sk = NULL;
+    ok = 1;
+done:
+    sk_X509_pop_free(sk, X509_free);
+    BIO_free(bio);
+    free(data);
+    return ok;
+}
+
+int cli_x509_der(X509 *x, unsigned char **der, size_t *len)
+{
+    int n;
+
+    *der = NULL;
+    *len = 0;
+    n = i2d_X509(x, der);
+    if (n <= 0) {
+        *der = NULL;
+        return 0;
+    }
+    *len = (size_t)n;
+    return 1;
+}
+
+int cli_same_public_key(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen)
+{
+    const unsigned char *pa = a, *pb = b;
+    EVP_PKEY *ka, *kb;
+    int same;
+
+    if (a == NULL || b == NULL)
+        return 0;
+    if (alen == blen && memcmp(a, b, alen) == 0)
+        return 1;
+    ka = d2i_PUBKEY(NULL, &pa, (long)alen);
+    kb = d2i_PUBKEY(NULL, &pb, (long)blen);
+    same = ka != NULL && kb != NULL && EVP_PKEY_eq(ka, kb) == 1;
+    EVP_PKEY_free(ka);
+    EVP_PKEY_free(kb);
+    ERR_clear_error();
+    return same;
+}
+
+const char *cli_key_desc(const mks_object *o, char *buf, size_t size)
+{
+    const char *t = o->key_type == MKS_KEY_RSA ? "rsa" : o->key_type == MKS_KEY_EC ? "ec" : "?";
+
+    if (o->curve[0] != '\0')
+        snprintf(buf, size, "%s %s", t, o->curve);
+    else if (o->bits > 0)
+        snprintf(buf, size, "%s %d", t, o->bits);
+    else
+        snprintf(buf, size, "%s", t);
+    return buf;
+}

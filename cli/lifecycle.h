@@ -1,0 +1,128 @@
+/*
+ * What the lifecycle commands (check, renew, import-cert's hand-over,
+ * delete, show) share: the labels a key pair's objects carry through a
+ * renewal, URIs naming those objects, certificate facts, and finding the
+ * token a label lives on.
+ *
+ * Labels. A key pair NAME is a private key, a public key and a certificate
+ * labelled NAME with one CKA_ID (enroll, import-cert). Around it:
+ *   NAME.next   the pending pair that `renew` makes; its certificate is
+ *               stored with that label until import-cert hands NAME over
+ *   NAME.old    the pair a hand-over replaced, kept so that servers still
+ *               running with it keep signing until they reload; the next
+ *               hand-over destroys it, `delete --label NAME.old` earlier
+ *   NAME.chain  CA certificates of NAME's chain (import-cert --chain)
+ * Servers name NAME only, so `pkcs11:object=NAME;type=private` names the
+ * serving key before, during and after a renewal.
+ */
+#ifndef MTLSKS_CLI_LIFECYCLE_H
+#define MTLSKS_CLI_LIFECYCLE_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+
+#include <mtlsks/keystore.h>
+
+#include "json.h"
+#include "session.h"
+#include "util.h"
+
+#define CLI_SUFFIX_NEXT ".next"
+#define CLI_SUFFIX_OLD ".old"
+#define CLI_SUFFIX_CHAIN ".chain"
+
+typedef enum cli_role {
+    CLI_ROLE_CURRENT, /* NAME: serving */
+    CLI_ROLE_PENDING, /* NAME.next */
+    CLI_ROLE_RETIRED, /* NAME.old */
+    CLI_ROLE_CHAIN,   /* NAME.chain */
+} cli_role;
+
+/* The role a label's suffix gives an object. */
+cli_role cli_label_role(const char *label);
+/* "current", "pending", "retired", "chain": the names --json uses. */
+const char *cli_role_name(cli_role role);
+/* name + suffix, malloc'd; NULL when out of memory. */
+char *cli_label_join(const char *name, const char *suffix);
+
+/*
+ * The token part of an object URI (model, manufacturer, serial, token):
+ * object URIs from the keystore without id=, object= and type=. malloc'd.
+ */
+char *cli_token_uri_of(const char *object_uri);
+
+/*
+ * "TOKEN_URI;id=%..;object=LABEL;type=TYPE" with whatever is given
+ * (token_uri NULL = "pkcs11:", id NULL, label NULL, type NULL leave that
+ * attribute out), percent-encoded as RFC 7512 asks. malloc'd.
+ */
+char *cli_object_uri(const char *token_uri, const char *label, const unsigned char *id,
+                     size_t id_len, const char *type);
+
+/* Same CKA_ID. */
+int cli_same_id(const mks_object *o, const unsigned char *id, size_t id_len);
+
+/*
+ * Finds the token for a command on objects labelled labels[0..n): the one
+ * --token names (token != NULL), else the one token that can hold keys and
+ * has an object (of `classes`) with one of the labels. None, or several,
+ * is an error printed for s->cmd. Returns 1 with *token_uri (malloc'd) and
+ * token_label, or 0.
+ */
+int cli_find_label_token(cli_session *s, const char *const *labels, size_t n, unsigned classes,
+                         const char *token, char **token_uri, char token_label[33]);
+
+/* mks_objects_find on cli_object_uri(...); prints the error for s->cmd. */
+int cli_find_objects(cli_session *s, const char *token_uri, const char *label,
+                     const unsigned char *id, size_t id_len, const char *type, unsigned classes,
+                     mks_object **out, size_t *n);
+
+/* ------------------------------------------------------------------------ */
+/* Certificates                                                              */
+
+typedef struct cli_strlist {
+    char **v;
+    size_t n;
+} cli_strlist;
+
+typedef struct cli_cert_info {
+    char *subject; /* RFC 2253 */
+    char *issuer;
+    char *serial; /* lower-case hex */
+    char not_before[24];
+    char not_after[24]; /* ISO 8601, UTC: 2025-01-31T12:00:00Z */
+    long long seconds_left; /* notAfter - now; negative once expired */
+    long long days_left;    /* seconds_left / 86400, rounded down */
+    cli_strlist sans;       /* "DNS:name", "IP:192.0.2.1", "URI:...", "email:..." */
+    cli_strlist key_usage;  /* "digitalSignature", ... */
+    cli_strlist ext_key_usage; /* "serverAuth", "clientAuth", or dotted OIDs */
+    int is_ca;
+    char sha256[65]; /* fingerprint of the DER, lower-case hex */
+    char key_type[8]; /* "ec", "rsa", "" */
+    int key_bits;
+    char curve[16];
+} cli_cert_info;
+
+/* Facts of a DER certificate, with the time left counted from now. */
+int cli_cert_info_get(const unsigned char *der, size_t len, time_t now, cli_cert_info *ci,
+                      cli_err *err);
+void cli_cert_info_clear(cli_cert_info *ci);
+
+/* The cli_cert_info fields as JSON members of the current object. */
+void cli_cert_info_json(cli_json *j, const cli_cert_info *ci);
+
+/* Every certificate in a PEM file (or the one in a DER file), in file order. */
+int cli_read_certs(const char *path, STACK_OF(X509) * *out, cli_err *err);
+
+/* DER of a certificate, malloc'd (OPENSSL_free). */
+int cli_x509_der(X509 *x, unsigned char **der, size_t *len);
+
+/* 1 when the SubjectPublicKeyInfo DERs name the same public key. */
+int cli_same_public_key(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen);
+
+/* "ec P-256" / "rsa 2048" of a key object, into buf. */
+const char *cli_key_desc(const mks_object *o, char *buf, size_t size);
+
+#endif
