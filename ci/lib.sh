@@ -3,7 +3,7 @@
 # the build. Build: compiler, CMake, Ninja, OpenSSL, p11-kit and tpm2-tss
 # headers, cmocka. Tests: SoftHSM, pkcs11-tool (opensc), GnuTLS tools, libp11's
 # engine, swtpm, tpm2-tools (lockout reset, transient handle checks),
-# tpm2-openssl (the TPM interop peer), curl, Python; clang-format for the
+# tpm2-openssl (the TPM interop peer), curl, Python, nginx; clang-format for the
 # format check.
 
 CI_PACKAGES=(
@@ -15,6 +15,14 @@ CI_PACKAGES=(
     softhsm2 opensc gnutls-bin libengine-pkcs11-openssl
     swtpm tpm2-tools tpm2-openssl
     curl python3 clang-format
+    # a real forking server with a token key (tests/integration/nginx.sh)
+    nginx
+    # installation and packaging tests (install_*.sh): dpkg-shlibdeps, man
+    # page rendering, systemd-analyze verify of the units
+    dpkg-dev groff-base man-db systemd
+    # hardening: the ASan+UBSan build and libFuzzer targets (clang, with
+    # llvm-symbolizer for readable reports), the memcheck stage (valgrind)
+    clang llvm valgrind
 )
 
 ci_step() { printf '\n== %s\n' "$*"; }

@@ -57,7 +57,7 @@ static void check_usage(FILE *f)
             "                  in its environment. The exit status is then 0 when every\n"
             "                  hook exited 0 (and nothing failed), else 1\n"
             "\n"
-            "Global options (--config, --module, --pin-source) are accepted here too.\n",
+            "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
             CLI_PROGRAM);
 }
 
@@ -201,7 +201,8 @@ static void check_token(check_run *r, cli_session *s, const mks_slot_info *si)
                   *mks_last_error() != '\0' ? mks_last_error() : mks_rv_name(rv));
         return;
     }
-    qsort(objs, n, sizeof(*objs), by_label);
+    if (n > 1)
+        qsort(objs, n, sizeof(*objs), by_label);
     for (i = 0; i < n; i++) {
         const mks_object *o = &objs[i];
         check_entry *e;
@@ -221,8 +222,7 @@ static void check_token(check_run *r, cli_session *s, const mks_slot_info *si)
         e->uri = o->uri != NULL ? strdup(o->uri) : NULL;
         e->role = cli_label_role(e->label);
         if (!cli_cert_info_get(o->der, o->der_len, r->now, &e->ci, &err)) {
-            run_error(r, "certificate '%s' on token '%s': %s", e->label, si->token_label,
-                      err.msg);
+            run_error(r, "certificate '%s' on token '%s': %s", e->label, si->token_label, err.msg);
             free(e->token);
             free(e->token_uri);
             free(e->label);
@@ -379,9 +379,8 @@ static void print_text(const check_run *r, int quiet)
             continue;
         entry_name(&r->v[i], name, sizeof(name));
         printf("%s %s (%s%s%s, %lld days)", k++ > 0 ? "," : "", name,
-               r->v[i].from_file ? "file" : "token '",
-               r->v[i].from_file ? "" : r->v[i].token, r->v[i].from_file ? "" : "'",
-               r->v[i].ci.days_left);
+               r->v[i].from_file ? "file" : "token '", r->v[i].from_file ? "" : r->v[i].token,
+               r->v[i].from_file ? "" : "'", r->v[i].ci.days_left);
     }
     printf("\n");
 }

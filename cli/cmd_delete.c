@@ -33,7 +33,7 @@ static void delete_usage(FILE *f)
             "  --token LABEL  the token that holds NAME (default: the one that does)\n"
             "  --yes          do not ask\n"
             "\n"
-            "Global options (--config, --module, --pin-source) are accepted here too.\n",
+            "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
             CLI_PROGRAM);
 }
 
@@ -157,8 +157,9 @@ int cmd_delete(cli_globals *g, int argc, char **argv)
         return CLI_EXIT_USAGE;
     /* Refused before anything is touched: nobody can answer the question. */
     if (!yes && !isatty(STDIN_FILENO)) {
-        cli_fail(CMD, "standard input is not a terminal, so there is no one to ask: add --yes to "
-                      "delete '%s' without confirmation",
+        cli_fail(CMD,
+                 "standard input is not a terminal, so there is no one to ask: add --yes to "
+                 "delete '%s' without confirmation",
                  label);
         return CLI_EXIT_USAGE;
     }

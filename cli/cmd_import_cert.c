@@ -28,10 +28,12 @@
  * --chain stores CA certificates as NAME.chain; --cert-out writes the
  * certificate and its chain where servers read them.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -73,7 +75,7 @@ static void import_usage(FILE *f)
             "                   the NAME.chain certificates on the token), PEM, atomically:\n"
             "                   the file a server reads (nginx ssl_certificate)\n"
             "\n"
-            "Global options (--config, --module, --pin-source) are accepted here too.\n",
+            "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
             CLI_PROGRAM);
 }
 
@@ -140,8 +142,9 @@ static int read_input(const import_opts *o, import_state *st)
         X509 *c = sk_X509_value(st->chain, i);
 
         if (X509_cmp(c, st->x) == 0) {
-            cli_fail(CMD, "--chain %s holds the certificate itself; give only the CA "
-                          "certificates above it",
+            cli_fail(CMD,
+                     "--chain %s holds the certificate itself; give only the CA "
+                     "certificates above it",
                      o->chain);
             return 0;
         }
@@ -404,10 +407,34 @@ fail:
     return NULL;
 }
 
-static int write_files(const import_opts *o, import_state *st)
+/*
+ * Writes a file a server reads, atomically, replacing it. A file replaced
+ * keeps its owner, group and mode (a key reference made readable to a
+ * service's group stays so); a new one gets `mode`.
+ */
+static int write_replacing(const char *path, const void *data, size_t len, mode_t mode)
 {
+    struct stat old;
+    int had = lstat(path, &old) == 0 && S_ISREG(old.st_mode);
     cli_err err;
 
+    if (!cli_write_file_atomic(path, data, len, had ? (old.st_mode & 0600) : mode, 1, &err)) {
+        cli_fail(CMD, "%s", err.msg);
+        return 0;
+    }
+    if (!had)
+        return 1;
+    if (chown(path, old.st_uid, old.st_gid) != 0 || chmod(path, old.st_mode & 07777) != 0)
+        cli_fail(CMD,
+                 "warning: %s is written, but not with the owner, group and mode of the file "
+                 "it replaced (%u:%u, %o): %s",
+                 path, (unsigned)old.st_uid, (unsigned)old.st_gid, (unsigned)(old.st_mode & 07777),
+                 strerror(errno));
+    return 1;
+}
+
+static int write_files(const import_opts *o, import_state *st)
+{
     if (o->key_ref != NULL) {
         char *pem = NULL;
         size_t len = 0;
@@ -417,9 +444,8 @@ static int write_files(const import_opts *o, import_state *st)
             cli_fail_ks(CMD, rv, "cannot encode the key reference");
             return 0;
         }
-        if (!cli_write_file_atomic(o->key_ref, pem, len, 0600, 1, &err)) {
+        if (!write_replacing(o->key_ref, pem, len, 0600)) {
             free(pem);
-            cli_fail(CMD, "%s", err.msg);
             return 0;
         }
         free(pem);
@@ -436,9 +462,7 @@ static int write_files(const import_opts *o, import_state *st)
             ok = PEM_write_bio_X509(bio, sk_X509_value(chain, k));
         if (ok) {
             len = BIO_get_mem_data(bio, &data);
-            ok = cli_write_file_atomic(o->cert_out, data, (size_t)len, 0644, 1, &err);
-            if (!ok)
-                cli_fail(CMD, "%s", err.msg);
+            ok = write_replacing(o->cert_out, data, (size_t)len, 0644);
         } else {
             cli_fail_ossl(CMD, "cannot write the certificate as PEM");
         }

@@ -47,7 +47,7 @@ static void renew_usage(FILE *f)
             "                   ec:P-256, ec:P-384, rsa:2048, rsa:3072, rsa:4096\n"
             "  --force          overwrite --out if it exists\n"
             "\n"
-            "Global options (--config, --module, --pin-source) are accepted here too.\n",
+            "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
             CLI_PROGRAM);
 }
 
@@ -110,7 +110,8 @@ static X509 *current_cert(cli_session *s, const char *token_uri, const char *lab
 
         if (x == NULL)
             continue;
-        if (best == NULL || ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) > 0) {
+        if (best == NULL ||
+            ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) > 0) {
             X509_free(best);
             best = x;
         } else {
@@ -280,10 +281,10 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
         rv = open_label(&s, token_uri, next_label, &next);
         if (rv == MKS_OK) {
             reused = 1;
-            if (key_type != NULL && !(mks_key_get_type(next) == kp.type &&
-                                      (kp.type == MKS_KEY_RSA
-                                           ? mks_key_get_bits(next) == kp.bits
-                                           : strcmp(mks_key_get0_curve(next), kp.curve) == 0))) {
+            if (key_type != NULL &&
+                !(mks_key_get_type(next) == kp.type &&
+                  (kp.type == MKS_KEY_RSA ? mks_key_get_bits(next) == kp.bits
+                                          : strcmp(mks_key_get0_curve(next), kp.curve) == 0))) {
                 cli_fail(CMD,
                          "a pending key '%s' of another type is on token '%s'; remove it "
                          "first ('%s delete --label %s') to make a %s key",
@@ -340,8 +341,8 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
     }
     printf("csr:     %s\n", out);
     printf("next:    have the CA sign %s, then run\n", out);
-    printf("           %s import-cert --label %s%s%s --key-ref KEY-REF.pem CERT.pem\n",
-           CLI_PROGRAM, label, token != NULL ? " --token " : "", token != NULL ? token : "");
+    printf("           %s import-cert --label %s%s%s --key-ref KEY-REF.pem CERT.pem\n", CLI_PROGRAM,
+           label, token != NULL ? " --token " : "", token != NULL ? token : "");
     if (!same_key)
         printf("         (it makes the new key '%s' and rewrites the key reference files\n"
                "         given with --key-ref; servers pick the new key up when they reload)\n",

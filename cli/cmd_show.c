@@ -29,7 +29,7 @@ static void show_usage(FILE *f)
             "  --token LABEL  the token that holds NAME (default: the one that does)\n"
             "  --json         one JSON object (fields in mtls-keystore(1))\n"
             "\n"
-            "Global options (--config, --module, --pin-source) are accepted here too.\n",
+            "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
             CLI_PROGRAM);
 }
 
@@ -68,7 +68,8 @@ static int load_group(cli_session *s, const char *token_uri, const char *label, 
     gr->label = label;
     if (!cli_find_objects(s, token_uri, label, NULL, 0, NULL, classes, &gr->objs, &gr->n))
         return 0;
-    qsort(gr->objs, gr->n, sizeof(*gr->objs), by_class);
+    if (gr->n > 1)
+        qsort(gr->objs, gr->n, sizeof(*gr->objs), by_class);
     return 1;
 }
 
@@ -127,7 +128,8 @@ static void print_group_text(const group *gr, time_t now, int brief)
         if (o->cls == MKS_OBJ_CERTIFICATE) {
             print_cert_text(o, now, brief);
         } else {
-            printf("  %-12s %s, id %s\n", o->cls == MKS_OBJ_PRIVATE_KEY ? "private key" : "public key",
+            printf("  %-12s %s, id %s\n",
+                   o->cls == MKS_OBJ_PRIVATE_KEY ? "private key" : "public key",
                    cli_key_desc(o, desc, sizeof(desc)), id != NULL && *id != '\0' ? id : "(none)");
             if (!brief)
                 printf("    %-11s%s\n", "uri", o->uri != NULL ? o->uri : "(none)");

@@ -206,8 +206,8 @@ int cli_find_label_token(cli_session *s, const char *const *labels, size_t nlabe
         goto done;
     }
     if (nfound > 1) {
-        cli_fail(s->cmd, "'%s' is on several tokens (%s); choose one with --token LABEL",
-                 labels[0], names);
+        cli_fail(s->cmd, "'%s' is on several tokens (%s); choose one with --token LABEL", labels[0],
+                 names);
         goto done;
     }
     *token_uri = strdup(found->token_uri);
@@ -401,9 +401,9 @@ int cli_cert_info_get(const unsigned char *der, size_t len, time_t now, cli_cert
         ci->serial = strdup(hex);
         OPENSSL_free(hex);
         for (i = 0; ci->serial != NULL && ci->serial[i] != '\0'; i++)
-            ci->serial[i] = (char)(ci->serial[i] >= 'A' && ci->serial[i] <= 'F'
-                                       ? ci->serial[i] - 'A' + 'a'
-                                       : ci->serial[i]);
+            ci->serial[i] =
+                (char)(ci->serial[i] >= 'A' && ci->serial[i] <= 'F' ? ci->serial[i] - 'A' + 'a'
+                                                                    : ci->serial[i]);
     }
     if (ci->subject == NULL || ci->issuer == NULL || ci->serial == NULL) {
         cli_err_set(err, "cannot read the certificate's names (out of memory?)");
@@ -416,8 +416,8 @@ int cli_cert_info_get(const unsigned char *der, size_t len, time_t now, cli_cert
     }
     ci->seconds_left = (long long)not_after - (long long)now;
     /* Rounded down, also below zero: expired 1 s ago is day -1. */
-    ci->days_left = ci->seconds_left >= 0 ? ci->seconds_left / 86400
-                                          : -((-ci->seconds_left + 86399) / 86400);
+    ci->days_left =
+        ci->seconds_left >= 0 ? ci->seconds_left / 86400 : -((-ci->seconds_left + 86399) / 86400);
     if (!cert_extensions(x, ci)) {
         cli_err_set(err, "out of memory");
         goto done;

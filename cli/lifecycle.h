@@ -92,14 +92,14 @@ typedef struct cli_cert_info {
     char *issuer;
     char *serial; /* lower-case hex */
     char not_before[24];
-    char not_after[24]; /* ISO 8601, UTC: 2025-01-31T12:00:00Z */
-    long long seconds_left; /* notAfter - now; negative once expired */
-    long long days_left;    /* seconds_left / 86400, rounded down */
-    cli_strlist sans;       /* "DNS:name", "IP:192.0.2.1", "URI:...", "email:..." */
-    cli_strlist key_usage;  /* "digitalSignature", ... */
+    char not_after[24];        /* ISO 8601, UTC: 2025-01-31T12:00:00Z */
+    long long seconds_left;    /* notAfter - now; negative once expired */
+    long long days_left;       /* seconds_left / 86400, rounded down */
+    cli_strlist sans;          /* "DNS:name", "IP:192.0.2.1", "URI:...", "email:..." */
+    cli_strlist key_usage;     /* "digitalSignature", ... */
     cli_strlist ext_key_usage; /* "serverAuth", "clientAuth", or dotted OIDs */
     int is_ca;
-    char sha256[65]; /* fingerprint of the DER, lower-case hex */
+    char sha256[65];  /* fingerprint of the DER, lower-case hex */
     char key_type[8]; /* "ec", "rsa", "" */
     int key_bits;
     char curve[16];

@@ -58,8 +58,7 @@ static int uri_scope(P11KitUri *uri, unsigned classes, unsigned *out)
 
 /* The URI's attributes without its class, plus CKA_CLASS = *cls, in t[]
  * (room for nmax). */
-static CK_ULONG class_template(P11KitUri *uri, CK_OBJECT_CLASS *cls, CK_ATTRIBUTE *t,
-                               CK_ULONG nmax)
+static CK_ULONG class_template(P11KitUri *uri, CK_OBJECT_CLASS *cls, CK_ATTRIBUTE *t, CK_ULONG nmax)
 {
     CK_ULONG n = 0, i, m = 0;
     CK_ATTRIBUTE *a = p11_kit_uri_get_attributes(uri, &n);
@@ -156,8 +155,8 @@ done:
     return rv;
 }
 
-mks_rv mks_objects_set_label(mks_ctx *ctx, const char *uri, unsigned classes,
-                             const char *new_label, const mks_pin_ui *pin, size_t *count)
+mks_rv mks_objects_set_label(mks_ctx *ctx, const char *uri, unsigned classes, const char *new_label,
+                             const mks_pin_ui *pin, size_t *count)
 {
     return manage(ctx, uri, classes, MANAGE_SET_LABEL, new_label, pin, count);
 }

@@ -115,7 +115,7 @@ if [ -r "$SHIM" ]; then
         note "$name: interrupted at $fault, served, finished"
     done
     # A second renewal: the previous NAME.old is destroyed first; interrupted there.
-    name=fault-old
+    name="fault-old"
     prepare "$name"
     finish "$name"
     run_ok "renew2-$name" mks renew --label "$name" --out "$WORK/$name-new.csr" --force

@@ -37,11 +37,11 @@ assert_eq "$(json_eval "$j" 'sorted(d["certificates"][0].keys())')" \
 assert_eq "$(json_eval "$j" '[(k["class"], k["key_type"], k["curve"], k["bits"]) for k in d["keys"]]')" \
     "[('private-key', 'ec', 'P-384', 384), ('public-key', 'ec', 'P-384', 384)]" "show --json: keys"
 c="d['certificates'][0]"
-assert_eq "$(json_eval "$j" "$c['subject'], $c['sans'], $c['extended_key_usage'], $c['key_usage'], $c['ca']")" \
+assert_eq "$(json_eval "$j" "${c}['subject'], ${c}['sans'], ${c}['extended_key_usage'], ${c}['key_usage'], ${c}['ca']")" \
     "('CN=web,O=mtls-keystore tests', ['DNS:web.test', 'DNS:localhost', 'IP:127.0.0.1'], ['serverAuth'], ['digitalSignature'], False)" \
     "show --json: certificate"
 fp=$(plain_ossl x509 -in "$WORK/web.pem" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g' | tr 'A-F' 'a-f')
-assert_eq "$(json_eval "$j" "$c['sha256'], $c['not_after'].endswith('Z'), $c['id'] == d['keys'][0]['id']")" \
+assert_eq "$(json_eval "$j" "${c}['sha256'], ${c}['not_after'].endswith('Z'), ${c}['id'] == d['keys'][0]['id']")" \
     "('$fp', True, True)" "show --json: fingerprint, dates, id"
 assert_eq "$(json_eval "$j" 'd["keys"][0]["uri"]')" "$ENROLL_URI" "show --json: the key's URI is enroll's"
 

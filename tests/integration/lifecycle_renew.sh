@@ -64,6 +64,7 @@ assert_eq "$(count_label srv.next privkey)" 1 "private keys labelled srv.next af
 
 # --- hand-over, with a server running on the old key ---------------------------
 ca_sign "$WORK/srv-next.csr" "$WORK/srv2.pem"
+chmod 640 "$WORK/srv.key.pem" # as if a service's group reads it
 start_server "$WORK/running.server.log" env OPENSSL_CONF="$TOKEN_CNF" openssl s_server \
     -accept 127.0.0.1:0 -naccept 1 -www -Verify 1 -verify_return_error \
     -cert "$WORK/srv.gen1.crt" -key "$WORK/srv.key.gen1.pem" -CAfile "$MTLSKS_FIXTURE/ca.pem"
@@ -93,7 +94,8 @@ case $new_uri in
 *) fail "the rewritten key reference names $new_uri" ;;
 esac
 [ "$new_uri" != "$(keyref_uri "$WORK/srv.key.gen1.pem")" ] || fail "the key reference still names the old key"
-assert_eq "$(file_mode "$WORK/srv.key.pem")" 600 "rewritten key reference mode"
+assert_eq "$(file_mode "$WORK/srv.key.pem")" 640 "rewritten key reference: the mode of the file it replaced"
+assert_eq "$(file_mode "$WORK/srv.crt")" 644 "rewritten certificate file mode"
 tls_handshake after 1_3 "$WORK/srv.crt" "$WORK/srv.key.pem" "$WORK/cli.pem" "$WORK/cli.key.pem"
 tls_handshake after-uri 1_3 "$(cert_uri srv)" "$(key_uri srv)" "$WORK/cli.pem" "$WORK/cli.key.pem"
 # The old key reference names the retired key (id + label srv): it finds

@@ -1,37 +1,46 @@
 #!/usr/bin/env bash
-# nginx.sh root|unprivileged
+# nginx.sh root|unprivileged-workers|unprivileged-service
 #
 # nginx 1.22 (Debian's package) with a master and 2 worker processes serves
 # mutual TLS with its private key in the token: `ssl_certificate_key` names
 # the key-reference file, `ssl_verify_client on` requires a certificate from
-# the test CA, and OPENSSL_CONF reaches the master and the workers through
-# `env OPENSSL_CONF;`. The master loads the key (and logs in) before it forks
-# the workers; each worker finds the token again on its first handshake.
-# SoftHSM runs with `library.reset_on_fork = true`, so a worker starts from a
-# blank module as it would with a hardware token.
+# the test CA, and OPENSSL_CONF and SOFTHSM2_CONF reach the master and the
+# workers (`env OPENSSL_CONF; env SOFTHSM2_CONF;`: nginx clears its workers'
+# environment). The master loads the key (and logs in) before it forks the
+# workers; each worker initialises the module again, opens a session, logs in
+# with the PIN the keystore kept and finds the key again, once, on its first
+# handshake. SoftHSM runs with `library.reset_on_fork = true`, so a worker
+# finds the module blank as it would with a hardware token.
 #
-# Clients: 200 curl processes (half TLS 1.3, half TLS 1.2, 4 at a time) and
-# one Python process making 20 connections, every one with its key in the
-# token through a key-reference file. 0 failures allowed. The access log
-# (with $pid) shows that both workers served, 220 requests with a verified
-# client certificate. A client without a certificate gets 400 "No required
-# SSL certificate was sent", one from another CA 400 "The SSL certificate
-# error". nginx is stopped by its master's PID; no worker may have crashed
-# (SoftHSM must survive the workers' exit).
+# Clients: curl processes (half TLS 1.3, half TLS 1.2) and one Python process
+# making a new connection per request, every one with its key in the client
+# token (a token directory of its own, clients_lib.sh) through a
+# key-reference file; 0 failures allowed. The access log
+# (with $pid) shows that both workers served and that every request came with
+# a verified client certificate; the provider's call trace shows one
+# C_Initialize and one C_Login per worker and one C_Sign per handshake. A
+# client without a certificate gets 400 "No required SSL certificate was
+# sent", one from another CA 400 "The SSL certificate error". nginx is
+# stopped by its master's PID; no worker may have crashed (SoftHSM must
+# survive the workers' exit).
 #
-# root:          workers run as root (`user root;`), as when the whole
-#                service is trusted with the token.
-# unprivileged:  workers run as nobody:nogroup. The token directory is
-#                group-readable by nogroup and nothing else changes: the PIN
-#                file stays 0600 root, because the master reads it (as root)
-#                when it loads the key and the workers log in again with the
-#                PIN the keystore kept. This is the README's non-root setup.
-#                Needs root (nginx only switches users when started as root).
+# root                  workers run as root (`user root;`); 200 curl and 20
+#                       Python requests.
+# unprivileged-workers  master root, workers `user nobody nogroup;`: the token
+#                       directory belongs to nobody (SoftHSM rewrites
+#                       token.object at every login, so the workers need write
+#                       access); the PIN file stays 0600 root, because only the
+#                       master reads it. 40 curl, 10 Python requests.
+# unprivileged-service  all of nginx runs as nobody:nogroup (started through
+#                       setpriv): the master reads the PIN, so the PIN file is
+#                       0640 root:nogroup. 40 curl, 10 Python requests.
+# The unprivileged modes are the README's non-root setups and need root.
 . "$(dirname "$0")/../lib/common.sh"
 
-MODE=${1:?usage: nginx.sh root|unprivileged}
+MODE=${1:?usage: nginx.sh root|unprivileged-workers|unprivileged-service}
 case $MODE in
-root | unprivileged) ;;
+root) N_CURL=200 N_PY=20 ;;
+unprivileged-workers | unprivileged-service) N_CURL=40 N_PY=10 ;;
 *) fail "unknown mode $MODE" ;;
 esac
 
@@ -40,69 +49,71 @@ NGINX=${MTLSKS_NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 require_cmd curl python3
 "$NGINX" -V 2>&1 | grep -q 'with-http_ssl_module' || skip "$NGINX has no http_ssl_module"
 curl --version | head -n1 | grep -q 'OpenSSL/3\.' || skip "curl is not built with OpenSSL 3"
-if [ "$MODE" = unprivileged ]; then
-    [ "$(id -u)" -eq 0 ] || skip "the unprivileged-worker case needs root (nginx switches users only as root)"
-    getent passwd nobody >/dev/null && getent group nogroup >/dev/null ||
+if [ "$MODE" != root ]; then
+    [ "$(id -u)" -eq 0 ] || skip "$MODE needs root (to switch to the user nobody)"
+    if ! getent passwd nobody >/dev/null || ! getent group nogroup >/dev/null; then
         skip "no user nobody / group nogroup"
+    fi
+    require_cmd setpriv
 fi
 setup_test
+. "$(dirname "$0")/clients_lib.sh"
 
-# The server's token and the clients' token live in separate SoftHSM token
-# directories, as on separate machines. (It also keeps clear of a SoftHSM
-# 2.6.1 race: its file store rewrites token.object at every C_Login, and
-# another process reading the token at that moment gets CKR_GENERAL_ERROR or
-# a blank token label; so the clients run one at a time.)
-new_token web
-# A forked worker must find the module blank, as with a hardware token.
-echo "library.reset_on_fork = true" >>"$SOFTHSM2_CONF"
-SRV_SOFTHSM2_CONF=$WORK/softhsm2-server.conf
-mv "$SOFTHSM2_CONF" "$SRV_SOFTHSM2_CONF"
-export SOFTHSM2_CONF=$SRV_SOFTHSM2_CONF
+# Server key and client key in separate token directories (clients_lib.sh).
+split_tokens
+on_server_token
 enroll srv ec:P-256 server
 ca_sign "$WORK/srv.csr" "$WORK/srv.pem"
-
-CLI_SOFTHSM2_CONF=$WORK/softhsm2-client.conf
-mkdir -p "$WORK/client-tokens"
-_write_softhsm_conf "$CLI_SOFTHSM2_CONF" "$WORK/client-tokens"
-export SOFTHSM2_CONF=$CLI_SOFTHSM2_CONF
-add_token client
-TOKEN_LABEL=client
+on_client_token
 enroll cli ec:P-256 client
 ca_sign "$WORK/cli.csr" "$WORK/cli.pem"
 software_client rogue rogue
 
 NGX=$WORK/nginx
 mkdir -p "$NGX"
-if [ "$MODE" = unprivileged ]; then
-    # What the README says to do for a service user: the token directory
-    # (and the SoftHSM configuration that names it) group-readable by the
-    # workers' group, every directory on the way traversable. The PIN file
-    # stays 0600 root: only the master reads it.
+RUN_AS=()
+case $MODE in
+root)
+    if [ "$(id -u)" -eq 0 ]; then
+        USER_LINE="user root;"
+    else
+        USER_LINE="# not root: master and workers run as $(id -un)"
+    fi
+    WORKER_USER=$(id -un)
+    ;;
+unprivileged-*)
+    # The README's setup for a service user: the token directory belongs to
+    # it; what it must read (SoftHSM's configuration, openssl.cnf, the
+    # certificates) is readable by its group, and every directory on the way
+    # is traversable.
+    chown -R nobody:nogroup "$WORK/tokens"
     chgrp nogroup "$WORK" "$SRV_SOFTHSM2_CONF" "$TOKEN_CNF"
     chmod 0750 "$WORK"
     chmod 0640 "$SRV_SOFTHSM2_CONF" "$TOKEN_CNF"
-    chgrp -R nogroup "$WORK/tokens"
-    chmod -R g+rX "$WORK/tokens"
     d=$(dirname "$WORK")
     while [ "$d" != / ]; do
-        [ "$(($(stat -c '%#a' "$d") & 01))" -ne 0 ] || fail "$d is not traversable by nobody"
+        [ "$(($(stat -c '%#a' "$d") & 01))" -ne 0 ] || skip "$d is not traversable by nobody"
         d=$(dirname "$d")
     done
-    [ "$(stat -c '%a %U' "$PIN_FILE")" = "600 root" ] || fail "pin file is not 0600 root"
-    USER_LINE="user nobody nogroup;"
     WORKER_USER=nobody
-elif [ "$(id -u)" -eq 0 ]; then
-    USER_LINE="user root;"
-    WORKER_USER=root
-else
-    USER_LINE="# not root: the workers run as $(id -un)"
-    WORKER_USER=$(id -un)
-fi
-
-# free_port: a TCP port on 127.0.0.1 that nothing listens on right now.
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+    ;;
+esac
+case $MODE in
+unprivileged-workers)
+    # Only the master (root) reads the PIN file and the key reference.
+    USER_LINE="user nobody nogroup;"
+    [ "$(stat -c '%a %U' "$PIN_FILE")" = "600 root" ] || fail "pin file is not 0600 root"
+    ;;
+unprivileged-service)
+    # The master runs as nobody too: it reads the PIN file, the key
+    # reference and the certificate, and writes its logs and pid file.
+    USER_LINE="# started as nobody:nogroup"
+    chgrp nogroup "$PIN_FILE" "$WORK/srv.key.pem" "$WORK/srv.pem"
+    chmod 0640 "$PIN_FILE" "$WORK/srv.key.pem" "$WORK/srv.pem"
+    chown nobody:nogroup "$NGX"
+    RUN_AS=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+    ;;
+esac
 
 write_nginx_conf() {
     cat >"$NGX/nginx.conf" <<EOF
@@ -169,9 +180,9 @@ children_of() {
 NGINX_MASTER=
 NGINX_WRAPPER=
 WORKERS=()
-# stop_nginx: QUIT to the master (graceful: workers finish and exit through
-# their atexit handlers, where SoftHSM 2.6.1 likes to crash), by its PID;
-# TERM/KILL to what is left after 20 s, by PID.
+# stop_nginx: QUIT to the master by its PID (graceful: the workers finish
+# and exit through their atexit handlers, where SoftHSM 2.6.1 likes to
+# crash); TERM, then KILL to whatever is left after 20 s, by PID.
 stop_nginx() {
     local pid
     [ -n "$NGINX_MASTER" ] || return 0
@@ -188,20 +199,26 @@ stop_nginx() {
     [ -z "$NGINX_WRAPPER" ] || wait "$NGINX_WRAPPER" 2>/dev/null || true
     NGINX_MASTER=
 }
-trap 'rc=$?; stop_nginx; (exit $rc); _cleanup' EXIT
+# set +e: the trap must go on to _cleanup (which exits with $?) whatever failed.
+trap 'rc=$?; set +e; stop_nginx; (exit $rc); _cleanup' EXIT
 
 # start_nginx: on a free port (a port taken between free_port and nginx's
-# bind is retried with another); sets PORT, NGINX_MASTER, WORKERS.
+# bind is retried with another); sets PORT, NGINX_MASTER, WORKERS. The
+# provider traces its PKCS#11 calls (MTLSKS_DEBUG=1): the master's to
+# master.log (its stderr while it reads the configuration), the workers' to
+# error.log (nginx points its stderr there).
 start_nginx() {
-    local try
-    for try in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5; do
         PORT=$(free_port)
         write_nginx_conf
         rm -f "$NGX/nginx.pid"
         : >"$NGX/error.log"
+        : >"$NGX/master.log"
+        [ "$MODE" != unprivileged-service ] || chown nobody:nogroup "$NGX/error.log" "$NGX/master.log"
         # timeout: nginx never outlives the test, whatever happens to it.
-        OPENSSL_CONF=$TOKEN_CNF SOFTHSM2_CONF=$SRV_SOFTHSM2_CONF timeout 240 "$NGINX" -p "$NGX" -c "$NGX/nginx.conf" \
-            -e "$NGX/error.log" </dev/null >"$NGX/stdout.log" 2>&1 &
+        MTLSKS_DEBUG=1 OPENSSL_CONF=$TOKEN_CNF SOFTHSM2_CONF=$SRV_SOFTHSM2_CONF timeout 240 \
+            "${RUN_AS[@]}" "$NGINX" -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" \
+            </dev/null >"$NGX/master.log" 2>&1 &
         NGINX_WRAPPER=$!
         for _ in $(seq 200); do
             [ -s "$NGX/nginx.pid" ] && break
@@ -215,11 +232,11 @@ start_nginx() {
             break
         fi
         wait "$NGINX_WRAPPER" 2>/dev/null || true
-        if grep -q 'Address already in use' "$NGX/error.log" "$NGX/stdout.log"; then
+        if grep -q 'Address already in use' "$NGX/error.log" "$NGX/master.log"; then
             note "port $PORT was taken; trying another"
             continue
         fi
-        sed 's/^/    nginx| /' "$NGX/stdout.log" "$NGX/error.log" >&2
+        sed 's/^/    nginx| /' "$NGX/master.log" "$NGX/error.log" >&2
         fail "nginx did not start"
     done
     [ -n "$NGINX_MASTER" ] || fail "nginx: no free port after 5 tries"
@@ -237,11 +254,12 @@ start_nginx() {
         u=$(stat -c %U "/proc/$w")
         [ "$u" = "$WORKER_USER" ] || fail "worker $w runs as $u, expected $WORKER_USER"
     done
-    note "nginx master $NGINX_MASTER, workers ${WORKERS[*]} (as $WORKER_USER), port $PORT"
+    note "nginx master $NGINX_MASTER (as $(stat -c %U "/proc/$NGINX_MASTER")), workers ${WORKERS[*]} (as $WORKER_USER), port $PORT"
 }
 
 start_nginx
 URL=https://localhost:$PORT
+assert_grep "$NGX/master.log" '^mtlsks: C_Login -> CKR_OK$' "the master did not log in to load the key"
 
 # One request first, so that a broken setup fails in seconds with nginx's log.
 rc=0
@@ -255,25 +273,26 @@ if [ "$rc" -ne 0 ] || ! grep -q '^200$' "$WORK/first.out"; then
 fi
 note "first request: $(head -n1 "$WORK/first.out")"
 
-# --- 200 requests from curl: one process (so one full handshake) each ---
+# --- curl: one process (so one full handshake) per request ---
 CURL_DIR=$WORK/curl
 mkdir -p "$CURL_DIR"
 curl_one() {
     local i=$1 tls=(--tlsv1.3)
-    [ $((i % 2)) -eq 1 ] && tls=(--tlsv1.2 --tls-max 1.2)
+    [ $((${i##*-} % 2)) -eq 1 ] && tls=(--tlsv1.2 --tls-max 1.2)
     OPENSSL_CONF=$TOKEN_CNF curl --silent --show-error --max-time 60 "${tls[@]}" \
         --cacert "$MTLSKS_FIXTURE/ca.pem" --cert "$WORK/cli.pem" --key "$WORK/cli.key.pem" \
         --write-out '%{http_code}' --output "$CURL_DIR/$i.body" "$URL/curl/$i" \
         >"$CURL_DIR/$i.code" 2>"$CURL_DIR/$i.err" || echo " exit $?" >>"$CURL_DIR/$i.code"
 }
 t0=$(date +%s.%N)
-for i in $(seq 200); do
+for i in $(seq "$N_CURL"); do
     curl_one "$i"
 done
 t1=$(date +%s.%N)
 curl_fail=0
-for i in $(seq 200); do
-    if [ "$(cat "$CURL_DIR/$i.code")" != 200 ] || ! grep -Eq 'CN ?= ?cli.*\(SUCCESS, TLSv1\.[23]' "$CURL_DIR/$i.body"; then
+for i in $(seq "$N_CURL"); do
+    if [ "$(cat "$CURL_DIR/$i.code")" != 200 ] ||
+        ! grep -Eq 'CN=cli.*\(SUCCESS, TLSv1\.[23]' "$CURL_DIR/$i.body" 2>/dev/null; then
         curl_fail=$((curl_fail + 1))
         if [ "$curl_fail" -le 3 ]; then
             echo "    curl request $i: $(cat "$CURL_DIR/$i.code")" >&2
@@ -281,9 +300,9 @@ for i in $(seq 200); do
         fi
     fi
 done
-note "curl: 200 requests, $curl_fail failures, $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
+note "curl: $N_CURL requests, $curl_fail failures, $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
 
-# --- 20 requests from Python: one process, a new connection each ---
+# --- Python: one process, a new connection (a full handshake) per request ---
 cat >"$WORK/client.py" <<'PY'
 import http.client, ssl, sys
 
@@ -299,7 +318,7 @@ for i in range(n):
         resp = conn.getresponse()
         body = resp.read().decode()
         conn.close()
-        if resp.status != 200 or "SUCCESS" not in body or "CN=cli" not in body.replace(" ", ""):
+        if resp.status != 200 or "(SUCCESS, TLSv1.3" not in body or "CN=cli" not in body:
             raise RuntimeError("status %d: %s" % (resp.status, body.strip()))
     except Exception as e:
         failures += 1
@@ -308,10 +327,10 @@ print("python: %d requests, %d failures" % (n, failures))
 sys.exit(1 if failures else 0)
 PY
 run_ok python env OPENSSL_CONF="$TOKEN_CNF" python3 "$WORK/client.py" "$PORT" \
-    "$MTLSKS_FIXTURE/ca.pem" "$WORK/cli.pem" "$WORK/cli.key.pem" 20
+    "$MTLSKS_FIXTURE/ca.pem" "$WORK/cli.pem" "$WORK/cli.key.pem" "$N_PY"
 note "$(cat "$WORK/python.out")"
 
-[ "$curl_fail" -eq 0 ] || fail "curl: $curl_fail of 200 requests failed"
+[ "$curl_fail" -eq 0 ] || fail "curl: $curl_fail of $N_CURL requests failed"
 
 # --- clients nginx must turn away, after the handshake (ssl_verify_client on) ---
 run_ok no-cert env OPENSSL_CONF="$TOKEN_CNF" curl --silent --show-error --max-time 60 \
@@ -327,28 +346,84 @@ assert_grep "$WORK/rogue.out" 'The SSL certificate error' \
     "a client certificate from another CA did not get nginx's reason"
 note "no certificate: 400; certificate from another CA: 400"
 
-# --- what the workers logged ---
-LOG=$NGX/access.log
-served=$(grep -Ec '^[0-9]+ 200 TLSv1\.[23] SUCCESS "[^"]*CN=cli[^"]*" /(curl|python)/' "$LOG" || true)
-tls13=$(grep -Ec '^[0-9]+ 200 TLSv1\.3 SUCCESS .* /curl/' "$LOG" || true)
-tls12=$(grep -Ec '^[0-9]+ 200 TLSv1\.2 SUCCESS .* /curl/' "$LOG" || true)
-assert_eq "$served" 220 "requests served with a verified client certificate (access log)"
-assert_eq "$tls13/$tls12" 100/100 "curl requests over TLS 1.3/TLS 1.2"
-assert_grep "$LOG" '^[0-9]+ 400 TLSv1\.[23] NONE "-" /no-cert$' "access log: the request without a certificate"
-for w in "${WORKERS[@]}"; do
-    n=$(grep -Ec "^$w 200 " "$LOG" || true)
-    [ "$n" -gt 0 ] || fail "worker $w served no request; access log by pid: $(cut -d' ' -f1 "$LOG" | sort | uniq -c | tr -s ' \n' ' ')"
-    note "worker $w served $n requests"
+# --- reload: the master loads the key again, new workers log in again ---
+cp "$NGX/error.log" "$NGX/error-before-reload.log"
+OLD_WORKERS=("${WORKERS[@]}")
+kill -HUP "$NGINX_MASTER"
+for _ in $(seq 150); do
+    mapfile -t WORKERS < <(children_of "$NGINX_MASTER")
+    fresh=0
+    for w in "${WORKERS[@]}"; do
+        [[ " ${OLD_WORKERS[*]} " == *" $w "* ]] || fresh=$((fresh + 1))
+    done
+    [ "$fresh" -eq 2 ] && [ "${#WORKERS[@]}" -eq 2 ] && break
+    sleep 0.1
 done
-others=$(cut -d' ' -f1 "$LOG" | sort -u | grep -Evc "^(${WORKERS[0]}|${WORKERS[1]})$" || true)
-assert_eq "$others" 0 "requests served by processes other than the two workers"
+if [ "$fresh" -ne 2 ] || [ "${#WORKERS[@]}" -ne 2 ]; then
+    sed 's/^/    nginx| /' "$NGX/error.log" >&2
+    fail "after SIGHUP: workers ${WORKERS[*]}, expected 2 new ones (old: ${OLD_WORKERS[*]})"
+fi
+N_RELOAD=10
+reload_fail=0
+for i in $(seq "$N_RELOAD"); do
+    curl_one "reload-$i"
+    if [ "$(cat "$CURL_DIR/reload-$i.code")" != 200 ]; then
+        reload_fail=$((reload_fail + 1))
+        sed 's/^/    | /' "$CURL_DIR/reload-$i.err" >&2
+    fi
+done
+[ "$reload_fail" -eq 0 ] || fail "after the reload: $reload_fail of $N_RELOAD requests failed"
+note "reload (SIGHUP): new workers ${WORKERS[*]}, $N_RELOAD requests, 0 failures"
 
 # --- stop by the master's PID; nothing crashed ---
 master=$NGINX_MASTER
 stop_nginx
-for pid in "$master" "${WORKERS[@]}"; do
+for pid in "$master" "${OLD_WORKERS[@]}" "${WORKERS[@]}"; do
     ! kill -0 "$pid" 2>/dev/null || fail "nginx process $pid still running after QUIT"
 done
 assert_grep "$NGX/error.log" 'exiting' "nginx did not log its shutdown"
-assert_no_grep "$NGX/error.log" 'exited on signal|\[(alert|crit|emerg)\]' "nginx logged a crash or a critical error"
-note "nginx ($MODE workers): 220 requests with token keys on both sides, 0 failures"
+assert_no_grep "$NGX/error.log" 'exited on signal|\[(alert|crit|emerg)\]' \
+    "nginx logged a crash or a critical error"
+
+# --- what the workers logged ---
+LOG=$NGX/access.log
+grep -v ' /curl/reload-' "$LOG" >"$NGX/access-before-reload.log" || true
+total=$((N_CURL + N_PY))
+served=$(grep -Ec '^[0-9]+ 200 TLSv1\.[23] SUCCESS "CN=cli[^"]*" /(curl/[0-9]|python/)' "$LOG" || true)
+tls13=$(grep -Ec '^[0-9]+ 200 TLSv1\.3 SUCCESS .* /curl/[0-9]' "$LOG" || true)
+tls12=$(grep -Ec '^[0-9]+ 200 TLSv1\.2 SUCCESS .* /curl/[0-9]' "$LOG" || true)
+assert_eq "$served" "$total" "requests served with a verified client certificate (access log)"
+assert_eq "$tls13/$tls12" "$((N_CURL / 2))/$((N_CURL / 2))" "curl requests over TLS 1.3/TLS 1.2"
+assert_grep "$LOG" '^[0-9]+ 400 TLSv1\.[23] NONE "-" /no-cert$' "access log: the request without a certificate"
+assert_grep "$LOG" '^[0-9]+ 400 TLSv1\.[23] FAILED:.* /rogue$' "access log: the request from another CA"
+for w in "${OLD_WORKERS[@]}"; do
+    n=$(grep -Ec "^$w 200 " "$LOG" || true)
+    [ "$n" -gt 0 ] || fail "worker $w served no request; requests by pid: $(cut -d' ' -f1 "$LOG" | sort | uniq -c | tr -s ' \n' ' ')"
+    note "worker $w served $n requests"
+done
+others=$(cut -d' ' -f1 "$NGX/access-before-reload.log" | sort -u |
+    grep -Evc "^(${OLD_WORKERS[0]}|${OLD_WORKERS[1]})$" || true)
+assert_eq "$others" 0 "requests served by processes other than the two workers"
+after=$(grep -Ec "^(${WORKERS[0]}|${WORKERS[1]}) 200 TLSv1\.[23] SUCCESS .* /curl/reload-" "$LOG" || true)
+assert_eq "$after" "$N_RELOAD" "requests after the reload served by the new workers"
+
+# --- what the workers asked of the token (the provider's trace) ---
+# Each worker: the module initialised and the login redone once, at its first
+# handshake; then one signature per handshake from its session pool.
+# Handshakes: every request in the access log (one connection each).
+calls() { grep -c "^mtlsks: $2 -> CKR_OK\$" "$1" || true; }
+if grep -E '^mtlsks: C_[A-Za-z]+ -> ' "$NGX/error.log" | grep -v ' -> CKR_OK$' >"$WORK/p11-errors"; then
+    sed 's/^/    | /' "$WORK/p11-errors" >&2
+    fail "a PKCS#11 call in nginx failed"
+fi
+E1=$NGX/error-before-reload.log
+handshakes=$(grep -c . "$NGX/access-before-reload.log")
+assert_eq "$(calls "$E1" C_Initialize)" 2 "C_Initialize in the workers (one each)"
+assert_eq "$(calls "$E1" C_Login)" 2 "C_Login in the workers (one each)"
+assert_eq "$(calls "$E1" C_Sign)" "$handshakes" "C_Sign in the workers (one per handshake)"
+note "workers: C_Initialize $(calls "$E1" C_Initialize), C_Login $(calls "$E1" C_Login), C_OpenSession $(calls "$E1" C_OpenSession), C_Sign $(calls "$E1" C_Sign) for $handshakes handshakes"
+tail -n +"$(($(wc -l <"$E1") + 1))" "$NGX/error.log" >"$NGX/error-after-reload.log"
+E2=$NGX/error-after-reload.log
+assert_eq "$(calls "$E2" C_Initialize)" 2 "C_Initialize after the reload (one per new worker)"
+note "after the reload (master and new workers): C_Initialize $(calls "$E2" C_Initialize), C_Login $(calls "$E2" C_Login), C_Sign $(calls "$E2" C_Sign)"
+note "nginx ($MODE): $((total + N_RELOAD)) requests with token keys on both sides, 0 failures"

@@ -17,6 +17,10 @@
 # Optional:
 #   MTLSKS_SOFTHSM_MODULE  SoftHSM module (default /usr/lib/softhsm/libsofthsm2.so)
 #   MTLSKS_KEEP_TMP=1      keep $WORK after the test, for debugging
+#   MTLSKS_VALGRIND=1      run the programs a test starts through "${VALGRIND[@]}"
+#                          (the s_server/s_client of tls_handshake, reject_matrix.sh)
+#                          under valgrind memcheck; a memory error or a definite
+#                          leak fails the test (ci/test's valgrind stage)
 #
 # Conventions: skip "reason" exits 77 (CTest SKIP_RETURN_CODE); fail "reason"
 # exits 1. run_ok / run_rc keep each command's output in $WORK/STEP.out and
@@ -40,6 +44,9 @@ exec </dev/null
 
 _SERVER_PIDS=()
 WORK=
+# Prefix for commands to run under valgrind when MTLSKS_VALGRIND=1 (set by
+# new_workdir; empty otherwise): "${VALGRIND[@]}" openssl s_server ...
+VALGRIND=()
 
 note() { printf -- '-- %s\n' "$*"; }
 skip() {
@@ -107,13 +114,42 @@ new_workdir() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
     note "work directory $WORK"
+    if [ "${MTLSKS_VALGRIND:-0}" = 1 ]; then
+        require_cmd valgrind
+        # Exit 99 on any memory error or definite leak; one log per process.
+        VALGRIND=(valgrind --quiet --error-exitcode=99 --leak-check=full
+            --errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=40
+            "--suppressions=$MTLSKS_SRC/tests/lib/valgrind.supp"
+            "--log-file=$WORK/valgrind.%p.log")
+    fi
+}
+
+# With MTLSKS_VALGRIND=1: 0 when no valgrind log reports an error or a
+# definite leak, else prints the logs and returns 1. Also catches programs
+# whose failure the test expected (refusals), whose exit code says nothing.
+valgrind_clean() {
+    local log bad=0
+    [ "${#VALGRIND[@]}" -gt 0 ] || return 0
+    for log in "$WORK"/valgrind.*.log; do
+        [ -e "$log" ] || continue
+        if grep -Eq 'ERROR SUMMARY: [1-9]|definitely lost: [1-9]|Invalid (read|write|free)|uninitialised' "$log"; then
+            echo "    valgrind: $(basename "$log"):" >&2
+            sed 's/^/    | /' "$log" >&2
+            bad=1
+        fi
+    done
+    return "$bad"
 }
 
 _cleanup() {
-    local rc=$? pid
+    local rc=$? pid vg_bad=0
     for pid in "${_SERVER_PIDS[@]}"; do
         stop_pid "$pid"
     done
+    if [ -n "$WORK" ] && [ -d "$WORK" ] && ! valgrind_clean; then
+        printf 'FAIL: %s\n' "valgrind reported memory errors or definite leaks" >&2
+        vg_bad=1
+    fi
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         if [ "${MTLSKS_KEEP_TMP:-0}" = 1 ]; then
             note "kept $WORK"
@@ -121,6 +157,9 @@ _cleanup() {
             rm -rf -- "$WORK"
         fi
     fi
+    # Only a valgrind finding changes how the test ends (exit in an EXIT
+    # trap sets the status; return would not).
+    [ "$vg_bad" = 0 ] || exit 1
     return "$rc"
 }
 
@@ -162,6 +201,9 @@ wait_pid() {
 start_server() {
     local log=$1
     shift
+    # The log exists before the server starts: the loop below reads it at
+    # once, before the background shell may have opened it.
+    : >"$log"
     timeout 120 "$@" </dev/null >"$log" 2>&1 &
     SERVER_PID=$!
     _SERVER_PIDS+=("$SERVER_PID")
@@ -493,11 +535,11 @@ TLS_CLIENT_ARGS=()
 tls_handshake() {
     local step=$1 ver=$2 scert=$3 skey=$4 ccert=$5 ckey=$6
     shift 6
-    start_server "$WORK/$step.server.log" env OPENSSL_CONF="$TOKEN_CNF" openssl s_server \
-        -accept 127.0.0.1:0 -naccept 1 -www -Verify 1 -verify_return_error \
+    start_server "$WORK/$step.server.log" env OPENSSL_CONF="$TOKEN_CNF" "${VALGRIND[@]}" \
+        openssl s_server -accept 127.0.0.1:0 -naccept 1 -www -Verify 1 -verify_return_error \
         -cert "$scert" -key "$skey" -CAfile "$MTLSKS_FIXTURE/ca.pem" "$@"
     local spid=$SERVER_PID rc=0 src
-    printf 'GET / HTTP/1.0\r\n\r\n' | timeout 60 env OPENSSL_CONF="$TOKEN_CNF" openssl s_client \
+    printf 'GET / HTTP/1.0\r\n\r\n' | timeout 60 env OPENSSL_CONF="$TOKEN_CNF" "${VALGRIND[@]}" openssl s_client \
         -connect "127.0.0.1:$SERVER_PORT" "-tls$ver" -cert "$ccert" -key "$ckey" \
         -CAfile "$MTLSKS_FIXTURE/ca.pem" -verify_return_error -ign_eof "${TLS_CLIENT_ARGS[@]}" \
         >"$WORK/$step.client.log" 2>&1 || rc=$?

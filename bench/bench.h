@@ -1,0 +1,155 @@
+/*
+ * mtlsks-bench: what a hardware key costs through each path a program can
+ * take to it (issue 5). One process measures one row; ci/bench runs the rows
+ * and builds the table. Each row prints one JSON object on one line.
+ *
+ * Files: bench_main.c (command line, subcommands), harness.c (threads,
+ * clocks, JSON, RSS), sign_p11.c (raw PKCS#11: the ceiling), sign_evp.c
+ * (EVP_DigestSign through a provider or software; key loading), engine.c
+ * (libp11's pkcs11 engine, deprecated ENGINE API), keystore.c (the keystore
+ * API directly, PKCS#11 and TPM), tls.c (mutual-TLS handshakes over memory
+ * BIOs), counters.c (the PKCS#11 shim's counters, TPM pcap files).
+ */
+#ifndef MTLSKS_BENCH_H
+#define MTLSKS_BENCH_H
+
+#include <stddef.h>
+
+#include <openssl/evp.h>
+
+#define BENCH_MAX_THREADS 16
+#define BENCH_MAX_PATHS 8
+
+typedef enum bench_alg {
+    BENCH_EC,        /* ECDSA P-256 with SHA-256 */
+    BENCH_RSA_PKCS1, /* RSA-2048 PKCS#1 v1.5 with SHA-256 */
+    BENCH_RSA_PSS,   /* RSA-2048 PSS, SHA-256, MGF1-SHA-256, salt 32 (as TLS 1.3) */
+} bench_alg;
+
+typedef struct bench_opts {
+    const char *cmd;  /* subcommand */
+    const char *impl; /* raw, keystore, provider, engine, soft, tpm2-openssl */
+    bench_alg alg;
+    const char *alg_name;
+    const char *key;      /* URI, label or file, by impl */
+    const char *key2;     /* tls: the client's key */
+    const char *module;   /* PKCS#11 module (raw, engine, keystore) */
+    const char *pin_file; /* user PIN, first line (raw, engine, keystore) */
+    const char *config;   /* openssl.cnf that loads the provider */
+    const char *shim;     /* mtlsks-p11shim.so, to count token calls through */
+    const char *tcti;     /* TPM TCTI (keystore, tpm-keygen) */
+    const char *out;      /* tpm-keygen: output file */
+    const char *note;     /* free text copied into the JSON */
+    int threads;
+    double warmup, seconds;
+    double slice;  /* several paths: seconds each runs before the next one's turn */
+    long count;    /* > 0: this many operations, one thread, no clock */
+    int init_only; /* sign: time EVP_DigestSignInit_ex alone (diagnostic) */
+} bench_opts;
+
+/* ---- harness.c ----------------------------------------------------------- */
+
+/* One operation on thread `thread` (0-based); 1 done, 0 failed. */
+typedef int bench_op_fn(void *arg, int thread);
+
+typedef struct bench_result {
+    unsigned long ops, errors;
+    double seconds; /* measured interval */
+    double ops_per_s;
+} bench_result;
+
+/* One path to a key: its name (an impl) and its operation. */
+typedef struct bench_path {
+    const char *name;
+    bench_op_fn *op;
+    void *arg;
+} bench_path;
+
+/*
+ * Runs op on o->threads threads: o->warmup seconds unmeasured, then
+ * o->seconds measured. With o->count > 0 instead: three operations of
+ * warm-up, `before` (may be NULL) and then o->count operations on the calling
+ * thread. Returns 1 when every measured operation succeeded.
+ */
+int bench_run(const bench_opts *o, bench_op_fn *op, void *arg, void (*before)(void),
+              bench_result *r);
+
+/*
+ * The same for several paths in one process: the threads run one path at a
+ * time, each for o->slice seconds in turn, for o->seconds in all (warm-up
+ * alike); r[k] is path k's share. Not with o->count.
+ */
+int bench_run_paths(const bench_opts *o, const bench_path *paths, int npaths, void (*before)(void),
+                    bench_result *r);
+
+double bench_now(void);
+/* VmRSS of this process in KiB, -1 when unknown. */
+long bench_rss_kb(void);
+/* Prints OpenSSL's error queue once per process (first failure), then clears. */
+void bench_report_errors(const char *what);
+/* Reads the first line of a file (a PIN) into buf; 0 on failure. */
+int bench_read_pin(const char *path, char *buf, size_t size);
+
+/* One JSON object per row on stdout: json_begin, fields, json_end. */
+void json_begin(const bench_opts *o, const char *bench);
+void json_str(const char *key, const char *val);
+void json_num(const char *key, double val);
+void json_int(const char *key, long val);
+/* A raw JSON value (object, array) already formatted. */
+void json_raw(const char *key, const char *val);
+void json_result(const bench_result *r);
+void json_end(void);
+
+/* ---- sign_evp.c ------------------------------------------------------------ */
+
+/* Loads the config (NULL: none) into the default library context; the
+ * provider modes call this first, so load time is what it measures. */
+int bench_load_config(const char *path);
+/* Loads the tpm2-openssl provider, then the default one. */
+int bench_load_tpm2_provider(void);
+/* A private key by URI or file through OSSL_STORE (any loaded provider). */
+EVP_PKEY *bench_store_load(const char *uri);
+/* A new software key in the default provider for alg. */
+EVP_PKEY *bench_soft_key(bench_alg alg);
+/* One EVP_DigestSign of a 128-byte message; sig gets up to *siglen bytes. */
+int bench_evp_sign(EVP_PKEY *pkey, bench_alg alg, unsigned char *sig, size_t *siglen);
+/* Checks a signature with the key's public half in the default provider. */
+int bench_evp_verify(EVP_PKEY *pkey, bench_alg alg, const unsigned char *sig, size_t siglen);
+/* The key's public half as a default-provider key. */
+EVP_PKEY *bench_public_copy(EVP_PKEY *pkey);
+
+int cmd_sign(const bench_opts *o);
+int cmd_startup(const bench_opts *o);
+
+/* ---- sign_p11.c -------------------------------------------------------------- */
+
+/* The ceiling's path: the module by dlopen, a session per thread. */
+int raw_path_setup(const bench_opts *o, bench_path *path);
+
+/* ---- engine.c ------------------------------------------------------------------ */
+
+/* libp11's engine with MODULE_PATH and PIN set, initialised; NULL on failure. */
+void *bench_engine_open(const char *module, const char *pin_file);
+EVP_PKEY *bench_engine_load(void *engine, const char *uri);
+
+/* ---- keystore.c ------------------------------------------------------------------ */
+
+int keystore_path_setup(const bench_opts *o, bench_path *path);
+void keystore_path_free(void);
+int cmd_tpm_keygen(const bench_opts *o);
+
+/* ---- tls.c --------------------------------------------------------------------- */
+
+int cmd_tls(const bench_opts *o);
+
+/* ---- counters.c ------------------------------------------------------------------- */
+
+/* Finds the shim (NULL path: not counting); 0 when it is not loaded. */
+int shim_attach(const char *path);
+void shim_reset(void);
+/* {"C_SignInit":1.00,...} per operation, for the calls since shim_reset. */
+void shim_json_per_op(const char *key, unsigned long ops);
+
+int cmd_pcap_count(const bench_opts *o, const char *file);
+
+#endif

@@ -1,0 +1,193 @@
+/*
+ * mtlsks-bench COMMAND [OPTIONS]: one benchmark row per run, one JSON line
+ * on stdout (ci/bench runs the rows and prints the table).
+ */
+#include "bench.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "Usage: mtlsks-bench COMMAND [OPTIONS]\n"
+    "\n"
+    "Commands (one row each; one JSON object on stdout):\n"
+    "  sign        signatures per second: --impl raw | keystore | provider | engine |\n"
+    "              soft | tpm2-openssl, or several separated by commas: they run in\n"
+    "              one process taking turns (--slice), one JSON line each\n"
+    "  tls         mutual-TLS 1.3 handshakes per second over memory BIOs:\n"
+    "              --impl provider | engine | soft | tpm2-openssl (--key server, --key2 client)\n"
+    "  startup     provider/engine load, key load, first signature; VmRSS\n"
+    "  tpm-keygen  make a TPM key with the keystore (TSS2 PRIVATE KEY file): --tcti --out\n"
+    "  pcap-count FILE   TPM commands in a pcapng file written by the pcap TCTI\n"
+    "\n"
+    "Options:\n"
+    "  --impl NAME        the path to the key (see above)\n"
+    "  --alg ALG          ec (ECDSA P-256), rsa-pkcs1, rsa-pss (RSA-2048); default ec\n"
+    "  --key SPEC         raw, engine: pkcs11: URI; keystore, provider, tpm2-openssl: pkcs11:\n"
+    "                     URI or key file; soft: key file (default, or with a URI: a new key)\n"
+    "  --key2 SPEC        tls: the client's key\n"
+    "  --module PATH      PKCS#11 module (raw, keystore, engine)\n"
+    "  --pin-file PATH    user PIN, first line (raw, keystore, engine)\n"
+    "  --config FILE      openssl.cnf loading the provider (provider)\n"
+    "  --shim PATH        count token calls through mtlsks-p11shim.so (it must be the module)\n"
+    "  --tcti CONF        TPM TCTI (keystore, tpm-keygen)\n"
+    "  --out FILE         tpm-keygen output\n"
+    "  --threads N        threads (default 1)\n"
+    "  --warmup S         unmeasured seconds first (default 0.5)\n"
+    "  --seconds S        measured seconds (default 2)\n"
+    "  --slice S          several paths: seconds per turn (default 0.1)\n"
+    "  --count N          N operations on one thread instead of a duration (for counting)\n"
+    "  --init-only        sign: time only the EVP context set-up, no signature (diagnostic)\n"
+    "  --note TEXT        copied into the JSON\n";
+
+static int usage(int rc)
+{
+    fputs(usage_text, rc == 0 ? stdout : stderr);
+    return rc;
+}
+
+static int parse_alg(const char *s, bench_opts *o)
+{
+    if (strcmp(s, "ec") == 0)
+        o->alg = BENCH_EC;
+    else if (strcmp(s, "rsa-pkcs1") == 0)
+        o->alg = BENCH_RSA_PKCS1;
+    else if (strcmp(s, "rsa-pss") == 0 || strcmp(s, "rsa") == 0)
+        o->alg = BENCH_RSA_PSS;
+    else
+        return 0;
+    o->alg_name = s;
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"impl", required_argument, NULL, 'i'},
+        {"alg", required_argument, NULL, 'a'},
+        {"key", required_argument, NULL, 'k'},
+        {"key2", required_argument, NULL, 'K'},
+        {"module", required_argument, NULL, 'm'},
+        {"pin-file", required_argument, NULL, 'p'},
+        {"config", required_argument, NULL, 'c'},
+        {"shim", required_argument, NULL, 'S'},
+        {"tcti", required_argument, NULL, 'T'},
+        {"out", required_argument, NULL, 'o'},
+        {"threads", required_argument, NULL, 'n'},
+        {"warmup", required_argument, NULL, 'w'},
+        {"seconds", required_argument, NULL, 's'},
+        {"count", required_argument, NULL, 'N'},
+        {"note", required_argument, NULL, 'x'},
+        {"init-only", no_argument, NULL, 'I'},
+        {"slice", required_argument, NULL, 'L'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bench_opts o = {0};
+    const char *arg = NULL;
+    int c, ok;
+
+    o.alg = BENCH_EC;
+    o.alg_name = "ec";
+    o.threads = 1;
+    o.warmup = 0.5;
+    o.seconds = 2;
+    o.slice = 0.1;
+    if (argc < 2)
+        return usage(2);
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
+        return usage(0);
+    o.cmd = argv[1];
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'i':
+            o.impl = optarg;
+            break;
+        case 'a':
+            if (!parse_alg(optarg, &o)) {
+                fprintf(stderr, "mtlsks-bench: unknown --alg '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'k':
+            o.key = optarg;
+            break;
+        case 'K':
+            o.key2 = optarg;
+            break;
+        case 'm':
+            o.module = optarg;
+            break;
+        case 'p':
+            o.pin_file = optarg;
+            break;
+        case 'c':
+            o.config = optarg;
+            break;
+        case 'S':
+            o.shim = optarg;
+            break;
+        case 'T':
+            o.tcti = optarg;
+            break;
+        case 'o':
+            o.out = optarg;
+            break;
+        case 'n':
+            o.threads = atoi(optarg);
+            break;
+        case 'w':
+            o.warmup = atof(optarg);
+            break;
+        case 's':
+            o.seconds = atof(optarg);
+            break;
+        case 'N':
+            o.count = atol(optarg);
+            break;
+        case 'x':
+            o.note = optarg;
+            break;
+        case 'I':
+            o.init_only = 1;
+            break;
+        case 'L':
+            o.slice = atof(optarg);
+            break;
+        case 'h':
+            return usage(0);
+        default:
+            return usage(2);
+        }
+    }
+    if (optind < argc)
+        arg = argv[optind];
+    if (o.threads < 1 || o.threads > BENCH_MAX_THREADS || o.seconds <= 0 || o.warmup < 0 ||
+        o.slice <= 0) {
+        fprintf(stderr,
+                "mtlsks-bench: --threads 1..%d, --seconds > 0, --warmup >= 0, --slice > 0\n",
+                BENCH_MAX_THREADS);
+        return 2;
+    }
+    if (o.impl == NULL && (strcmp(o.cmd, "sign") == 0 || strcmp(o.cmd, "tls") == 0 ||
+                           strcmp(o.cmd, "startup") == 0)) {
+        fprintf(stderr, "mtlsks-bench: %s needs --impl\n", o.cmd);
+        return 2;
+    }
+    if (strcmp(o.cmd, "sign") == 0)
+        ok = cmd_sign(&o);
+    else if (strcmp(o.cmd, "tls") == 0)
+        ok = cmd_tls(&o);
+    else if (strcmp(o.cmd, "startup") == 0)
+        ok = cmd_startup(&o);
+    else if (strcmp(o.cmd, "tpm-keygen") == 0)
+        ok = cmd_tpm_keygen(&o);
+    else if (strcmp(o.cmd, "pcap-count") == 0 && arg != NULL)
+        ok = cmd_pcap_count(&o, arg);
+    else
+        return usage(2);
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Turns the rows ci/bench collected (one JSON object per line, as
+mtlsks-bench prints them) into the table it prints and the JSON it writes.
+
+    report.py --meta META.json --rows ROWS.jsonl --json OUT.json
+
+Timed rows ran in rounds; the table shows the best round (load from other
+processes only ever slows a row down) and the JSON keeps every round with
+its median. Targets are checked, never enforced: the exit status is 0."""
+
+import argparse
+import json
+import statistics
+import sys
+
+ALGS = {"ec": "ECDSA P-256", "rsa-pkcs1": "RSA-2048 PKCS#1", "rsa-pss": "RSA-2048 PSS",
+        "rsa": "RSA-2048 (PSS)"}
+RATIO_TARGET = 0.97
+
+
+def load_rows(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    rows.append({"bench": "unparsed", "failed": 1, "error": line[:200]})
+    return rows
+
+
+class Group:
+    """The rounds of one row: same bench, impl, alg, threads and note."""
+
+    def __init__(self):
+        self.rows = []
+
+    def ok_rows(self):
+        return [r for r in self.rows if not r.get("failed") and r.get("ops", 0) > 0]
+
+    def best(self, field="ops_per_s"):
+        vals = [r[field] for r in self.ok_rows() if field in r]
+        return max(vals) if vals else None
+
+    def median(self, field="ops_per_s"):
+        vals = [r[field] for r in self.ok_rows() if field in r]
+        return statistics.median(vals) if vals else None
+
+    def errors(self):
+        return sum(r.get("errors", 0) for r in self.rows)
+
+    def ops(self):
+        return sum(r.get("ops", 0) for r in self.rows)
+
+    def failure(self):
+        """Why the row has no figure, or None."""
+        if self.ok_rows():
+            hung = [r for r in self.rows if r.get("hung")]
+            return "hung (a thread never returned)" if hung else None
+        for r in self.rows:
+            if r.get("error"):
+                return r["error"]
+            if r.get("hung"):
+                return "hung (a thread never returned)"
+            if r.get("errors"):
+                return "every operation failed"
+        return "no result"
+
+    def summary(self, field="ops_per_s"):
+        return {
+            "best": self.best(field),
+            "median": self.median(field),
+            "rounds": [r.get(field) for r in self.rows if field in r],
+            "errors": self.errors(),
+            "failure": self.failure(),
+        }
+
+
+def group(rows, bench, note=None):
+    out = {}
+    for r in rows:
+        if r.get("bench") != bench or r.get("note") != note:
+            continue
+        k = (r.get("impl"), r.get("alg"), r.get("threads"))
+        out.setdefault(k, Group()).rows.append(r)
+    return out
+
+
+def fmt_rate(v):
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
+def cell(groups, k, field="ops_per_s", fmt=fmt_rate):
+    g = groups.get(k)
+    if g is None:
+        return "n/a"
+    v = g.best(field)
+    if v is None:
+        return "FAILED"
+    s = fmt(v)
+    if g.errors():
+        total = g.ops() + g.errors()
+        s += f" ({100.0 * g.errors() / total:.0f}% err)"
+    return s
+
+
+def table(title, header, body, notes=()):
+    print()
+    print(title)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)] if body else []
+    line = "  ".join(str(h).ljust(w) for h, w in zip(header, widths))
+    print("  " + line)
+    print("  " + "  ".join("-" * w for w in widths))
+    for b in body:
+        print("  " + "  ".join(str(x).ljust(w) for x, w in zip(b, widths)))
+    for n in notes:
+        print("  " + n)
+
+
+def calls_text(d):
+    if not d:
+        return "-"
+    return ", ".join(f"{k} {v:g}" for k, v in d.items())
+
+
+def pcap_per_op(rows, impl, alg, what, a, b):
+    """TPM commands of one operation: (count at b - count at a) / (b - a)."""
+    got = {}
+    for r in rows:
+        if r.get("bench") == "pcap" and r.get("impl") == impl and r.get("alg") == alg:
+            note = r.get("note", "")
+            if note in (f"{what}:{a}", f"{what}:{b}"):
+                got[int(note.split(":")[1])] = r
+    if a not in got or b not in got or b == a:
+        return None
+    ra, rb = got[a], got[b]
+    per = {}
+    names = set(ra.get("by_command", {})) | set(rb.get("by_command", {}))
+    for n in sorted(names):
+        d = (rb.get("by_command", {}).get(n, 0) - ra.get("by_command", {}).get(n, 0)) / (b - a)
+        if abs(d) > 1e-9:
+            per[n] = round(d, 3)
+    return {"total": round((rb["commands"] - ra["commands"]) / (b - a), 3), "by_command": per}
+
+
+def count_failed(rows, impl, alg, bench):
+    for r in rows:
+        if (r.get("bench") == bench and r.get("impl") == impl and r.get("alg") == alg
+                and r.get("note") == "tpm-count" and (r.get("failed") or r.get("errors"))):
+            return r.get("error") or f"{r.get('errors')} failed operations"
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--rows", required=True)
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+    with open(args.meta) as f:
+        meta = json.load(f)
+    rows = load_rows(args.rows)
+    a, b = meta.get("count_a", 0), meta.get("count_b", 0)
+    targets = []
+    summary = {}
+
+    print(f"mtls-keystore benchmark, {meta.get('date')}, commit {meta.get('commit')}"
+          f"{' (quick run)' if meta.get('quick') else ''}")
+    print(f"  {meta.get('cpu')} x{meta.get('cpus')}, kernel {meta.get('kernel')}, "
+          f"{meta.get('openssl')}")
+    print(f"  SoftHSM {meta.get('softhsm')}, libp11 engine {meta.get('libp11_engine')}, "
+          f"tpm2-openssl {meta.get('tpm2_openssl')}, swtpm {meta.get('swtpm')} "
+          f"(TPM: {meta.get('tpm')})")
+    print(f"  load average before/after the rows: {meta.get('loadavg_before')} / "
+          f"{meta.get('loadavg_after')}")
+    print(f"  timed rows: best of {meta.get('rounds')} round(s) of {meta.get('seconds_per_round')} s"
+          f" after {meta.get('warmup_s')} s warm-up; per-operation counts over "
+          f"{b} operations after warm-up")
+
+    # ---- signatures on the token -----------------------------------------
+    sign = group(rows, "sign")
+    body, sign_sum = [], []
+    for alg in ("ec", "rsa-pkcs1", "rsa-pss"):
+        for t in (1, 2):
+            g = {impl: sign.get((impl, alg, t)) for impl in
+                 ("raw", "keystore", "provider", "engine", "soft")}
+            best = {k: (v.best() if v else None) for k, v in g.items()}
+            ratio = (best["provider"] / best["raw"]
+                     if best["provider"] and best["raw"] else None)
+            ge = (best["provider"] >= best["engine"]
+                  if best["provider"] and best["engine"] else None)
+            body.append([ALGS[alg], t] + [cell(sign, (i, alg, t)) for i in g] +
+                        [f"{ratio:.3f}" if ratio else "-",
+                         "-" if ge is None else ("yes" if ge else "no")])
+            sign_sum.append({"alg": alg, "threads": t,
+                             **{i: (v.summary() if v else None) for i, v in g.items()},
+                             "provider_over_raw": ratio, "provider_ge_engine": ge})
+            targets.append({"target": f"row 2 >= {RATIO_TARGET} x row 1, {ALGS[alg]}, {t} thread(s)",
+                            "met": ratio is not None and ratio >= RATIO_TARGET,
+                            "value": ratio})
+            targets.append({"target": f"row 2 >= row 3, {ALGS[alg]}, {t} thread(s)",
+                            "met": bool(ge), "value": [best["provider"], best["engine"]]})
+    table("Signatures per second, SoftHSM token (1: raw C_SignInit+C_Sign, 2: provider, "
+          "3: libp11 engine, 4: software)",
+          ["mechanism", "thr", "1 raw", "keystore API", "2 provider", "3 engine", "4 software",
+           "2/1", "2>=3"], body,
+          ["keystore API: the keystore without the provider (diagnostic); "
+           "2 and 3 hash a 128-byte message in software, 1 signs a ready hash"])
+    summary["sign"] = sign_sum
+
+    init = group(rows, "sign-init")
+    body, init_sum = [], {}
+    for impl in ("provider", "engine", "soft"):
+        g = init.get((impl, "ec", 1))
+        v = g.best() if g else None
+        body.append([impl, f"{1e6 / v:.2f}" if v else "-"])
+        init_sum[impl] = {"us_per_init": 1e6 / v if v else None}
+    table("Diagnostic: EVP_MD_CTX_new + EVP_DigestSignInit_ex + free, ECDSA P-256 (microseconds)",
+          ["key", "us"], body,
+          ["OpenSSL's per-signature set-up, paid before the token is reached"])
+    summary["sign_init_us"] = init_sum
+
+    # ---- token calls -------------------------------------------------------------
+    calls = group(rows, "sign", "calls")
+    tls_calls = group(rows, "tls", "calls")
+    body, calls_sum = [], []
+    for impl in ("provider", "engine"):
+        for alg in ("ec", "rsa-pkcs1", "rsa-pss"):
+            g = calls.get((impl, alg, 1))
+            d = g.ok_rows()[0].get("calls_per_op") if g and g.ok_rows() else None
+            body.append([impl, ALGS[alg], "per signature",
+                         calls_text(d) if g and g.ok_rows() else (g.failure() if g else "n/a")])
+            calls_sum.append({"impl": impl, "alg": alg, "per": "signature", "calls": d})
+        for alg in ("ec", "rsa"):
+            g = tls_calls.get((impl, alg, 1))
+            d = g.ok_rows()[0].get("calls_per_handshake") if g and g.ok_rows() else None
+            body.append([impl, ALGS[alg], "per handshake (2 sides)",
+                         calls_text(d) if g and g.ok_rows() else (g.failure() if g else "n/a")])
+            calls_sum.append({"impl": impl, "alg": alg, "per": "handshake", "calls": d})
+            if impl == "provider":
+                targets.append({
+                    "target": f"steady-state handshake, {ALGS[alg]}: 1 C_SignInit + 1 C_Sign "
+                              "per side, nothing else",
+                    "met": d == {"C_SignInit": 2, "C_Sign": 2}, "value": d})
+    table("PKCS#11 calls in steady state (counted by the shim)", ["path", "key", "per", "calls"],
+          body)
+    summary["token_calls"] = calls_sum
+
+    # ---- handshakes ----------------------------------------------------------------
+    tls = group(rows, "tls")
+    body, tls_sum = [], []
+    for alg in ("ec", "rsa"):
+        for t in (1, 2):
+            g = {impl: tls.get((impl, alg, t)) for impl in ("provider", "engine", "soft")}
+            bp = g["provider"].best() if g["provider"] else None
+            bs = g["soft"].best() if g["soft"] else None
+            body.append([ALGS[alg], t] + [cell(tls, (i, alg, t)) for i in g] +
+                        [f"{bp / bs:.2f}" if bp and bs else "-"])
+            tls_sum.append({"alg": alg, "threads": t,
+                            **{i: (v.summary() if v else None) for i, v in g.items()}})
+    table("Mutual-TLS 1.3 handshakes per second, one process, memory BIOs (both keys per path)",
+          ["keys", "thr", "token: provider", "token: engine", "software", "provider/software"],
+          body)
+    summary["tls"] = tls_sum
+
+    # ---- start-up ----------------------------------------------------------------------
+    st = group(rows, "startup")
+    st.update({(k[0], k[1], k[2], "keyref"): v for k, v in group(rows, "startup", "keyref").items()})
+    st.update({(k[0], k[1], k[2], "tpm"): v for k, v in group(rows, "startup", "tpm").items()})
+    body, st_sum = [], []
+    for k, label in ((("provider", "ec", 1), "provider, pkcs11: URI"),
+                     (("provider", "ec", 1, "keyref"), "provider, key reference file"),
+                     (("engine", "ec", 1), "libp11 engine, pkcs11: URI"),
+                     (("soft", "ec", 1), "software key file"),
+                     (("provider", "ec", 1, "tpm"), "provider, TPM key file"),
+                     (("tpm2-openssl", "ec", 1, "tpm"), "tpm2-openssl, TPM key file")):
+        g = st.get(k)
+        if g is None:
+            continue
+        ok = [r for r in g.rows if r.get("ok")]
+        if not ok:
+            body.append([label, "FAILED: " + (g.failure() or ""), "", "", "", "", ""])
+            continue
+
+        def med(f):
+            return statistics.median(r[f] for r in ok)
+
+        body.append([label, f"{med('load_ms'):.1f}", f"{med('key_ms'):.1f}",
+                     f"{med('first_sign_ms'):.2f}", f"{med('total_ms'):.1f}",
+                     f"{med('rss_start_kb') / 1024:.1f}", f"{med('rss_kb') / 1024:.1f}"])
+        st_sum.append({"path": label, **{f: med(f) for f in (
+            "load_ms", "key_ms", "first_sign_ms", "total_ms", "rss_start_kb", "rss_kb")}})
+    table("Start-up, ECDSA P-256 key (medians): load = provider/engine load, key = key load",
+          ["path", "load ms", "key ms", "1st sign ms", "total ms", "RSS before MiB",
+           "RSS after MiB"], body)
+    summary["startup"] = st_sum
+
+    # ---- TPM -----------------------------------------------------------------------------
+    if str(meta.get("tpm", "")).startswith("swtpm"):
+        tsign = group(rows, "sign", "tpm")
+        body, tpm_sum = [], []
+        for alg in ("ec", "rsa-pkcs1", "rsa-pss"):
+            for t in (1, 2):
+                body.append([ALGS[alg], t] + [cell(tsign, (i, alg, t)) for i in
+                                              ("keystore", "provider", "tpm2-openssl")])
+                tpm_sum.append({"alg": alg, "threads": t, **{
+                    i: (tsign[(i, alg, t)].summary() if (i, alg, t) in tsign else None)
+                    for i in ("keystore", "provider", "tpm2-openssl")}})
+        table("TPM (swtpm) signatures per second",
+              ["mechanism", "thr", "ours: keystore API", "ours: provider", "tpm2-openssl"], body)
+        ttls = group(rows, "tls", "tpm")
+        body = []
+        for t in (1, 2):
+            body.append([t] + [cell(ttls, (i, "ec", t)) for i in ("provider", "tpm2-openssl")])
+            tpm_sum.append({"tls": True, "alg": "ec", "threads": t, **{
+                i: (ttls[(i, "ec", t)].summary() if (i, "ec", t) in ttls else None)
+                for i in ("provider", "tpm2-openssl")}})
+        fails = [f"{i}: {ttls[(i, 'ec', t)].failure()}" for t in (1, 2)
+                 for i in ("provider", "tpm2-openssl")
+                 if (i, "ec", t) in ttls and ttls[(i, "ec", t)].failure()]
+        table("TPM (swtpm) mutual-TLS 1.3 handshakes per second, both ECDSA keys in the TPM",
+              ["thr", "ours: provider", "tpm2-openssl"], body, sorted(set(fails))[:4])
+        body, cmd_sum = [], []
+        for impl in ("provider", "tpm2-openssl"):
+            for what, algs in (("sign", ("ec", "rsa-pkcs1", "rsa-pss")), ("tls", ("ec",))):
+                for alg in algs:
+                    per = pcap_per_op(rows, impl, alg, what, a, b)
+                    bad = count_failed(rows, impl, alg, what)
+                    txt = "-" if per is None else (
+                        f"{per['total']:g}: " + ", ".join(
+                            f"{k.replace('TPM2_', '')} {v:g}" for k, v in per["by_command"].items()))
+                    if bad:
+                        txt += f"  [{bad[:80]}]"
+                    body.append([impl, ALGS[alg], "signature" if what == "sign" else "handshake",
+                                 txt])
+                    cmd_sum.append({"impl": impl, "alg": alg, "per": what, "commands": per,
+                                    "failure": bad})
+                    if impl == "provider" and what == "sign":
+                        targets.append({
+                            "target": f"TPM: one TPM2_Sign per signature, {ALGS[alg]}",
+                            "met": per is not None and not bad
+                            and per["by_command"] == {"TPM2_Sign": 1},
+                            "value": per})
+                    if impl == "provider" and what == "tls":
+                        targets.append({
+                            "target": "TPM: at most 2 TPM commands per mTLS handshake per key",
+                            "met": per is not None and not bad and per["total"] <= 4,
+                            "value": per})
+        table("TPM commands per operation (pcap TCTI; both keys for a handshake)",
+              ["path", "key", "per", "commands"], body)
+        summary["tpm"] = tpm_sum
+        summary["tpm_commands"] = cmd_sum
+
+    # ---- targets --------------------------------------------------------------------------
+    print()
+    print("Targets (measured, not enforced)")
+    for t in targets:
+        v = t["value"]
+        vs = f"{v:.3f}" if isinstance(v, float) else (
+            " vs ".join(fmt_rate(x) for x in v) if isinstance(v, list) else "")
+        print(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}" + (f"  ({vs})" if vs else ""))
+    failed = [r for r in rows if r.get("failed") or r.get("rc", 0) not in (0,)]
+    if failed:
+        print()
+        print(f"{len(failed)} row(s) did not finish cleanly (see the JSON's rows for each):")
+        seen = set()
+        for r in failed:
+            k = (r.get("bench"), r.get("impl"), r.get("alg"), r.get("threads"), r.get("note"))
+            if k in seen:
+                continue
+            seen.add(k)
+            why = r.get("error") or ("hung" if r.get("hung") else
+                                     f"{r.get('errors', 0)} failed operations, exit {r.get('rc')}")
+            print(f"  {k[0]} {k[1]} {k[2]} t={k[3]}{' ' + k[4] if k[4] else ''}: {why[:150]}")
+
+    with open(args.json, "w") as f:
+        json.dump({"meta": meta, "summary": summary, "targets": targets, "rows": rows}, f,
+                  indent=1)
+        f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
