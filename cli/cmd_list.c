@@ -161,7 +161,8 @@ static void list_token(cli_session *s, const mks_slot_info *si, token_listing *t
         tl->n = 0;
         return;
     }
-    qsort(tl->objs, tl->n, sizeof(*tl->objs), by_label);
+    if (tl->n > 1)
+        qsort(tl->objs, tl->n, sizeof(*tl->objs), by_label);
     tl->private_hidden = si->login_required && !cli_session_has_pin_source(s) &&
                          !(s->pin.have && strcmp(s->pin.token, si->token_label) == 0);
 }
