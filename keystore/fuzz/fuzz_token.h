@@ -71,8 +71,8 @@ static void fuzz_token_write(const char *path, const char *text, mode_t mode)
 /* softhsm2-util --init-token, its output thrown away. */
 static void fuzz_token_init(void)
 {
-    char *argv[] = {"softhsm2-util", "--init-token", "--free", "--label", FUZZ_TOKEN_LABEL,
-                    "--pin",         "1234",         "--so-pin", "5678", NULL};
+    char *argv[] = {"softhsm2-util", "--init-token", "--free",   "--label", FUZZ_TOKEN_LABEL,
+                    "--pin",         "1234",         "--so-pin", "5678",    NULL};
     posix_spawn_file_actions_t fa;
     pid_t pid;
     int status;

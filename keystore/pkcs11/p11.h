@@ -78,9 +78,15 @@ mks_rv p11_rv_map(CK_RV rv);
 /* Records "<call> failed: CKR_x (token 'label')" and returns the mapped mks_rv. */
 mks_rv p11_fail(CK_RV rv, const char *call, const p11_token *tok);
 
-/* Every C_* call goes through P11: it counts and, with MTLSKS_DEBUG=1, traces calls. */
+/* Every C_* call goes through P11: it counts and, with MTLSKS_DEBUG=1, traces
+ * calls, and it holds the fork guard for the duration of the call: fork()
+ * waits until no thread is inside the module, so a child never inherits the
+ * module's own locks held (p11_token.c). */
 CK_RV p11_trace(const char *name, CK_RV rv);
-#define P11(ctx, fn, ...) p11_trace(#fn, (ctx)->fl->fn(__VA_ARGS__))
+void p11_fork_guard_enter(void);
+CK_RV p11_fork_guard_leave(CK_RV rv);
+#define P11(ctx, fn, ...)                                                                          \
+    p11_trace(#fn, (p11_fork_guard_enter(), p11_fork_guard_leave((ctx)->fl->fn(__VA_ARGS__))))
 
 /* Number of calls made to `name` ("C_Sign") in this process, for tests and benches. */
 unsigned long p11_call_count(const char *name);

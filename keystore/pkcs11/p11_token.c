@@ -42,14 +42,46 @@ static void reset_token_after_fork(p11_token *tok)
     tok->gen++;
 }
 
+/*
+ * The fork guard: every call into the module holds it for reading, fork()
+ * takes it for writing. A thread forking while another is inside C_Sign
+ * would otherwise hand the child the module's internal locks held, and the
+ * child would deadlock in its first call. Writers are preferred, so a busy
+ * signing loop cannot starve a fork.
+ */
+static pthread_rwlock_t fork_guard;
+
+static void fork_guard_init(void)
+{
+    pthread_rwlockattr_t attr;
+
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fork_guard, &attr);
+    pthread_rwlockattr_destroy(&attr);
+}
+
+void p11_fork_guard_enter(void)
+{
+    pthread_rwlock_rdlock(&fork_guard);
+}
+
+CK_RV p11_fork_guard_leave(CK_RV rv)
+{
+    pthread_rwlock_unlock(&fork_guard);
+    return rv;
+}
+
 static void atfork_prepare(void)
 {
+    pthread_rwlock_wrlock(&fork_guard);
     pthread_mutex_lock(&registry_lock);
 }
 
 static void atfork_parent(void)
 {
     pthread_mutex_unlock(&registry_lock);
+    pthread_rwlock_unlock(&fork_guard);
 }
 
 static void atfork_child(void)
@@ -65,10 +97,12 @@ static void atfork_child(void)
             reset_token_after_fork(tok);
     }
     pthread_mutex_init(&registry_lock, NULL);
+    fork_guard_init();
 }
 
 static void once_init(void)
 {
+    fork_guard_init();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
