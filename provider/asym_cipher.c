@@ -270,6 +270,8 @@ static int cipher_init(mks_cipherctx *c, void *provkey, const OSSL_PARAM params[
         mks_raise(c->prov, MKS_R_BAD_STATE, "no key given");
         return 0;
     }
+    if (!mks_keyobj_usable(c->key))
+        return 0;
     if (op == OP_DECRYPT && !mks_keyobj_has_private(c->key)) {
         mks_raise(c->prov, MKS_R_NO_PRIVATE_KEY,
                   "%s has no private key in hardware to decrypt with", mks_keyobj_name(c->key));

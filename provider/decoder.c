@@ -367,6 +367,20 @@ static int pass_key(mks_prov *prov, mks_key *key, mks_key_type want, const char 
     return mks_objref_pass(k, desc, data_cb, data_cbarg);
 }
 
+/* Hands on a key that could not be opened, so that KEYMGMT load raises why
+ * (see mks_keyobj_failed). */
+static int pass_failure(mks_prov *prov, mks_key_type want, mks_rv rv, const char *desc,
+                        OSSL_CALLBACK *data_cb, void *data_cbarg)
+{
+    mks_keyobj *k = mks_keyobj_failed(prov, want, rv, mks_last_error());
+
+    if (k == NULL) {
+        mks_raise_ks(prov, rv);
+        return 0;
+    }
+    return mks_objref_pass(k, desc, data_cb, data_cbarg);
+}
+
 static int keyref_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
                          OSSL_CALLBACK *data_cb, void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb,
                          void *pw_cbarg)
@@ -400,8 +414,7 @@ static int keyref_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
     rv = mks_key_open(ks, uri, &ui, &key);
     ERR_pop_to_mark();
     if (rv != MKS_OK) {
-        mks_raise_ks(prov, rv);
-        ret = 0;
+        ret = pass_failure(prov, want, rv, uri, data_cb, data_cbarg);
         goto done;
     }
     ret = pass_key(prov, key, want, uri, data_cb, data_cbarg);
@@ -448,8 +461,7 @@ static int tss2_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
     rv = mks_tpm_key_open_der(ks, der, der_len, &ui, &key);
     ERR_pop_to_mark();
     if (rv != MKS_OK) {
-        mks_raise_ks(prov, rv);
-        ret = 0;
+        ret = pass_failure(prov, want, rv, "TPM key", data_cb, data_cbarg);
         goto done;
     }
     ret = pass_key(prov, key, want, "TPM key", data_cb, data_cbarg);

@@ -28,6 +28,8 @@ struct mks_keyobj {
     mks_key *key; /* NULL: public key imported from software */
     EVP_PKEY *pub;
     int bits;
+    mks_rv failed; /* MKS_OK, or why the key could not be opened (failed_msg) */
+    char *failed_msg;
 };
 
 static OSSL_FUNC_keymgmt_new_fn mks_rsa_keymgmt_new;
@@ -129,6 +131,7 @@ void mks_keyobj_free(mks_keyobj *k)
     if (k == NULL || atomic_fetch_sub(&k->refs, 1) != 1)
         return;
     EVP_PKEY_free(k->pub);
+    OPENSSL_free(k->failed_msg);
     ERR_set_mark();
     mks_key_free(k->key);
     ERR_pop_to_mark();
@@ -254,7 +257,38 @@ static void *keymgmt_load(const void *reference, size_t reference_sz, mks_key_ty
 
     if (k == NULL || k->type != type)
         return NULL;
+    /* A key that could not be opened is taken too: its failure is raised
+     * when it is used (mks_keyobj_usable), where the user sees it. */
     ref->key = NULL;
+    return k;
+}
+
+int mks_keyobj_usable(const mks_keyobj *k)
+{
+    if (k == NULL)
+        return 0;
+    if (k->failed != MKS_OK) {
+        mks_raise(k->prov, mks_reason_of(k->failed), "%s", k->failed_msg);
+        return 0;
+    }
+    return 1;
+}
+
+mks_keyobj *mks_keyobj_failed(mks_prov *prov, mks_key_type type, mks_rv rv, const char *msg)
+{
+    mks_keyobj *k = OPENSSL_zalloc(sizeof(*k));
+
+    if (k == NULL)
+        return NULL;
+    atomic_init(&k->refs, 1);
+    k->prov = prov;
+    k->type = type;
+    k->failed = rv;
+    k->failed_msg = OPENSSL_strdup(msg != NULL && *msg != '\0' ? msg : mks_rv_name(rv));
+    if (k->failed_msg == NULL) {
+        OPENSSL_free(k);
+        return NULL;
+    }
     return k;
 }
 
@@ -275,6 +309,10 @@ static int mks_keymgmt_has(const void *keydata, int selection)
 
     if (k == NULL)
         return 0;
+    /* A key that could not be opened stands for one that should be there:
+     * it is accepted, and its first use reports why it cannot serve. */
+    if (k->failed != MKS_OK)
+        return 1;
     if ((selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) != 0)
         ok = ok && k->pub != NULL;
     if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0)
@@ -288,6 +326,8 @@ static int mks_keymgmt_match(const void *keydata1, const void *keydata2, int sel
 {
     const mks_keyobj *k1 = keydata1, *k2 = keydata2;
 
+    if (!mks_keyobj_usable(k1) || !mks_keyobj_usable(k2))
+        return 0;
     if (k1 == NULL || k2 == NULL || k1->type != k2->type || k1->pub == NULL || k2->pub == NULL)
         return 0;
     /* A matching public half implies the matching private half. */
@@ -347,6 +387,8 @@ static int mks_keymgmt_export(void *keydata, int selection, OSSL_CALLBACK *cb, v
 {
     const mks_keyobj *k = keydata;
 
+    if (!mks_keyobj_usable(k))
+        return 0;
     /* No error raised: OpenSSL tries this export on purpose and falls back
      * to our own operations when it fails. */
     if (k == NULL || (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0)

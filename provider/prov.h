@@ -101,6 +101,9 @@ void mks_raise_at(const mks_prov *prov, const char *file, int line, const char *
 #define mks_raise(prov, reason, ...)                                                               \
     mks_raise_at((prov), __FILE__, __LINE__, __func__, (reason), __VA_ARGS__)
 
+/* The reason code for a keystore return code. */
+int mks_reason_of(mks_rv rv);
+
 /*
  * Raises the keystore's failure `rv` with its mks_last_error() text.
  *
@@ -143,6 +146,19 @@ typedef struct mks_keyobj mks_keyobj;
 
 /* Wraps an opened keystore key (taking ownership of key, also on failure). */
 mks_keyobj *mks_keyobj_from_key(mks_prov *prov, mks_key *key);
+
+/*
+ * A key object that stands for a key that could not be opened: KEYMGMT load
+ * raises `rv`'s reason with `msg` and fails. Decoders hand this on instead
+ * of raising the error themselves, because OpenSSL 3.0's file store throws
+ * away errors raised while decoding and reports only "unsupported". The
+ * object loads, and every use of it raises the failure (mks_keyobj_usable),
+ * where the user sees it.
+ */
+mks_keyobj *mks_keyobj_failed(mks_prov *prov, mks_key_type type, mks_rv rv, const char *msg);
+
+/* 0, with the failure raised, for a key that could not be opened; else 1. */
+int mks_keyobj_usable(const mks_keyobj *k);
 mks_keyobj *mks_keyobj_up_ref(mks_keyobj *k);
 void mks_keyobj_free(mks_keyobj *k);
 

@@ -88,7 +88,7 @@ void mks_raise_at(const mks_prov *prov, const char *file, int line, const char *
     va_end(ap);
 }
 
-static int reason_of(mks_rv rv)
+int mks_reason_of(mks_rv rv)
 {
     switch (rv) {
     case MKS_ERR_NOMEM:
@@ -122,7 +122,7 @@ void mks_raise_ks_at(const mks_prov *prov, const char *file, int line, const cha
 {
     const char *msg = mks_last_error();
 
-    mks_raise_at(prov, file, line, func, reason_of(rv), "%s",
+    mks_raise_at(prov, file, line, func, mks_reason_of(rv), "%s",
                  msg != NULL && *msg != '\0' ? msg : mks_rv_name(rv));
 }
 

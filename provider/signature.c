@@ -539,6 +539,8 @@ static int sig_init(mks_sigctx *c, void *provkey, int op)
         mks_keyobj_free(c->key);
         c->key = mks_keyobj_up_ref(k);
     }
+    if (!mks_keyobj_usable(c->key))
+        return 0;
     if (op == OP_SIGN && !mks_keyobj_has_private(c->key)) {
         mks_raise(c->prov, MKS_R_NO_PRIVATE_KEY, "%s has no private key in hardware to sign with",
                   mks_keyobj_name(c->key));

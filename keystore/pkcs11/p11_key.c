@@ -905,11 +905,23 @@ static mks_rv mech_for(const mks_key *key, const mks_mech_params *p, int decrypt
                      key->type == MKS_KEY_RSA ? "RSA" : "EC");
 }
 
-static int recoverable(CK_RV crv)
+/* What a failed call lost, as a bit: each kind of loss is recovered from
+ * once per operation (a token that was reset loses its sessions and its
+ * login: two recoveries); 0 for failures that are not recovered from. */
+static unsigned recovery_kind(CK_RV crv)
 {
-    return crv == CKR_SESSION_HANDLE_INVALID || crv == CKR_SESSION_CLOSED ||
-           crv == CKR_USER_NOT_LOGGED_IN || crv == CKR_KEY_HANDLE_INVALID ||
-           crv == CKR_OBJECT_HANDLE_INVALID;
+    switch (crv) {
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+        return 1;
+    case CKR_USER_NOT_LOGGED_IN:
+        return 2;
+    case CKR_KEY_HANDLE_INVALID:
+    case CKR_OBJECT_HANDLE_INVALID:
+        return 4;
+    default:
+        return 0;
+    }
 }
 
 /* One private-key operation (sign or decrypt) with one recovery: a lost
@@ -921,6 +933,7 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
     const char *call = "C_SignInit";
     mech_buf m;
     mks_rv rv;
+    unsigned recovered = 0;
     int attempt;
     CK_RV crv = CKR_OK;
 
@@ -941,7 +954,7 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
         return mks_error(MKS_ERR_ARG, "signature buffer too small (%zu < %zu)", *outlen,
                          key->sig_len);
 
-    for (attempt = 0; attempt < 2; attempt++) {
+    for (attempt = 0; attempt < 4; attempt++) {
         CK_SESSION_HANDLE s;
         CK_OBJECT_HANDLE h;
         CK_ULONG len = *outlen;
@@ -969,8 +982,9 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
         }
         if (crv == CKR_KEY_HANDLE_INVALID || crv == CKR_OBJECT_HANDLE_INVALID)
             key_forget_handle(key);
-        if (!recoverable(crv))
+        if (recovery_kind(crv) == 0 || (recovered & recovery_kind(crv)) != 0)
             break;
+        recovered |= recovery_kind(crv);
     }
     rv = p11_fail(crv, call, tok);
     mks_error_prefix("key '%s'", key->label);
