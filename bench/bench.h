@@ -56,6 +56,11 @@ typedef struct bench_result {
     unsigned long ops, errors;
     double seconds; /* measured interval */
     double ops_per_s;
+    /* CPU time of the measuring threads (this process: the token too when
+     * it is a library, not a TPM in another process), and ops per CPU
+     * second: what one operation costs, whatever else the machine runs. */
+    double cpu_seconds;
+    double ops_per_cpu_s;
 } bench_result;
 
 /* One path to a key: its name (an impl) and its operation. */
@@ -66,18 +71,12 @@ typedef struct bench_path {
 } bench_path;
 
 /*
- * Runs op on o->threads threads: o->warmup seconds unmeasured, then
- * o->seconds measured. With o->count > 0 instead: three operations of
- * warm-up, `before` (may be NULL) and then o->count operations on the calling
- * thread. Returns 1 when every measured operation succeeded.
- */
-int bench_run(const bench_opts *o, bench_op_fn *op, void *arg, void (*before)(void),
-              bench_result *r);
-
-/*
- * The same for several paths in one process: the threads run one path at a
- * time, each for o->slice seconds in turn, for o->seconds in all (warm-up
- * alike); r[k] is path k's share. Not with o->count.
+ * Runs the paths on o->threads threads: o->warmup seconds unmeasured, then
+ * o->seconds measured; with several paths the threads run one at a time,
+ * each for o->slice seconds in turn (warm-up alike), and r[k] is path k's
+ * share. With o->count > 0 instead (one path): three operations of warm-up,
+ * `before` (may be NULL), then o->count operations on the calling thread.
+ * Returns 1 when every measured operation succeeded.
  */
 int bench_run_paths(const bench_opts *o, const bench_path *paths, int npaths, void (*before)(void),
                     bench_result *r);
@@ -107,6 +106,8 @@ void json_end(void);
 int bench_load_config(const char *path);
 /* Loads the tpm2-openssl provider, then the default one. */
 int bench_load_tpm2_provider(void);
+/* What o->impl needs loaded first: our config, tpm2-openssl. */
+int bench_load_providers(const bench_opts *o);
 /* A private key by URI or file through OSSL_STORE (any loaded provider). */
 EVP_PKEY *bench_store_load(const char *uri);
 /* A new software key in the default provider for alg. */

@@ -30,14 +30,15 @@ static const char usage_text[] =
     "  --key2 SPEC        tls: the client's key\n"
     "  --module PATH      PKCS#11 module (raw, keystore, engine)\n"
     "  --pin-file PATH    user PIN, first line (raw, keystore, engine)\n"
-    "  --config FILE      openssl.cnf loading the provider (provider)\n"
+    "  --config FILE      openssl.cnf loading the provider (provider; with another impl: loaded\n"
+    "                     all the same, to see what it costs that impl)\n"
     "  --shim PATH        count token calls through mtlsks-p11shim.so (it must be the module)\n"
     "  --tcti CONF        TPM TCTI (keystore, tpm-keygen)\n"
     "  --out FILE         tpm-keygen output\n"
     "  --threads N        threads (default 1)\n"
     "  --warmup S         unmeasured seconds first (default 0.5)\n"
     "  --seconds S        measured seconds (default 2)\n"
-    "  --slice S          several paths: seconds per turn (default 0.1)\n"
+    "  --slice S          several paths: seconds per turn (default 0.02)\n"
     "  --count N          N operations on one thread instead of a duration (for counting)\n"
     "  --init-only        sign: time only the EVP context set-up, no signature (diagnostic)\n"
     "  --note TEXT        copied into the JSON\n";
@@ -94,7 +95,7 @@ int main(int argc, char **argv)
     o.threads = 1;
     o.warmup = 0.5;
     o.seconds = 2;
-    o.slice = 0.1;
+    o.slice = 0.02;
     if (argc < 2)
         return usage(2);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)

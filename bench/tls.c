@@ -126,71 +126,93 @@ done:
     return ok;
 }
 
-/* The two keys of a TLS row, by impl. */
-static int tls_keys(const bench_opts *o, EVP_PKEY **skey, EVP_PKEY **ckey)
+/* The two keys of a TLS path, by impl; the configuration is loaded. */
+static int tls_keys(const bench_opts *o, const char *impl, EVP_PKEY **skey, EVP_PKEY **ckey)
 {
-    const char *impl = o->impl;
-
     *skey = *ckey = NULL;
     if (strcmp(impl, "soft") == 0) {
-        if (!bench_load_config(NULL))
-            return 0;
         *skey = bench_soft_key(o->alg);
         *ckey = bench_soft_key(o->alg);
-    } else if (strcmp(impl, "provider") == 0 || strcmp(impl, "tpm2-openssl") == 0) {
+    } else if (strcmp(impl, "provider") == 0 || strcmp(impl, "tpm2-openssl") == 0 ||
+               strcmp(impl, "engine") == 0) {
+        void *e = NULL;
         if (o->key == NULL || o->key2 == NULL) {
             fprintf(stderr, "mtlsks-bench: tls needs --key (server) and --key2 (client)\n");
             return 0;
         }
-        if (strcmp(impl, "provider") == 0 ? !bench_load_config(o->config)
-                                          : !bench_load_config(NULL) || !bench_load_tpm2_provider())
+        if (strcmp(impl, "engine") == 0 && (e = bench_engine_open(o->module, o->pin_file)) == NULL)
             return 0;
-        *skey = bench_store_load(o->key);
-        *ckey = bench_store_load(o->key2);
-    } else if (strcmp(impl, "engine") == 0) {
-        void *e;
-        if (!bench_load_config(NULL) || (e = bench_engine_open(o->module, o->pin_file)) == NULL)
-            return 0;
-        *skey = bench_engine_load(e, o->key);
-        *ckey = bench_engine_load(e, o->key2);
+        *skey = e != NULL ? bench_engine_load(e, o->key) : bench_store_load(o->key);
+        *ckey = e != NULL ? bench_engine_load(e, o->key2) : bench_store_load(o->key2);
     } else {
         fprintf(stderr, "mtlsks-bench: tls: unknown impl '%s'\n", impl);
     }
     return *skey != NULL && *ckey != NULL;
 }
 
+/*
+ * tls --impl A[,B...]: handshakes per second through each path's keys.
+ * Several paths run in one process, taking turns (bench_run_paths).
+ */
 int cmd_tls(const bench_opts *o)
 {
-    static tls_arg a;
-    EVP_PKEY *skey, *ckey, *ca_key = NULL;
+    static tls_arg a[BENCH_MAX_PATHS];
+    static EVP_PKEY *keys[BENCH_MAX_PATHS][2];
+    bench_path paths[BENCH_MAX_PATHS];
+    bench_result r[BENCH_MAX_PATHS];
+    char list[256], *name, *save = NULL;
+    EVP_PKEY *ca_key = NULL;
     X509 *ca = NULL;
-    bench_result r;
-    int ok;
+    int n = 0, k, ok = 0;
 
-    if (!tls_keys(o, &skey, &ckey))
+    snprintf(list, sizeof(list), "%s", o->impl);
+    if (!bench_load_providers(o))
         return 0;
     ca_key = bench_soft_key(BENCH_EC);
     ca = ca_key != NULL ? make_cert(ca_key, "mtlsks-bench CA", NULL, ca_key, 1) : NULL;
     if (ca == NULL)
-        return 0;
-    a.sctx = side_ctx(1, skey, "server", ca, ca_key, 2);
-    a.cctx = side_ctx(0, ckey, "client", ca, ca_key, 3);
-    if (a.sctx == NULL || a.cctx == NULL)
-        return 0;
+        goto done;
+    for (name = strtok_r(list, ",", &save); name != NULL; name = strtok_r(NULL, ",", &save)) {
+        if (n == BENCH_MAX_PATHS || !tls_keys(o, name, &keys[n][0], &keys[n][1]))
+            goto done;
+        a[n].sctx = side_ctx(1, keys[n][0], "server", ca, ca_key, 2 + 2 * n);
+        a[n].cctx = side_ctx(0, keys[n][1], "client", ca, ca_key, 3 + 2 * n);
+        paths[n].name = name;
+        paths[n].op = handshake_op;
+        paths[n].arg = &a[n];
+        n++;
+        if (a[n - 1].sctx == NULL || a[n - 1].cctx == NULL || !handshake_op(&a[n - 1], 0))
+            goto done;
+    }
+    if (n == 0 || (n > 1 && o->count > 0)) {
+        fprintf(stderr, "mtlsks-bench: --count takes one --impl\n");
+        goto done;
+    }
     if (o->shim != NULL && !shim_attach(o->shim))
-        return 0;
-    ok = handshake_op(&a, 0) && bench_run(o, handshake_op, &a, shim_reset, &r);
-    if (ok) {
-        json_begin(o, "tls");
-        json_result(&r);
-        shim_json_per_op("calls_per_handshake", r.ops);
+        goto done;
+    ok = bench_run_paths(o, paths, n, shim_reset, r);
+    for (k = 0; k < n; k++) {
+        bench_opts po = *o;
+        po.impl = paths[k].name;
+        json_begin(&po, "tls");
+        if (n > 1) {
+            json_int("paths", n);
+            json_num("slice", o->slice);
+        }
+        json_result(&r[k]);
+        if (n == 1)
+            shim_json_per_op("calls_per_handshake", r[k].ops);
         json_end();
     }
-    SSL_CTX_free(a.sctx);
-    SSL_CTX_free(a.cctx);
+done:
+    /* Freed as a program would: TPM keys must leave the TPM's few slots. */
+    for (k = 0; k < n; k++) {
+        SSL_CTX_free(a[k].sctx);
+        SSL_CTX_free(a[k].cctx);
+        EVP_PKEY_free(keys[k][0]);
+        EVP_PKEY_free(keys[k][1]);
+    }
     X509_free(ca);
     EVP_PKEY_free(ca_key);
-    EVP_PKEY_free(skey);
-    EVP_PKEY_free(ckey);
     return ok;
 }

@@ -271,12 +271,14 @@ static void mks_decoder_freectx(void *ctx)
 
 static int mks_key_pem_decoder_does_selection(void *provctx, int selection)
 {
-    return selection == 0 || (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) != 0;
+    /* Key references name private keys: a public-key parse (every certificate)
+     * need not set up these decoders. */
+    return selection == 0 || (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0;
 }
 
 static int mks_key_decoder_does_selection(void *provctx, int selection)
 {
-    return selection == 0 || (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) != 0;
+    return mks_key_pem_decoder_does_selection(provctx, selection);
 }
 
 static int mks_key_pem_decoder_decode(void *ctx, OSSL_CORE_BIO *cin, int selection,

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/obj_mac.h>
+
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -170,13 +172,31 @@ mks_pin_ui mks_pin_ui_from_pw(mks_pw *pw)
 static const struct {
     const char *name;
     mks_hash hash;
+    int nid;
+    const char *aliases[3]; /* the names OpenSSL and applications use */
 } md_table[MKS_MD_COUNT] = {
-    [MKS_MD_SHA1] = {"SHA1", MKS_HASH_SHA1},
-    [MKS_MD_SHA224] = {"SHA2-224", MKS_HASH_SHA224},
-    [MKS_MD_SHA256] = {"SHA2-256", MKS_HASH_SHA256},
-    [MKS_MD_SHA384] = {"SHA2-384", MKS_HASH_SHA384},
-    [MKS_MD_SHA512] = {"SHA2-512", MKS_HASH_SHA512},
+    [MKS_MD_SHA1] = {"SHA1", MKS_HASH_SHA1, NID_sha1, {"SHA-1", "SSL3-SHA1", NULL}},
+    [MKS_MD_SHA224] = {"SHA2-224", MKS_HASH_SHA224, NID_sha224, {"SHA224", "SHA-224", NULL}},
+    [MKS_MD_SHA256] = {"SHA2-256", MKS_HASH_SHA256, NID_sha256, {"SHA256", "SHA-256", NULL}},
+    [MKS_MD_SHA384] = {"SHA2-384", MKS_HASH_SHA384, NID_sha384, {"SHA384", "SHA-384", NULL}},
+    [MKS_MD_SHA512] = {"SHA2-512", MKS_HASH_SHA512, NID_sha512, {"SHA512", "SHA-512", NULL}},
 };
+
+/* The cache slot for a digest name, by a plain string compare: EVP_MD_is_a
+ * takes OpenSSL's name map lock, which every signature would pay. */
+static int md_index(const char *name)
+{
+    int i, j;
+
+    for (i = 0; i < MKS_MD_COUNT; i++) {
+        if (OPENSSL_strcasecmp(name, md_table[i].name) == 0)
+            return i;
+        for (j = 0; j < 3 && md_table[i].aliases[j] != NULL; j++)
+            if (OPENSSL_strcasecmp(name, md_table[i].aliases[j]) == 0)
+                return i;
+    }
+    return -1;
+}
 
 EVP_MD *mks_md_fetch(mks_prov *prov, const char *name, const char *props)
 {
@@ -184,13 +204,9 @@ EVP_MD *mks_md_fetch(mks_prov *prov, const char *name, const char *props)
     int i;
 
     if (props == NULL || *props == '\0') {
-        for (i = 0; i < MKS_MD_COUNT; i++) {
-            if (prov->md[i] != NULL && EVP_MD_is_a(prov->md[i], name)) {
-                if (EVP_MD_up_ref(prov->md[i]))
-                    return prov->md[i];
-                break;
-            }
-        }
+        i = md_index(name);
+        if (i >= 0 && prov->md[i] != NULL && EVP_MD_up_ref(prov->md[i]))
+            return prov->md[i];
     }
     ERR_set_mark();
     md = EVP_MD_fetch(prov->libctx, name, props);
@@ -202,12 +218,13 @@ EVP_MD *mks_md_fetch(mks_prov *prov, const char *name, const char *props)
 
 mks_hash mks_md_to_hash(const EVP_MD *md)
 {
-    int i;
+    int i, nid;
 
     if (md == NULL)
         return MKS_HASH_NONE;
+    nid = EVP_MD_get_type(md);
     for (i = 0; i < MKS_MD_COUNT; i++)
-        if (EVP_MD_is_a(md, md_table[i].name))
+        if (md_table[i].nid == nid)
             return md_table[i].hash;
     return MKS_HASH_NONE;
 }

@@ -629,16 +629,54 @@ static const struct {
       0x05, 0x00, 0x04, 0x40}},
 };
 
+/* Appends a DER INTEGER holding the unsigned big-endian n[0..len). */
+static size_t der_uint(unsigned char *out, const unsigned char *n, size_t len)
+{
+    size_t o = 0;
+
+    while (len > 1 && n[0] == 0) {
+        n++;
+        len--;
+    }
+    out[o++] = 0x02;
+    out[o++] = (unsigned char)(len + (n[0] & 0x80 ? 1 : 0));
+    if (n[0] & 0x80)
+        out[o++] = 0x00;
+    memcpy(out + o, n, len);
+    return o + len;
+}
+
+/*
+ * r||s from PKCS#11 -> ECDSA-Sig-Value DER (SEQUENCE { r INTEGER, s INTEGER })
+ * for X.509 and TLS, written directly: no BIGNUMs on the signing path.
+ * Returns the length, or 0 when it does not fit in outsize.
+ */
+static size_t ecdsa_raw_to_der(const unsigned char *raw, size_t raw_len, unsigned char *out,
+                               size_t outsize)
+{
+    unsigned char body[2 * (3 + 66)];
+    size_t half = raw_len / 2, blen, o = 0;
+
+    if (half == 0 || half > 66)
+        return 0;
+    blen = der_uint(body, raw, half);
+    blen += der_uint(body + blen, raw + half, half);
+    if (outsize < blen + (blen > 127 ? 3 : 2))
+        return 0;
+    out[o++] = 0x30;
+    if (blen > 127)
+        out[o++] = 0x81;
+    out[o++] = (unsigned char)blen;
+    memcpy(out + o, body, blen);
+    return o + blen;
+}
+
 static int ecdsa_sign(mks_sigctx *c, unsigned char *sig, size_t *siglen, size_t sigsize,
                       const unsigned char *tbs, size_t tbslen)
 {
     mks_mech_params mp = {.mech = MKS_MECH_ECDSA};
     unsigned char raw[2 * 66];
-    size_t raw_len = sizeof(raw);
-    ECDSA_SIG *esig = NULL;
-    BIGNUM *r = NULL, *s = NULL;
-    unsigned char *q = sig;
-    int der_len, ok = 0;
+    size_t raw_len = sizeof(raw), der_len;
     mks_rv rv;
 
     ERR_set_mark();
@@ -646,34 +684,20 @@ static int ecdsa_sign(mks_sigctx *c, unsigned char *sig, size_t *siglen, size_t 
     ERR_pop_to_mark();
     if (rv != MKS_OK) {
         mks_raise_ks(c->prov, rv);
-        goto done;
+        return 0;
     }
-    if (raw_len == 0 || raw_len % 2 != 0) {
+    if (raw_len == 0 || raw_len % 2 != 0 || raw_len > sizeof(raw)) {
         mks_raise(c->prov, MKS_R_TOKEN, "the token returned a %zu-byte ECDSA signature", raw_len);
-        goto done;
+        return 0;
     }
-    /* r||s from PKCS#11 -> ECDSA-Sig-Value DER for X.509 and TLS. */
-    esig = ECDSA_SIG_new();
-    r = BN_bin2bn(raw, (int)(raw_len / 2), NULL);
-    s = BN_bin2bn(raw + raw_len / 2, (int)(raw_len / 2), NULL);
-    if (esig == NULL || r == NULL || s == NULL || !ECDSA_SIG_set0(esig, r, s)) {
-        mks_raise(c->prov, MKS_R_NOMEM, "cannot encode the ECDSA signature");
-        goto done;
+    der_len = ecdsa_raw_to_der(raw, raw_len, sig, sigsize);
+    if (der_len == 0) {
+        mks_raise(c->prov, MKS_R_BUFFER_TOO_SMALL, "ECDSA signature does not fit in %zu bytes",
+                  sigsize);
+        return 0;
     }
-    r = s = NULL;
-    der_len = i2d_ECDSA_SIG(esig, NULL);
-    if (der_len <= 0 || (size_t)der_len > sigsize) {
-        mks_raise(c->prov, MKS_R_BUFFER_TOO_SMALL, "ECDSA signature does not fit (%d > %zu)",
-                  der_len, sigsize);
-        goto done;
-    }
-    *siglen = (size_t)i2d_ECDSA_SIG(esig, &q);
-    ok = 1;
-done:
-    BN_free(r);
-    BN_free(s);
-    ECDSA_SIG_free(esig);
-    return ok;
+    *siglen = der_len;
+    return 1;
 }
 
 static int rsa_sign(mks_sigctx *c, unsigned char *sig, size_t *siglen, size_t sigsize,

@@ -158,15 +158,17 @@ mks_rv p11_get_attr(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_
     return MKS_OK;
 }
 
-static CK_ULONG get_ulong(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
-                          CK_ATTRIBUTE_TYPE type, CK_ULONG dflt)
+/* Reads a CK_ULONG attribute (class, key type). A token failure is reported
+ * as one: a device error must not pass for "no such key". */
+static mks_rv get_ulong(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+                        CK_ATTRIBUTE_TYPE type, CK_ULONG *out)
 {
-    CK_ULONG v = dflt;
-    CK_ATTRIBUTE a = {type, &v, sizeof(v)};
+    CK_ATTRIBUTE a = {type, out, sizeof(*out)};
+    CK_RV crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
 
-    if (P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1) != CKR_OK)
-        return dflt;
-    return v;
+    if (crv != CKR_OK)
+        return p11_fail(crv, "C_GetAttributeValue", tok);
+    return MKS_OK;
 }
 
 static int get_bool(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type)
@@ -289,7 +291,7 @@ static mks_rv key_public(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o
 {
     mks_ctx *ctx = tok->ctx;
     mks_rv rv;
-    CK_KEY_TYPE kt = get_ulong(tok, s, o, CKA_KEY_TYPE, (CK_ULONG)-1);
+    CK_KEY_TYPE kt = (CK_ULONG)-1;
     unsigned char *a = NULL, *b = NULL, *id = NULL;
     size_t alen, blen, idlen;
     const struct curve_def *cd;
@@ -298,6 +300,9 @@ static mks_rv key_public(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o
 
     *spki = NULL;
     curve[0] = '\0';
+    rv = get_ulong(tok, s, o, CKA_KEY_TYPE, &kt);
+    if (rv != MKS_OK)
+        return rv;
     if (kt == CKK_RSA) {
         *type = MKS_KEY_RSA;
         rv = p11_get_attr(tok, s, o, CKA_MODULUS, &a, &alen);
@@ -453,7 +458,7 @@ static mks_rv describe_object(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
         rv = p11_get_attr(tok, s, h, CKA_VALUE, &o->der, &o->der_len);
         if (rv == MKS_OK) {
             unsigned char *spki = NULL;
-            size_t spki_len;
+            size_t spki_len = 0;
             if (spki_from_cert(tok->ctx, o->der, o->der_len, &spki, &spki_len) == MKS_OK) {
                 (void)spki_describe(tok->ctx, spki, spki_len, &o->key_type, &o->bits, o->curve,
                                     sizeof(o->curve));
@@ -513,9 +518,12 @@ static mks_rv find_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, co
         return rv;
     rv = find_handles(tok, s, attrs, nattrs, found, FIND_MAX, &nfound);
     for (i = 0; rv == MKS_OK && i < nfound; i++) {
-        CK_OBJECT_CLASS cls = get_ulong(tok, s, found[i], CKA_CLASS, (CK_ULONG)-1);
+        CK_OBJECT_CLASS cls = (CK_ULONG)-1;
         mks_object *o = NULL;
 
+        rv = get_ulong(tok, s, found[i], CKA_CLASS, &cls);
+        if (rv != MKS_OK)
+            break;
         if (!(class_of(cls) & classes))
             continue;
         rv = obj_list_add(out, &o);
@@ -1038,7 +1046,10 @@ static mks_rv label_taken(p11_token *tok, CK_SESSION_HANDLE s, const char *label
     if (rv != MKS_OK)
         return rv;
     for (i = 0; i < n; i++) {
-        CK_OBJECT_CLASS c = get_ulong(tok, s, found[i], CKA_CLASS, (CK_ULONG)-1);
+        CK_OBJECT_CLASS c = (CK_ULONG)-1;
+        rv = get_ulong(tok, s, found[i], CKA_CLASS, &c);
+        if (rv != MKS_OK)
+            return rv;
         if (c == CKO_PRIVATE_KEY || c == CKO_PUBLIC_KEY || c == CKO_CERTIFICATE)
             return mks_error(MKS_ERR_EXISTS, "token '%s' already holds an object labelled '%s'",
                              tok->label, label);
@@ -1219,8 +1230,10 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
     if (label == NULL || *label == '\0')
         return mks_error(MKS_ERR_ARG, "a certificate needs a label");
     x = d2i_X509(NULL, &p, (long)der_len);
-    if (x == NULL || p != der + der_len)
+    if (x == NULL || p != der + der_len) {
+        X509_free(x);
         return mks_error(MKS_ERR_ARG, "not a single X.509 certificate");
+    }
     rv = spki_from_cert(ctx, der, der_len, &spki, &spki_len);
     if (rv != MKS_OK)
         goto done;

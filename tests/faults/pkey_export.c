@@ -42,9 +42,9 @@ static void check(int ok, const char *fmt, ...)
 static int has_private_param(const OSSL_PARAM *params)
 {
     static const char *const priv[] = {
-        OSSL_PKEY_PARAM_PRIV_KEY,       OSSL_PKEY_PARAM_RSA_D,
-        OSSL_PKEY_PARAM_RSA_FACTOR1,    OSSL_PKEY_PARAM_RSA_FACTOR2,
-        OSSL_PKEY_PARAM_RSA_EXPONENT1,  OSSL_PKEY_PARAM_RSA_EXPONENT2,
+        OSSL_PKEY_PARAM_PRIV_KEY,         OSSL_PKEY_PARAM_RSA_D,
+        OSSL_PKEY_PARAM_RSA_FACTOR1,      OSSL_PKEY_PARAM_RSA_FACTOR2,
+        OSSL_PKEY_PARAM_RSA_EXPONENT1,    OSSL_PKEY_PARAM_RSA_EXPONENT2,
         OSSL_PKEY_PARAM_RSA_COEFFICIENT1,
     };
     size_t i;
@@ -103,8 +103,8 @@ int main(int argc, char **argv)
            EVP_PKEY_get_bits(pkey), OSSL_PROVIDER_get0_name(EVP_PKEY_get0_provider(pkey)));
 
     r = EVP_PKEY_todata(pkey, EVP_PKEY_KEYPAIR, &params);
-    check(r != 1 || !has_private_param(params),
-          "EVP_PKEY_todata(EVP_PKEY_KEYPAIR) %s", r != 1 ? "fails" : "carries no private part");
+    check(r != 1 || !has_private_param(params), "EVP_PKEY_todata(EVP_PKEY_KEYPAIR) %s",
+          r != 1 ? "fails" : "carries no private part");
     check(r != 1, "EVP_PKEY_todata(EVP_PKEY_KEYPAIR) fails (does not pass off the public half "
                   "as the whole key)");
     OSSL_PARAM_free(params);

@@ -16,6 +16,8 @@ setup_test
 [ -n "${MTLSKS_FAULT_DRIVER:-}" ] && [ -x "$MTLSKS_FAULT_DRIVER" ] ||
     fail "fault_driver not built (MTLSKS_FAULT_DRIVER=${MTLSKS_FAULT_DRIVER:-})"
 
+# A PIN no output could contain by chance (the checks grep for it).
+TEST_PIN=Fq4-faults-PIN-9173
 new_token faults
 enroll srv ec:P-256 server
 ca_sign "$WORK/srv.csr" "$WORK/srv.pem"
@@ -41,4 +43,5 @@ if [ "$rc" -ne 0 ]; then
 fi
 assert_no_grep "$WORK/driver.out" '^FAIL' "fault_driver $SCENARIO"
 assert_no_grep "$WORK/driver.out" "$TEST_PIN" "fault_driver $SCENARIO: an error message shows the PIN"
+assert_no_grep "$WORK/driver.err" "$TEST_PIN" "fault_driver $SCENARIO: its stderr shows the PIN"
 note "token faults ($SCENARIO): $(grep -c '^ok' "$WORK/driver.out") checks passed"

@@ -35,12 +35,22 @@
 #                       setpriv): the master reads the PIN, so the PIN file is
 #                       0640 root:nogroup. 40 curl, 10 Python requests.
 # The unprivileged modes are the README's non-root setups and need root.
+# tpm                   the server's key in a TPM (a bare swtpm: no resource
+#                       manager, three transient object slots), its TSS2 key
+#                       file in `ssl_certificate_key`; workers as root; 40 curl,
+#                       10 Python requests; no reload (the new workers load
+#                       the key while the old ones may still hold theirs:
+#                       more objects than swtpm's three slots). The master
+#                       loads nothing into the TPM (the public half is in the
+#                       file); each worker loads the key at its first
+#                       handshake, and flushes it at exit: afterwards no
+#                       transient object is left in the TPM.
 . "$(dirname "$0")/../lib/common.sh"
 
-MODE=${1:?usage: nginx.sh root|unprivileged-workers|unprivileged-service}
+MODE=${1:?usage: nginx.sh root|unprivileged-workers|unprivileged-service|tpm}
 case $MODE in
 root) N_CURL=200 N_PY=20 ;;
-unprivileged-workers | unprivileged-service) N_CURL=40 N_PY=10 ;;
+unprivileged-workers | unprivileged-service | tpm) N_CURL=40 N_PY=10 ;;
 *) fail "unknown mode $MODE" ;;
 esac
 
@@ -49,20 +59,33 @@ NGINX=${MTLSKS_NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 require_cmd curl python3
 "$NGINX" -V 2>&1 | grep -q 'with-http_ssl_module' || skip "$NGINX has no http_ssl_module"
 curl --version | head -n1 | grep -q 'OpenSSL/3\.' || skip "curl is not built with OpenSSL 3"
-if [ "$MODE" != root ]; then
+if [ "$MODE" = unprivileged-workers ] || [ "$MODE" = unprivileged-service ]; then
     [ "$(id -u)" -eq 0 ] || skip "$MODE needs root (to switch to the user nobody)"
     if ! getent passwd nobody >/dev/null || ! getent group nogroup >/dev/null; then
         skip "no user nobody / group nogroup"
     fi
     require_cmd setpriv
 fi
-setup_test
+if [ "$MODE" = tpm ]; then
+    . "$(dirname "$0")/../lib/tpm.sh"
+    setup_tpm_test
+    require_tpm2_tools
+else
+    setup_test
+fi
 . "$(dirname "$0")/clients_lib.sh"
 
 # Server key and client key in separate token directories (clients_lib.sh).
 split_tokens
 on_server_token
-enroll srv ec:P-256 server
+if [ "$MODE" = tpm ]; then
+    start_swtpm nginx
+    use_tpm "$SWTPM_TCTI"
+    tpm_enroll srv ec:P-256 server
+    tpm_assert_no_transient "$SWTPM_TCTI" "enroll"
+else
+    enroll srv ec:P-256 server
+fi
 ca_sign "$WORK/srv.csr" "$WORK/srv.pem"
 on_client_token
 enroll cli ec:P-256 client
@@ -73,7 +96,7 @@ NGX=$WORK/nginx
 mkdir -p "$NGX"
 RUN_AS=()
 case $MODE in
-root)
+root | tpm)
     if [ "$(id -u)" -eq 0 ]; then
         USER_LINE="user root;"
     else
@@ -128,6 +151,7 @@ error_log $NGX/error.log info;
 # PKCS#11 module read.
 env OPENSSL_CONF;
 env SOFTHSM2_CONF;
+env TSS2_LOG;
 
 events {
     worker_connections 64;
@@ -259,7 +283,11 @@ start_nginx() {
 
 start_nginx
 URL=https://localhost:$PORT
-assert_grep "$NGX/master.log" '^mtlsks: C_Login -> CKR_OK$' "the master did not log in to load the key"
+if [ "$MODE" = tpm ]; then
+    note "transient objects in the TPM after the master loaded the key: $(tpm_transient_count "$SWTPM_TCTI")"
+else
+    assert_grep "$NGX/master.log" '^mtlsks: C_Login -> CKR_OK$' "the master did not log in to load the key"
+fi
 
 # One request first, so that a broken setup fails in seconds with nginx's log.
 rc=0
@@ -347,33 +375,44 @@ assert_grep "$WORK/rogue.out" 'The SSL certificate error' \
 note "no certificate: 400; certificate from another CA: 400"
 
 # --- reload: the master loads the key again, new workers log in again ---
+# reload_nginx: SIGHUP to the master, by its PID; waits for 2 new workers and
+# sends N_RELOAD requests.
+reload_nginx() {
+    local fresh=0 w i reload_fail=0
+    kill -HUP "$NGINX_MASTER"
+    for _ in $(seq 150); do
+        mapfile -t WORKERS < <(children_of "$NGINX_MASTER")
+        fresh=0
+        for w in "${WORKERS[@]}"; do
+            [[ " ${OLD_WORKERS[*]} " == *" $w "* ]] || fresh=$((fresh + 1))
+        done
+        [ "$fresh" -eq 2 ] && [ "${#WORKERS[@]}" -eq 2 ] && break
+        sleep 0.1
+    done
+    if [ "$fresh" -ne 2 ] || [ "${#WORKERS[@]}" -ne 2 ]; then
+        sed 's/^/    nginx| /' "$NGX/error.log" >&2
+        fail "after SIGHUP: workers ${WORKERS[*]}, expected 2 new ones (old: ${OLD_WORKERS[*]})"
+    fi
+    N_RELOAD=10
+    for i in $(seq "$N_RELOAD"); do
+        curl_one "reload-$i"
+        if [ "$(cat "$CURL_DIR/reload-$i.code")" != 200 ]; then
+            reload_fail=$((reload_fail + 1))
+            sed 's/^/    | /' "$CURL_DIR/reload-$i.err" >&2
+        fi
+    done
+    [ "$reload_fail" -eq 0 ] || fail "after the reload: $reload_fail of $N_RELOAD requests failed"
+    note "reload (SIGHUP): new workers ${WORKERS[*]}, $N_RELOAD requests, 0 failures"
+}
 cp "$NGX/error.log" "$NGX/error-before-reload.log"
 OLD_WORKERS=("${WORKERS[@]}")
-kill -HUP "$NGINX_MASTER"
-for _ in $(seq 150); do
-    mapfile -t WORKERS < <(children_of "$NGINX_MASTER")
-    fresh=0
-    for w in "${WORKERS[@]}"; do
-        [[ " ${OLD_WORKERS[*]} " == *" $w "* ]] || fresh=$((fresh + 1))
-    done
-    [ "$fresh" -eq 2 ] && [ "${#WORKERS[@]}" -eq 2 ] && break
-    sleep 0.1
-done
-if [ "$fresh" -ne 2 ] || [ "${#WORKERS[@]}" -ne 2 ]; then
-    sed 's/^/    nginx| /' "$NGX/error.log" >&2
-    fail "after SIGHUP: workers ${WORKERS[*]}, expected 2 new ones (old: ${OLD_WORKERS[*]})"
+N_RELOAD=0
+if [ "$MODE" = tpm ]; then
+    # One key loaded in each worker that served.
+    note "transient objects in the TPM while nginx runs: $(tpm_transient_count "$SWTPM_TCTI")"
+else
+    reload_nginx
 fi
-N_RELOAD=10
-reload_fail=0
-for i in $(seq "$N_RELOAD"); do
-    curl_one "reload-$i"
-    if [ "$(cat "$CURL_DIR/reload-$i.code")" != 200 ]; then
-        reload_fail=$((reload_fail + 1))
-        sed 's/^/    | /' "$CURL_DIR/reload-$i.err" >&2
-    fi
-done
-[ "$reload_fail" -eq 0 ] || fail "after the reload: $reload_fail of $N_RELOAD requests failed"
-note "reload (SIGHUP): new workers ${WORKERS[*]}, $N_RELOAD requests, 0 failures"
 
 # --- stop by the master's PID; nothing crashed ---
 master=$NGINX_MASTER
@@ -406,6 +445,14 @@ others=$(cut -d' ' -f1 "$NGX/access-before-reload.log" | sort -u |
 assert_eq "$others" 0 "requests served by processes other than the two workers"
 after=$(grep -Ec "^(${WORKERS[0]}|${WORKERS[1]}) 200 TLSv1\.[23] SUCCESS .* /curl/reload-" "$LOG" || true)
 assert_eq "$after" "$N_RELOAD" "requests after the reload served by the new workers"
+
+if [ "$MODE" = tpm ]; then
+    # Each worker flushed the key it loaded, at exit.
+    tpm_assert_no_transient "$SWTPM_TCTI" "nginx stopped"
+    note "no transient object left in the TPM"
+    note "nginx ($MODE): $total requests, server key in the TPM, client keys in a token, 0 failures"
+    exit 0
+fi
 
 # --- what the workers asked of the token (the provider's trace) ---
 # Each worker: the module initialised and the login redone once, at its first

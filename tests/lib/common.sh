@@ -117,7 +117,7 @@ new_workdir() {
     if [ "${MTLSKS_VALGRIND:-0}" = 1 ]; then
         require_cmd valgrind
         # Exit 99 on any memory error or definite leak; one log per process.
-        VALGRIND=(valgrind --quiet --error-exitcode=99 --leak-check=full
+        VALGRIND=(valgrind --error-exitcode=99 --leak-check=full
             --errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=40
             "--suppressions=$MTLSKS_SRC/tests/lib/valgrind.supp"
             "--log-file=$WORK/valgrind.%p.log")
