@@ -30,7 +30,9 @@
  *           return that code without calling the real module (calls that
  *           end an operation, such as C_Sign, still reach it, see
  *           ends_operation);
- *           delay:200ms (also us, s): wait, then forward the call
+ *           delay:200ms (also us, s): wait, then forward the call;
+ *           flags:+CKF_USER_PIN_FINAL_TRY (or _LOCKED, _COUNT_LOW), for
+ *           C_GetTokenInfo only: forward, then OR the flag into the answer
  *   WHEN    N: only the Nth call; N+: the Nth and every later one; N-M: the
  *           Nth to the Mth. Calls are counted per rule, from the moment the
  *           rule was set (module load, mtlsks_shim_set_faults, or a new
@@ -80,7 +82,7 @@
     F(C_GetSlotList, (unsigned char token_present, CK_SLOT_ID *slot_list, unsigned long *count),   \
       (token_present, slot_list, count))                                                           \
     F(C_GetSlotInfo, (CK_SLOT_ID slot_id, CK_SLOT_INFO * info), (slot_id, info))                   \
-    F(C_GetTokenInfo, (CK_SLOT_ID slot_id, CK_TOKEN_INFO * info), (slot_id, info))                 \
+    S(C_GetTokenInfo)                                                                              \
     F(C_GetMechanismList,                                                                          \
       (CK_SLOT_ID slot_id, CK_MECHANISM_TYPE * mechanism_list, unsigned long *count),              \
       (slot_id, mechanism_list, count))                                                            \
@@ -292,6 +294,7 @@ typedef struct rule {
     int has_rv;
     CK_RV rv;
     unsigned long delay_us;
+    CK_FLAGS or_flags;      /* C_GetTokenInfo: flags ORed into the real answer */
     unsigned long from, to; /* call numbers, 1-based, inclusive */
     atomic_ulong seen;
 } rule;
@@ -422,7 +425,21 @@ static int parse_rule(const char *s, const char *e, rule *r, char *why, size_t w
     act = eq + 1;
     at = memchr(act, '@', (size_t)(e - act));
     len = (size_t)((at != NULL ? at : e) - act);
-    if (len > 6 && strncmp(act, "delay:", 6) == 0) {
+    if (len > 7 && strncmp(act, "flags:+", 7) == 0) {
+        static const struct {
+            const char *name;
+            CK_FLAGS flag;
+        } flags[] = {{"CKF_USER_PIN_FINAL_TRY", CKF_USER_PIN_FINAL_TRY},
+                     {"CKF_USER_PIN_LOCKED", CKF_USER_PIN_LOCKED},
+                     {"CKF_USER_PIN_COUNT_LOW", CKF_USER_PIN_COUNT_LOW}};
+        p = act + 7;
+        len = (size_t)((at != NULL ? at : e) - p);
+        for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+            if (strlen(flags[i].name) == len && strncmp(flags[i].name, p, len) == 0)
+                r->or_flags = flags[i].flag;
+        if (r->or_flags == 0 || r->fn != F_C_GetTokenInfo)
+            goto bad_action;
+    } else if (len > 6 && strncmp(act, "delay:", 6) == 0) {
         unsigned long v;
         p = act + 6;
         if (!parse_ulong(&p, &v))
@@ -470,7 +487,9 @@ static int parse_rule(const char *s, const char *e, rule *r, char *why, size_t w
     }
     return 0;
 bad_action:
-    snprintf(why, whysz, "'%.*s': ACTION must be CKR_NAME, a number or delay:N(ms|us|s)",
+    snprintf(why, whysz,
+             "'%.*s': ACTION must be CKR_NAME, a number, delay:N(ms|us|s) or (for "
+             "C_GetTokenInfo) flags:+CKF_USER_PIN_FINAL_TRY|LOCKED|COUNT_LOW",
              (int)(e - s), s);
     return -1;
 bad_when:
@@ -620,7 +639,8 @@ static void ctl_refresh(void)
     pthread_mutex_unlock(&ctl_lock);
 }
 
-static void apply_rules_locked(ruleset *rs, int fn, int *inject, CK_RV *rv, unsigned long *delay_us)
+static void apply_rules_locked(ruleset *rs, int fn, int *inject, CK_RV *rv, unsigned long *delay_us,
+                               CK_FLAGS *or_flags)
 {
     size_t i;
 
@@ -636,6 +656,7 @@ static void apply_rules_locked(ruleset *rs, int fn, int *inject, CK_RV *rv, unsi
         if (n < r->from || n > r->to)
             continue;
         *delay_us += r->delay_us;
+        *or_flags |= r->or_flags;
         if (r->has_rv && !*inject) {
             *inject = 1;
             *rv = r->rv;
@@ -647,7 +668,7 @@ static void apply_rules_locked(ruleset *rs, int fn, int *inject, CK_RV *rv, unsi
  * Every call starts here: counts it and applies the fault rules. Returns 1
  * when the call must return *rv without reaching the real module.
  */
-static int shim_enter(int fn, CK_RV *rv)
+static int shim_enter_flags(int fn, CK_RV *rv, CK_FLAGS *or_flags)
 {
     int inject = 0;
     unsigned long delay_us = 0;
@@ -658,8 +679,8 @@ static int shim_enter(int fn, CK_RV *rv)
     if (ctl_path != NULL)
         ctl_refresh();
     pthread_rwlock_rdlock(&rules_lock);
-    apply_rules_locked(env_rules, fn, &inject, rv, &delay_us);
-    apply_rules_locked(ctl_rules, fn, &inject, rv, &delay_us);
+    apply_rules_locked(env_rules, fn, &inject, rv, &delay_us, or_flags);
+    apply_rules_locked(ctl_rules, fn, &inject, rv, &delay_us, or_flags);
     pthread_rwlock_unlock(&rules_lock);
     if (delay_us > 0) {
         struct timespec ts = {(time_t)(delay_us / 1000000), (long)(delay_us % 1000000) * 1000};
@@ -667,6 +688,13 @@ static int shim_enter(int fn, CK_RV *rv)
             ;
     }
     return inject;
+}
+
+static int shim_enter(int fn, CK_RV *rv)
+{
+    CK_FLAGS ignored = 0;
+
+    return shim_enter_flags(fn, rv, &ignored);
 }
 
 /* ---- counts ------------------------------------------------------------------ */
@@ -876,6 +904,21 @@ static CK_RV shim_C_Initialize(void *init_args)
     if (shim_enter(F_C_Initialize, &rv))
         return rv;
     return real->C_Initialize(init_args);
+}
+
+/* Forwarded, then the flags rules (flags:+CKF_USER_PIN_FINAL_TRY ...) add
+ * theirs: a token that reports a PIN about to lock. */
+static CK_RV shim_C_GetTokenInfo(CK_SLOT_ID slot_id, CK_TOKEN_INFO *info)
+{
+    CK_FLAGS or_flags = 0;
+    CK_RV rv;
+
+    if (shim_enter_flags(F_C_GetTokenInfo, &rv, &or_flags))
+        return rv;
+    rv = real->C_GetTokenInfo(slot_id, info);
+    if (rv == CKR_OK && info != NULL)
+        info->flags |= or_flags;
+    return rv;
 }
 
 static CK_RV shim_C_Finalize(void *reserved)
