@@ -350,20 +350,14 @@ static mks_key_type tpm_public_type(const unsigned char *pub, size_t len)
     return alg == 0x0001 ? MKS_KEY_RSA : alg == 0x0023 ? MKS_KEY_EC : MKS_KEY_NONE;
 }
 
-/* Hands an opened key on; frees it when it is of the other type (the other
- * type's decoder takes the input then). */
-static int pass_key(mks_prov *prov, mks_key *key, mks_key_type want, const char *desc,
-                    OSSL_CALLBACK *data_cb, void *data_cbarg)
+/* Hands an opened key on, typed as what it is: a key reference does not say
+ * whether it names an RSA or an EC key, and whichever of the two decoders
+ * runs first opens it once for both (the data type picks the KEYMGMT). */
+static int pass_key(mks_prov *prov, mks_key *key, const char *desc, OSSL_CALLBACK *data_cb,
+                    void *data_cbarg)
 {
-    mks_keyobj *k;
+    mks_keyobj *k = mks_keyobj_from_key(prov, key);
 
-    if (mks_key_get_type(key) != want) {
-        ERR_set_mark();
-        mks_key_free(key);
-        ERR_pop_to_mark();
-        return 1;
-    }
-    k = mks_keyobj_from_key(prov, key);
     if (k == NULL)
         return 0;
     return mks_objref_pass(k, desc, data_cb, data_cbarg);
@@ -419,7 +413,7 @@ static int keyref_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
         ret = pass_failure(prov, want, rv, uri, data_cb, data_cbarg);
         goto done;
     }
-    ret = pass_key(prov, key, want, uri, data_cb, data_cbarg);
+    ret = pass_key(prov, key, uri, data_cb, data_cbarg);
 done:
     free(uri);
     OPENSSL_free(der);
@@ -466,7 +460,7 @@ static int tss2_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
         ret = pass_failure(prov, want, rv, "TPM key", data_cb, data_cbarg);
         goto done;
     }
-    ret = pass_key(prov, key, want, "TPM key", data_cb, data_cbarg);
+    ret = pass_key(prov, key, "TPM key", data_cb, data_cbarg);
 done:
     mks_tss2_key_clear(&file);
     OPENSSL_free(der);
