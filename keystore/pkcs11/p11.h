@@ -126,6 +126,11 @@ char *p11_token_uri(const CK_TOKEN_INFO *info);
 
 /* ---- p11_key.c: objects ---------------------------------------------------- */
 
+/* The one initialised token a URI names (MKS_ERR_NOT_FOUND for none,
+ * MKS_ERR_AMBIGUOUS for several). With uri_out, the parsed URI is handed
+ * over too (free with p11_kit_uri_free). */
+mks_rv p11_one_token(mks_ctx *ctx, const char *uristr, P11KitUri **uri_out, p11_token **out);
+
 /* Reads an attribute of any length into a malloc'd buffer. */
 mks_rv p11_get_attr(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
                     unsigned char **val, size_t *len);

@@ -1013,7 +1013,7 @@ static mks_rv p11_key_decrypt(mks_key *key, const mks_mech_params *p, const unsi
 
 /* ---- key generation --------------------------------------------------------- */
 
-static mks_rv one_token(mks_ctx *ctx, const char *uristr, p11_token **out)
+mks_rv p11_one_token(mks_ctx *ctx, const char *uristr, P11KitUri **uri_out, p11_token **out)
 {
     mks_rv rv;
     P11KitUri *uri = NULL;
@@ -1032,6 +1032,10 @@ static mks_rv one_token(mks_ctx *ctx, const char *uristr, p11_token **out)
     if (rv == MKS_OK)
         *out = toks[0];
     free(toks);
+    if (rv == MKS_OK && uri_out != NULL) {
+        *uri_out = uri;
+        uri = NULL;
+    }
     p11_kit_uri_free(uri);
     return rv;
 }
@@ -1133,7 +1137,7 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
     pubt[npub++] = (CK_ATTRIBUTE){CKA_WRAP, &no, sizeof(no)};
     privt[npriv++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)kp->label, label_len};
 
-    rv = one_token(ctx, token_uri, &tok);
+    rv = p11_one_token(ctx, token_uri, NULL, &tok);
     if (rv != MKS_OK)
         return rv;
     rv = p11_session_get(tok, 1, NULL, pin, &s, &gen);

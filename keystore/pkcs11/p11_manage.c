@@ -197,8 +197,7 @@ mks_rv mks_cert_store_authority(mks_ctx *ctx, const char *token_uri, const char 
                                 const unsigned char *der, size_t der_len, const mks_pin_ui *pin)
 {
     P11KitUri *uri = NULL;
-    p11_token **toks = NULL, *tok;
-    size_t ntok = 0;
+    p11_token *tok = NULL;
     const unsigned char *p = der;
     X509 *x = NULL;
     unsigned char *subj = NULL, *issuer = NULL, *serial = NULL;
@@ -222,18 +221,9 @@ mks_rv mks_cert_store_authority(mks_ctx *ctx, const char *token_uri, const char 
         rv = mks_error(MKS_ERR_ARG, "cannot encode the certificate's names");
         goto done;
     }
-    rv = p11_uri_parse(token_uri, &uri);
+    rv = p11_one_token(ctx, token_uri, &uri, &tok);
     if (rv != MKS_OK)
         goto done;
-    rv = p11_uri_tokens(ctx, uri, &toks, &ntok);
-    if (rv == MKS_OK && ntok == 0)
-        rv = mks_error(MKS_ERR_NOT_FOUND, "no initialised token matches '%s'", token_uri);
-    else if (rv == MKS_OK && ntok > 1)
-        rv = mks_error(MKS_ERR_AMBIGUOUS, "'%s' matches %zu tokens; name one (token=, serial=)",
-                       token_uri, ntok);
-    if (rv != MKS_OK)
-        goto done;
-    tok = toks[0];
     rv = p11_session_get(tok, 1, p11_kit_uri_get_pin_source(uri), pin, &s, NULL);
     if (rv != MKS_OK) {
         s = CK_INVALID_HANDLE;
@@ -281,10 +271,9 @@ mks_rv mks_cert_store_authority(mks_ctx *ctx, const char *token_uri, const char 
     }
 done:
     if (s != CK_INVALID_HANDLE)
-        p11_session_put(toks[0], s, crv);
+        p11_session_put(tok, s, crv);
     if (rv == MKS_OK)
         mks_error_clear();
-    free(toks);
     p11_kit_uri_free(uri);
     X509_free(x);
     OPENSSL_free(subj);
