@@ -27,74 +27,26 @@
 
 #include <mtlsks/keystore.h>
 
-static char dir[64];
-static char tcti[96];
-static pid_t swtpm_pid;
+#include "swtpm_fixture.h"
 
-static int port_free(int port)
-{
-    struct sockaddr_in a = {0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
-
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
+static swtpm_fixture tpm;
 
 static int start_swtpm(void **state)
 {
-    char server[96], ctrl[96], tpmstate[96];
-    int port = 0, i;
-
-    snprintf(dir, sizeof(dir), "/tmp/mtlsks-tpm-XXXXXX");
-    if (mkdtemp(dir) == NULL)
+    if (swtpm_start(&tpm, "/tmp/mtlsks-tpm-XXXXXX") != 0)
         return -1;
-    srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    for (i = 0; i < 100 && port == 0; i++) {
-        int p = 20000 + rand() % 40000;
-        if (port_free(p) && port_free(p + 1))
-            port = p;
-    }
-    if (port == 0)
-        return -1;
-    snprintf(server, sizeof(server), "type=tcp,port=%d,bindaddr=127.0.0.1", port);
-    snprintf(ctrl, sizeof(ctrl), "type=tcp,port=%d,bindaddr=127.0.0.1", port + 1);
-    snprintf(tpmstate, sizeof(tpmstate), "dir=%s", dir);
-    snprintf(tcti, sizeof(tcti), "swtpm:host=127.0.0.1,port=%d", port);
-    setenv("MTLSKS_TEST_TCTI", tcti, 1);
-    swtpm_pid = fork();
-    if (swtpm_pid == 0) {
-        execlp("swtpm", "swtpm", "socket", "--tpm2", "--tpmstate", tpmstate, "--server", server,
-               "--ctrl", ctrl, "--flags", "not-need-init,startup-clear", (char *)NULL);
-        _exit(127);
-    }
-    for (i = 0; i < 100; i++) {
-        if (!port_free(port))
-            return 0;
-        usleep(50000);
-    }
-    return -1;
+    setenv("MTLSKS_TEST_TCTI", tpm.tcti, 1);
+    return 0;
 }
 
 static int stop_swtpm(void **state)
 {
-    char cmd[128];
-
-    if (swtpm_pid > 0) {
-        kill(swtpm_pid, SIGTERM);
-        waitpid(swtpm_pid, NULL, 0);
-    }
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return swtpm_stop(&tpm);
 }
 
 static mks_ctx *new_ctx(void)
 {
-    mks_config cfg = {"/usr/lib/softhsm/libsofthsm2.so", NULL, tcti};
+    mks_config cfg = {"/usr/lib/softhsm/libsofthsm2.so", NULL, tpm.tcti};
     mks_ctx *ctx = NULL;
 
     assert_int_equal(mks_ctx_new(&cfg, &ctx), MKS_OK);

@@ -35,6 +35,8 @@
 
 #include <mtlsks/keystore.h>
 
+#include "swtpm_fixture.h"
+
 #include "mtlsks_provider.h"
 
 #define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
@@ -42,9 +44,7 @@
 #define SIGNS_PER_THREAD 50
 #define CHILD_SIGNS 20
 
-static char dir[64];
-static char tcti[96];
-static pid_t swtpm_pid;
+static swtpm_fixture tpm;
 
 /* The keystore and a library context with the default provider and ours. */
 static mks_ctx *ks;
@@ -53,75 +53,30 @@ static OSSL_PROVIDER *prov_default, *prov_mks;
 
 /* ---- swtpm ------------------------------------------------------------------ */
 
-static int port_free(int port)
-{
-    struct sockaddr_in a = {0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
-
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 static int start_swtpm(void)
 {
-    char server[96], ctrl[96], tpmstate[96], conf[128];
-    int port = 0, i;
+    char conf[128];
     FILE *f;
 
-    snprintf(dir, sizeof(dir), "/tmp/mtlsks-tpmprov-XXXXXX");
-    if (mkdtemp(dir) == NULL)
+    if (swtpm_start(&tpm, "/tmp/mtlsks-tpmprov-XXXXXX") != 0)
         return -1;
-    /* The keystore loads a PKCS#11 module even for TPM keys: an empty SoftHSM. */
-    snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
+    /* An empty SoftHSM as the configured PKCS#11 module: TPM keys must not
+     * need a token. */
+    snprintf(conf, sizeof(conf), "%s/softhsm2.conf", tpm.dir);
     f = fopen(conf, "w");
     if (f == NULL)
         return -1;
-    fprintf(f, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", dir);
+    fprintf(f, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tpm.dir);
     fclose(f);
     setenv("SOFTHSM2_CONF", conf, 1);
-
-    srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    for (i = 0; i < 100 && port == 0; i++) {
-        int p = 20000 + rand() % 40000;
-        if (port_free(p) && port_free(p + 1))
-            port = p;
-    }
-    if (port == 0)
-        return -1;
-    snprintf(server, sizeof(server), "type=tcp,port=%d,bindaddr=127.0.0.1", port);
-    snprintf(ctrl, sizeof(ctrl), "type=tcp,port=%d,bindaddr=127.0.0.1", port + 1);
-    snprintf(tpmstate, sizeof(tpmstate), "dir=%s", dir);
-    snprintf(tcti, sizeof(tcti), "swtpm:host=127.0.0.1,port=%d", port);
-    swtpm_pid = fork();
-    if (swtpm_pid == 0) {
-        execlp("swtpm", "swtpm", "socket", "--tpm2", "--tpmstate", tpmstate, "--server", server,
-               "--ctrl", ctrl, "--flags", "not-need-init,startup-clear", (char *)NULL);
-        _exit(127);
-    }
-    for (i = 0; i < 100; i++) {
-        if (!port_free(port))
-            return 0;
-        usleep(50000);
-    }
-    return -1;
+    return 0;
 }
 
 static void stop_swtpm(void)
 {
-    char cmd[128];
-
-    if (swtpm_pid > 0) {
-        kill(swtpm_pid, SIGTERM);
-        waitpid(swtpm_pid, NULL, 0);
-    }
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", dir);
+    if (swtpm_stop(&tpm) != 0)
+        fprintf(stderr, "cannot remove %s\n", tpm.dir);
 }
 
 static int setup(void **state)
@@ -130,7 +85,7 @@ static int setup(void **state)
 
     if (start_swtpm() != 0)
         return -1;
-    cfg.tpm2_tcti = tcti;
+    cfg.tpm2_tcti = tpm.tcti;
     if (mks_ctx_new(&cfg, &ks) != MKS_OK) {
         fprintf(stderr, "mks_ctx_new: %s\n", mks_last_error());
         return -1;
