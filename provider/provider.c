@@ -182,6 +182,19 @@ static const struct {
     [MKS_MD_SHA512] = {"SHA2-512", MKS_HASH_SHA512, NID_sha512, {"SHA512", "SHA-512", NULL}},
 };
 
+/* ASCII case-insensitive equality: digest names are ASCII, and this runs for
+ * every signature. */
+static int name_eq(const char *a, const char *b)
+{
+    for (; *a != '\0' && *b != '\0'; a++, b++) {
+        unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+
+        if (x != y && ((x | 0x20) != (y | 0x20) || (x | 0x20) < 'a' || (x | 0x20) > 'z'))
+            return 0;
+    }
+    return *a == *b;
+}
+
 /* The cache slot for a digest name, by a plain string compare: EVP_MD_is_a
  * takes OpenSSL's name map lock, which every signature would pay. */
 static int md_index(const char *name)
@@ -189,10 +202,10 @@ static int md_index(const char *name)
     int i, j;
 
     for (i = 0; i < MKS_MD_COUNT; i++) {
-        if (OPENSSL_strcasecmp(name, md_table[i].name) == 0)
+        if (name_eq(name, md_table[i].name))
             return i;
         for (j = 0; j < 3 && md_table[i].aliases[j] != NULL; j++)
-            if (OPENSSL_strcasecmp(name, md_table[i].aliases[j]) == 0)
+            if (name_eq(name, md_table[i].aliases[j]))
                 return i;
     }
     return -1;

@@ -41,6 +41,7 @@ typedef struct mks_sigctx {
     EVP_MD *mgf1_md; /* PSS MGF1 digest; NULL: same as md */
     int allow_md;    /* 0 once a DigestSign/Verify has started */
     EVP_MD_CTX *mdctx;
+    int md_used; /* mdctx holds data or a finished hash: start it again first */
     int pad;     /* RSA_PKCS1_PADDING or RSA_PKCS1_PSS_PADDING */
     int saltlen; /* bytes, or SALT_* */
 } mks_sigctx;
@@ -56,9 +57,11 @@ static OSSL_FUNC_signature_verify_fn mks_sig_verify;
 static OSSL_FUNC_signature_digest_sign_init_fn mks_sig_digest_sign_init;
 static OSSL_FUNC_signature_digest_sign_update_fn mks_sig_digest_update;
 static OSSL_FUNC_signature_digest_sign_final_fn mks_sig_digest_sign_final;
+static OSSL_FUNC_signature_digest_sign_fn mks_sig_digest_sign;
 static OSSL_FUNC_signature_digest_verify_init_fn mks_sig_digest_verify_init;
 static OSSL_FUNC_signature_digest_verify_update_fn mks_sig_digest_verify_update;
 static OSSL_FUNC_signature_digest_verify_final_fn mks_sig_digest_verify_final;
+static OSSL_FUNC_signature_digest_verify_fn mks_sig_digest_verify;
 static OSSL_FUNC_signature_get_ctx_params_fn mks_sig_get_ctx_params;
 static OSSL_FUNC_signature_gettable_ctx_params_fn mks_ecdsa_gettable_ctx_params;
 static OSSL_FUNC_signature_gettable_ctx_params_fn mks_rsa_sig_gettable_ctx_params;
@@ -553,6 +556,7 @@ static int sig_init(mks_sigctx *c, void *provkey, int op)
     c->mgf1_md = NULL;
     EVP_MD_CTX_free(c->mdctx);
     c->mdctx = NULL;
+    c->md_used = 0;
     c->allow_md = 1;
     c->pad = RSA_PKCS1_PADDING;
     c->saltlen = SALT_DIGEST;
@@ -807,30 +811,64 @@ static int mks_sig_digest_update(void *ctx, const unsigned char *data, size_t da
         mks_raise(c->prov, MKS_R_BAD_STATE, "digest update without digest init");
         return 0;
     }
+    c->md_used = 1;
     return EVP_DigestUpdate(c->mdctx, data, datalen);
 }
 
-static int mks_sig_digest_sign_final(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize)
+/* The hash of what the updates fed in (tbs == NULL), or of tbs alone (one-shot). */
+static int digest_finish(mks_sigctx *c, const unsigned char *tbs, size_t tbslen,
+                         unsigned char *hash, unsigned int *hlen)
 {
-    mks_sigctx *c = ctx;
+    int ok;
+
+    if (tbs != NULL && c->md_used && !EVP_DigestInit_ex2(c->mdctx, c->md, NULL))
+        ok = 0;
+    else
+        ok = (tbs == NULL || EVP_DigestUpdate(c->mdctx, tbs, tbslen)) &&
+             EVP_DigestFinal_ex(c->mdctx, hash, hlen);
+    c->md_used = 1;
+    if (!ok)
+        mks_raise(c->prov, MKS_R_OPENSSL, "cannot hash with %s", EVP_MD_get0_name(c->md));
+    return ok;
+}
+
+static int digest_sign(mks_sigctx *c, unsigned char *sig, size_t *siglen, size_t sigsize,
+                       const unsigned char *tbs, size_t tbslen)
+{
     unsigned char hash[EVP_MAX_MD_SIZE];
     unsigned int hlen = 0;
     int r, ok;
 
     if (c->mdctx == NULL) {
-        mks_raise(c->prov, MKS_R_BAD_STATE, "digest sign final without digest sign init");
+        mks_raise(c->prov, MKS_R_BAD_STATE, "digest sign without digest sign init");
         return 0;
     }
     r = sign_prepare(c, sig, siglen, sigsize);
     if (r != 1)
         return r != 0;
-    if (!EVP_DigestFinal_ex(c->mdctx, hash, &hlen)) {
-        mks_raise(c->prov, MKS_R_OPENSSL, "cannot finish %s", EVP_MD_get0_name(c->md));
+    if (!digest_finish(c, tbs, tbslen, hash, &hlen))
         return 0;
-    }
     ok = do_sign(c, sig, siglen, sigsize, hash, hlen);
     OPENSSL_cleanse(hash, sizeof(hash));
     return ok;
+}
+
+static int mks_sig_digest_sign_final(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize)
+{
+    return digest_sign(ctx, sig, siglen, sigsize, NULL, 0);
+}
+
+/*
+ * EVP_DigestSign in one call, as libssl signs: the hash and the signature
+ * without the update/final round and the context copy OpenSSL makes before
+ * a final. A size query (sig == NULL) hashes nothing.
+ */
+static int mks_sig_digest_sign(void *ctx, unsigned char *sig, size_t *siglen, size_t sigsize,
+                               const unsigned char *tbs, size_t tbslen)
+{
+    static const unsigned char empty[1];
+
+    return digest_sign(ctx, sig, siglen, sigsize, tbs != NULL ? tbs : empty, tbslen);
 }
 
 /* ---- verification (software, public half) ------------------------------------------ */
@@ -876,21 +914,30 @@ static int mks_sig_digest_verify_update(void *ctx, const unsigned char *data, si
     return mks_sig_digest_update(ctx, data, datalen);
 }
 
-static int mks_sig_digest_verify_final(void *ctx, const unsigned char *sig, size_t siglen)
+static int digest_verify(mks_sigctx *c, const unsigned char *sig, size_t siglen,
+                         const unsigned char *tbs, size_t tbslen)
 {
-    mks_sigctx *c = ctx;
     unsigned char hash[EVP_MAX_MD_SIZE];
     unsigned int hlen = 0;
 
     if (c->mdctx == NULL) {
-        mks_raise(c->prov, MKS_R_BAD_STATE, "digest verify final without digest verify init");
+        mks_raise(c->prov, MKS_R_BAD_STATE, "digest verify without digest verify init");
         return 0;
     }
-    if (!EVP_DigestFinal_ex(c->mdctx, hash, &hlen)) {
-        mks_raise(c->prov, MKS_R_OPENSSL, "cannot finish %s", EVP_MD_get0_name(c->md));
-        return 0;
-    }
-    return mks_sig_verify(c, sig, siglen, hash, hlen);
+    return digest_finish(c, tbs, tbslen, hash, &hlen) && mks_sig_verify(c, sig, siglen, hash, hlen);
+}
+
+static int mks_sig_digest_verify_final(void *ctx, const unsigned char *sig, size_t siglen)
+{
+    return digest_verify(ctx, sig, siglen, NULL, 0);
+}
+
+static int mks_sig_digest_verify(void *ctx, const unsigned char *sig, size_t siglen,
+                                 const unsigned char *tbs, size_t tbslen)
+{
+    static const unsigned char empty[1];
+
+    return digest_verify(ctx, sig, siglen, tbs != NULL ? tbs : empty, tbslen);
 }
 
 /* ---- dispatch --------------------------------------------------------------------- */
@@ -906,9 +953,11 @@ const OSSL_DISPATCH mks_ecdsa_signature_functions[] = {
     {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))mks_sig_digest_sign_init},
     {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, (void (*)(void))mks_sig_digest_update},
     {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void))mks_sig_digest_sign_final},
+    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN, (void (*)(void))mks_sig_digest_sign},
     {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, (void (*)(void))mks_sig_digest_verify_init},
     {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, (void (*)(void))mks_sig_digest_verify_update},
     {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, (void (*)(void))mks_sig_digest_verify_final},
+    {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY, (void (*)(void))mks_sig_digest_verify},
     {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void))mks_sig_get_ctx_params},
     {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, (void (*)(void))mks_ecdsa_gettable_ctx_params},
     {OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void))mks_sig_set_ctx_params},
@@ -927,9 +976,11 @@ const OSSL_DISPATCH mks_rsa_signature_functions[] = {
     {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))mks_sig_digest_sign_init},
     {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, (void (*)(void))mks_sig_digest_update},
     {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void))mks_sig_digest_sign_final},
+    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN, (void (*)(void))mks_sig_digest_sign},
     {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, (void (*)(void))mks_sig_digest_verify_init},
     {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, (void (*)(void))mks_sig_digest_verify_update},
     {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, (void (*)(void))mks_sig_digest_verify_final},
+    {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY, (void (*)(void))mks_sig_digest_verify},
     {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void))mks_sig_get_ctx_params},
     {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, (void (*)(void))mks_rsa_sig_gettable_ctx_params},
     {OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void))mks_sig_set_ctx_params},

@@ -82,11 +82,41 @@ mks_rv p11_fail(CK_RV rv, const char *call, const p11_token *tok);
  * calls, and it holds the fork guard for the duration of the call: fork()
  * waits until no thread is inside the module, so a child never inherits the
  * module's own locks held (p11_token.c). */
-CK_RV p11_trace(const char *name, CK_RV rv);
+#define P11_COUNTED(X)                                                                             \
+    X(C_Initialize)                                                                                \
+    X(C_Finalize)                                                                                  \
+    X(C_GetSlotList)                                                                               \
+    X(C_GetSlotInfo)                                                                               \
+    X(C_GetTokenInfo)                                                                              \
+    X(C_OpenSession)                                                                               \
+    X(C_CloseSession)                                                                              \
+    X(C_Login)                                                                                     \
+    X(C_FindObjectsInit)                                                                           \
+    X(C_FindObjects)                                                                               \
+    X(C_FindObjectsFinal)                                                                          \
+    X(C_GetAttributeValue)                                                                         \
+    X(C_SignInit)                                                                                  \
+    X(C_Sign)                                                                                      \
+    X(C_DecryptInit)                                                                               \
+    X(C_Decrypt)                                                                                   \
+    X(C_GenerateKeyPair)                                                                           \
+    X(C_CreateObject)                                                                              \
+    X(C_DestroyObject)                                                                             \
+    X(C_SetAttributeValue)                                                                         \
+    X(C_GetInfo)                                                                                   \
+    X(C_GetMechanismInfo)                                                                          \
+    X(C_CloseAllSessions)
+#define P11_FN_ENUM(fn) P11_FN_##fn,
+typedef enum { P11_COUNTED(P11_FN_ENUM) P11_FN_COUNT } p11_fn;
+#undef P11_FN_ENUM
+
+CK_RV p11_trace(p11_fn fn, CK_RV rv);
 void p11_fork_guard_enter(void);
 CK_RV p11_fork_guard_leave(CK_RV rv);
+/* A function missing from P11_COUNTED does not compile. */
 #define P11(ctx, fn, ...)                                                                          \
-    p11_trace(#fn, (p11_fork_guard_enter(), p11_fork_guard_leave((ctx)->fl->fn(__VA_ARGS__))))
+    p11_trace(P11_FN_##fn,                                                                         \
+              (p11_fork_guard_enter(), p11_fork_guard_leave((ctx)->fl->fn(__VA_ARGS__))))
 
 /* Number of calls made to `name` ("C_Sign") in this process, for tests and benches. */
 unsigned long p11_call_count(const char *name);

@@ -142,23 +142,11 @@ mks_rv p11_fail(CK_RV rv, const char *call, const p11_token *tok)
     return mks_error(p11_rv_map(rv), "%s failed: %s", call, p11_ckr_name(rv));
 }
 
-/* Per-function call counters. The names are the C_* functions we use. */
-static const char *const counted[] = {
-    "C_Initialize",       "C_Finalize",
-    "C_GetSlotList",      "C_GetSlotInfo",
-    "C_GetTokenInfo",     "C_OpenSession",
-    "C_CloseSession",     "C_Login",
-    "C_FindObjectsInit",  "C_FindObjects",
-    "C_FindObjectsFinal", "C_GetAttributeValue",
-    "C_SignInit",         "C_Sign",
-    "C_DecryptInit",      "C_Decrypt",
-    "C_GenerateKeyPair",  "C_CreateObject",
-    "C_DestroyObject",    "C_SetAttributeValue",
-    "C_GetInfo",          "C_GetMechanismInfo",
-    "C_CloseAllSessions",
-};
-#define N_COUNTED (sizeof(counted) / sizeof(counted[0]))
-static atomic_ulong counts[N_COUNTED];
+/* Per-function call counters, indexed by p11_fn. */
+#define P11_FN_NAME(fn) #fn,
+static const char *const counted[P11_FN_COUNT] = {P11_COUNTED(P11_FN_NAME)};
+#undef P11_FN_NAME
+static atomic_ulong counts[P11_FN_COUNT];
 
 static int debug_level = -1;
 
@@ -166,24 +154,21 @@ static size_t counter_index(const char *name)
 {
     size_t i;
 
-    for (i = 0; i < N_COUNTED; i++)
+    for (i = 0; i < P11_FN_COUNT; i++)
         if (strcmp(counted[i], name) == 0)
             return i;
-    return N_COUNTED;
+    return P11_FN_COUNT;
 }
 
-CK_RV p11_trace(const char *name, CK_RV rv)
+CK_RV p11_trace(p11_fn fn, CK_RV rv)
 {
-    size_t i = counter_index(name);
-
-    if (i < N_COUNTED)
-        atomic_fetch_add_explicit(&counts[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&counts[fn], 1, memory_order_relaxed);
     if (debug_level < 0) {
         const char *e = getenv("MTLSKS_DEBUG");
         debug_level = (e != NULL && *e != '\0' && strcmp(e, "0") != 0) ? 1 : 0;
     }
     if (debug_level > 0)
-        fprintf(stderr, "mtlsks: %s -> %s\n", name, p11_ckr_name(rv));
+        fprintf(stderr, "mtlsks: %s -> %s\n", counted[fn], p11_ckr_name(rv));
     return rv;
 }
 
@@ -191,7 +176,7 @@ unsigned long p11_call_count(const char *name)
 {
     size_t i = counter_index(name);
 
-    return i < N_COUNTED ? atomic_load(&counts[i]) : 0;
+    return i < P11_FN_COUNT ? atomic_load(&counts[i]) : 0;
 }
 
 unsigned long mks_pkcs11_call_count(const char *name)

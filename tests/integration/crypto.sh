@@ -47,6 +47,57 @@ done
 sig rsa-pss-maxsalt rsa "$WORK/rsa.key.pem" -sha256 -sigopt rsa_padding_mode:pss \
     -sigopt rsa_pss_saltlen:max
 
+# The provider signs and verifies two ways: in pieces (DigestSign/Verify
+# Update and Final: openssl dgst, pkeyutl -rawin) and in one EVP_DigestSign
+# or EVP_DigestVerify call (libssl, and certificate requests: req -new signs,
+# req -verify -key verifies with the token key). Each path accepts a good
+# signature and rejects a wrong one.
+verify_paths() {
+    local step=$1 name=$2 other=$3 a # other: a key file
+    local -a sigopt=()
+    shift 3
+    for a in "$@"; do
+        [ "$a" = -pkeyopt ] && sigopt+=(-sigopt) || sigopt+=("$a")
+    done
+    # In pieces.
+    run_ok "$step-sign" ossl pkeyutl -sign -rawin -digest sha256 -inkey "$(key_uri "$name")" \
+        "$@" -in "$WORK/data" -out "$WORK/$step.sig"
+    run_ok "$step-verify" plain_ossl pkeyutl -verify -rawin -digest sha256 -pubin \
+        -inkey "$WORK/$name.pub.pem" "$@" -in "$WORK/data" -sigfile "$WORK/$step.sig"
+    run_ok "$step-pverify" ossl dgst -sha256 "${sigopt[@]}" -prverify "$(key_uri "$name")" \
+        -signature "$WORK/$step.sig" "$WORK/data"
+    assert_grep "$WORK/$step-pverify.out" '^Verified OK$' \
+        "$step: the token key's verification in pieces did not accept its signature"
+    cp "$WORK/data" "$WORK/$step.bad"
+    printf 'x' | dd of="$WORK/$step.bad" bs=1 seek=500 conv=notrunc status=none
+    run_fails "$step-pverify-bad" ossl pkeyutl -verify -rawin -digest sha256 \
+        -inkey "$(key_uri "$name")" "$@" -in "$WORK/$step.bad" -sigfile "$WORK/$step.sig"
+    # In one call.
+    run_ok "$step-req" ossl req -new -key "$(key_uri "$name")" -subj "/CN=$step" -sha256 \
+        "${sigopt[@]}" -out "$WORK/$step.csr"
+    run_ok "$step-req-verify" plain_ossl req -in "$WORK/$step.csr" -noout -verify
+    assert_grep "$WORK/$step-req-verify.err" 'verify OK' \
+        "$step: a request signed in one call does not verify"
+    run_ok "$step-req-pverify" ossl req -in "$WORK/$step.csr" -noout -verify \
+        -key "$(key_uri "$name")"
+    assert_grep "$WORK/$step-req-pverify.err" 'verify OK' \
+        "$step: the token key's one-call verification did not accept its signature"
+    run_ok "$step-req-other" plain_ossl req -new -key "$other" -subj "/CN=$step" -sha256 \
+        "${sigopt[@]}" -out "$WORK/$step.other.csr"
+    ossl req -in "$WORK/$step.other.csr" -noout -verify -key "$(key_uri "$name")" \
+        >"$WORK/$step-req-pverify-bad.out" 2>"$WORK/$step-req-pverify-bad.err" || true
+    assert_grep "$WORK/$step-req-pverify-bad.err" 'verify failure' \
+        "$step: the token key's one-call verification accepted another key's signature"
+    n=$((n + 2))
+}
+# A software key of the same type signs the request that must not verify.
+run_ok soft-ec plain_ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+    -out "$WORK/soft-ec.pem"
+run_ok soft-rsa plain_ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
+    -out "$WORK/soft-rsa.pem"
+verify_paths verify-ecdsa ec256 "$WORK/soft-ec.pem"
+verify_paths verify-rsa-pss rsa "$WORK/soft-rsa.pem" -pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:digest
+
 # RSA decryption: encrypt with the public key in software, decrypt in the token.
 head -c 32 /dev/urandom >"$WORK/secret"
 dec() {
