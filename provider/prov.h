@@ -220,6 +220,7 @@ extern const OSSL_DISPATCH mks_rsa_keyref_decoder_functions[];
 extern const OSSL_DISPATCH mks_ec_keyref_decoder_functions[];
 extern const OSSL_DISPATCH mks_rsa_tss2_decoder_functions[];
 extern const OSSL_DISPATCH mks_ec_tss2_decoder_functions[];
+extern const OSSL_DISPATCH mks_private_key_encoder_functions[];
 extern const OSSL_DISPATCH mks_rsa_keymgmt_functions[];
 extern const OSSL_DISPATCH mks_ec_keymgmt_functions[];
 extern const OSSL_DISPATCH mks_ecdsa_signature_functions[];

@@ -272,6 +272,29 @@ static const OSSL_ALGORITHM decoder_algs[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+/*
+ * Private-key encodings of our keys, each refused with a reason (encoder.c):
+ * the output types and structures PEM_write_PrivateKey, i2d_PrivateKey and
+ * openssl pkey/pkcs8 ask for.
+ */
+#define PRIVATE_ENCODER(names, output, structure)                                                  \
+    {                                                                                              \
+        names, MKS_PROPS ",output=" output ",structure=" structure,                                \
+            mks_private_key_encoder_functions, "refuses to write out a private key in hardware"    \
+    }
+#define PRIVATE_ENCODERS(names)                                                                    \
+    PRIVATE_ENCODER(names, "pem", "PrivateKeyInfo"),                                               \
+        PRIVATE_ENCODER(names, "der", "PrivateKeyInfo"),                                           \
+        PRIVATE_ENCODER(names, "pem", "EncryptedPrivateKeyInfo"),                                  \
+        PRIVATE_ENCODER(names, "der", "EncryptedPrivateKeyInfo"),                                  \
+        PRIVATE_ENCODER(names, "pem", "type-specific"),                                            \
+        PRIVATE_ENCODER(names, "der", "type-specific")
+static const OSSL_ALGORITHM encoder_algs[] = {
+    PRIVATE_ENCODERS(RSA_NAMES),
+    PRIVATE_ENCODERS(EC_NAMES),
+    {NULL, NULL, NULL, NULL},
+};
+
 static const OSSL_ALGORITHM keymgmt_algs[] = {
     {RSA_NAMES, MKS_PROPS, mks_rsa_keymgmt_functions, "RSA key in hardware"},
     {EC_NAMES, MKS_PROPS, mks_ec_keymgmt_functions, "EC key in hardware"},
@@ -298,6 +321,8 @@ static const OSSL_ALGORITHM *mks_query_operation(void *provctx, int operation_id
         return store_algs;
     case OSSL_OP_DECODER:
         return decoder_algs;
+    case OSSL_OP_ENCODER:
+        return encoder_algs;
     case OSSL_OP_KEYMGMT:
         return keymgmt_algs;
     case OSSL_OP_SIGNATURE:

@@ -126,11 +126,23 @@ assert_grep "$WORK/oaep256.err" "C_Decrypt.*CKR_.*mtls-a" \
 
 # The private half never leaves: exporting it fails, printing shows no secret.
 for k in ec256 rsa; do
-    run_fails "export-$k" ossl pkey -in "$(key_uri "$k")" -out "$WORK/$k.exported.pem"
-    if [ -e "$WORK/$k.exported.pem" ]; then
-        assert_no_grep "$WORK/$k.exported.pem" 'PRIVATE KEY' "$k: private key written out"
-    fi
-    assert_no_grep "$WORK/export-$k.out" 'PRIVATE KEY' "$k: private key printed"
+    # Every form a private key is written in: refused, with the reason.
+    for form in "" "-outform DER" "-aes256 -passout pass:secret"; do
+        step=export-$k-$(printf '%s' "${form:-pem}" | tr -c 'A-Za-z0-9' -)
+        # shellcheck disable=SC2086 # the form is several options
+        run_fails "$step" ossl pkey -in "$(key_uri "$k")" $form -out "$WORK/$step.key"
+        if [ -s "$WORK/$step.key" ]; then
+            fail "$step: a private key was written out ($(head -c 40 "$WORK/$step.key" | tr -d '\0'))"
+        fi
+        assert_grep "$WORK/$step.err" "the private key pkcs11:.*object=$k.* stays in its token and cannot be written out" \
+            "$step: the refusal does not say why"
+    done
+    # openssl pkcs8 reads files only: the key reference file.
+    run_fails "export-$k-pkcs8" ossl pkcs8 -topk8 -nocrypt -in "$WORK/$k.key.pem" \
+        -out "$WORK/$k.p8"
+    [ ! -s "$WORK/$k.p8" ] || fail "export-$k-pkcs8: a private key was written out"
+    assert_grep "$WORK/export-$k-pkcs8.err" "stays in its token" \
+        "export-$k-pkcs8: the refusal does not say why"
     # The public half prints; the private half has nothing to print (it may
     # fail, it must not crash or show private components).
     run_ok "text-pub-$k" ossl pkey -in "$(key_uri "$k")" -text_pub -noout

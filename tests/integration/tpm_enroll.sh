@@ -61,12 +61,23 @@ assert_grep "$WORK/csr-file.out" "^key: +TPM key .*k-ec-P-256.key.pem" "csr --ke
 spki_of_csr "$WORK/renew.csr" "$WORK/renew.pub"
 assert_same_file "$WORK/renew.pub" "$WORK/k-ec-P-256.csr.pub" "csr --key FILE: same key"
 
+# The key file is already all a program needs; writing the private key out is
+# refused with the reason, from the file and from the persistent handle.
+run_fails export-file ossl pkey -in "$WORK/k-ec-P-256.key.pem" -out "$WORK/exported.pem"
+[ ! -s "$WORK/exported.pem" ] || fail "export-file: a private key was written out"
+assert_grep "$WORK/export-file.err" 'the private key stays in the TPM and cannot be written out' \
+    "export-file: the refusal does not say why"
+
 # Persistent keys.
 tpm_enroll pers ec:P-256 server --persist 0x81000042
 assert_grep "$WORK/enroll-pers.out" '^key: +tpmkey:handle=0x81000042 \(persistent' "persistent key URI"
 tpm_enroll pers-rsa rsa:2048 server --persist 0x81000043
 run_ok list mks list --tpm
 assert_grep "$WORK/list.out" "^TPM: $SWTPM_TCTI\$" "list --tpm: TCTI"
+run_fails export-handle ossl pkey -in tpmkey:handle=0x81000042 -out "$WORK/exported-handle.pem"
+assert_grep "$WORK/export-handle.err" \
+    'the private key tpmkey:handle=0x81000042 stays in the TPM and cannot be written out' \
+    "export-handle: the refusal does not say why"
 assert_grep "$WORK/list.out" '0x81000042 +ec P-256 +tpmkey:handle=0x81000042$' "list --tpm: EC key"
 assert_grep "$WORK/list.out" '0x81000043 +rsa 2048 +tpmkey:handle=0x81000043$' "list --tpm: RSA key"
 run_ok list-json mks list --tpm --json
