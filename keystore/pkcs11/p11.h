@@ -77,6 +77,8 @@ mks_rv p11_rv_map(CK_RV rv);
 
 /* Records "<call> failed: CKR_x (token 'label')" and returns the mapped mks_rv. */
 mks_rv p11_fail(CK_RV rv, const char *call, const p11_token *tok);
+/* The CK_RV of this thread's last p11_fail (CKR_OK: none since the last take). */
+CK_RV p11_take_fail(void);
 
 /* Every C_* call goes through P11: it counts and, with MTLSKS_DEBUG=1, traces
  * calls, and it holds the fork guard for the duration of the call: fork()

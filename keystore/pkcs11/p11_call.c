@@ -134,8 +134,20 @@ mks_rv p11_rv_map(CK_RV rv)
     }
 }
 
+/* The CKR of this thread's last p11_fail, for callers that see only an mks_rv. */
+static _Thread_local CK_RV last_fail = CKR_OK;
+
+CK_RV p11_take_fail(void)
+{
+    CK_RV rv = last_fail;
+
+    last_fail = CKR_OK;
+    return rv;
+}
+
 mks_rv p11_fail(CK_RV rv, const char *call, const p11_token *tok)
 {
+    last_fail = rv;
     if (tok != NULL)
         return mks_error(p11_rv_map(rv), "%s failed: %s (token '%s')", call, p11_ckr_name(rv),
                          tok->label);

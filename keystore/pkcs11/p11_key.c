@@ -183,6 +183,43 @@ static int get_bool(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_
 
 #define FIND_MAX 256
 
+/* What a failed call lost, as a bit: each kind of loss is recovered from
+ * once per operation (a token that was reset loses its sessions and its
+ * login: two recoveries); 0 for failures that are not recovered from. */
+static unsigned recovery_kind(CK_RV crv)
+{
+    switch (crv) {
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+        return 1;
+    case CKR_USER_NOT_LOGGED_IN:
+        return 2;
+    case CKR_KEY_HANDLE_INVALID:
+    case CKR_OBJECT_HANDLE_INVALID:
+        return 4;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * Hands back the session a lookup (search, attribute reads) used, marked with
+ * what the token said when it failed: a session it forgot is dropped, a lost
+ * login noted. Returns 1 when the lookup is worth one more try on a fresh
+ * session (and login): once per kind of loss, as for signatures.
+ */
+static int lookup_put(p11_token *tok, CK_SESSION_HANDLE s, mks_rv rv, unsigned *recovered)
+{
+    CK_RV crv = rv == MKS_OK ? CKR_OK : p11_take_fail();
+    unsigned kind = recovery_kind(crv) & 3; /* the session or the login */
+
+    p11_session_put(tok, s, crv);
+    if (rv == MKS_OK || kind == 0 || (*recovered & kind) != 0)
+        return 0;
+    *recovered |= kind;
+    return 1;
+}
+
 static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                            CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *count)
 {
@@ -501,6 +538,8 @@ static mks_rv find_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, co
     CK_OBJECT_HANDLE found[FIND_MAX];
     const char *pin_source = p11_kit_uri_get_pin_source(uri);
     int login = 0;
+    size_t first = out->n;
+    unsigned recovered = 0;
 
     if ((classes & MKS_OBJ_PRIVATE_KEY) && p11_token_login_required(tok)) {
         /* Listing public objects never forces a prompt; asking for keys does. */
@@ -509,29 +548,36 @@ static mks_rv find_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, co
         if (!login)
             classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
     }
-    rv = p11_session_get(tok, login, pin_source, pin, &s, NULL);
-    if (rv == MKS_ERR_PIN_REQUIRED && classes != MKS_OBJ_PRIVATE_KEY) {
-        classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
-        rv = p11_session_get(tok, 0, NULL, NULL, &s, NULL);
-    }
-    if (rv != MKS_OK)
-        return rv;
-    rv = find_handles(tok, s, attrs, nattrs, found, FIND_MAX, &nfound);
-    for (i = 0; rv == MKS_OK && i < nfound; i++) {
-        CK_OBJECT_CLASS cls = (CK_ULONG)-1;
-        mks_object *o = NULL;
-
-        rv = get_ulong(tok, s, found[i], CKA_CLASS, &cls);
+    for (;;) {
+        rv = p11_session_get(tok, login, pin_source, pin, &s, NULL);
+        if (rv == MKS_ERR_PIN_REQUIRED && classes != MKS_OBJ_PRIVATE_KEY) {
+            classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
+            login = 0;
+            rv = p11_session_get(tok, 0, NULL, NULL, &s, NULL);
+        }
         if (rv != MKS_OK)
-            break;
-        if (!(class_of(cls) & classes))
-            continue;
-        rv = obj_list_add(out, &o);
-        if (rv == MKS_OK)
-            rv = describe_object(tok, s, found[i], cls, o);
+            return rv;
+        p11_take_fail();
+        rv = find_handles(tok, s, attrs, nattrs, found, FIND_MAX, &nfound);
+        for (i = 0; rv == MKS_OK && i < nfound; i++) {
+            CK_OBJECT_CLASS cls = (CK_ULONG)-1;
+            mks_object *o = NULL;
+
+            rv = get_ulong(tok, s, found[i], CKA_CLASS, &cls);
+            if (rv != MKS_OK)
+                break;
+            if (!(class_of(cls) & classes))
+                continue;
+            rv = obj_list_add(out, &o);
+            if (rv == MKS_OK)
+                rv = describe_object(tok, s, found[i], cls, o);
+        }
+        if (!lookup_put(tok, s, rv, &recovered))
+            return rv;
+        /* Once more, from where this token's objects began. */
+        while (out->n > first)
+            object_clear(&out->v[--out->n]);
     }
-    p11_session_put(tok, s, CKR_OK);
-    return rv;
 }
 
 /* Visits the tokens a URI names. */
@@ -694,6 +740,7 @@ static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, co
     CK_SESSION_HANDLE s;
     unsigned long gen = 0;
     size_t matches = 0;
+    unsigned recovered = 0;
     const char *pin_source;
     const char *what = cls == CKO_PRIVATE_KEY ? "private key" : "public key";
 
@@ -734,19 +781,23 @@ static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, co
         CK_OBJECT_HANDLE found[2];
         unsigned long g;
 
-        rv = p11_session_get(tok, cls == CKO_PRIVATE_KEY, pin_source, pin, &s, &g);
+        unsigned tok_recovered = 0;
+
+        do {
+            rv = p11_session_get(tok, cls == CKO_PRIVATE_KEY, pin_source, pin, &s, &g);
+            if (rv != MKS_OK)
+                goto done;
+            p11_take_fail();
+            rv = find_handles(tok, s, attrs, nattrs, found, 2, &nfound);
+        } while (lookup_put(tok, s, rv, &tok_recovered));
         if (rv != MKS_OK)
             goto done;
-        rv = find_handles(tok, s, attrs, nattrs, found, 2, &nfound);
-        if (rv == MKS_OK && nfound > 0 && matches == 0) {
+        if (nfound > 0 && matches == 0) {
             match_tok = tok;
             match = found[0];
             gen = g;
         }
         matches += nfound;
-        p11_session_put(tok, s, CKR_OK);
-        if (rv != MKS_OK)
-            goto done;
     }
     if (matches == 0) {
         rv = mks_error(MKS_ERR_NOT_FOUND, "no %s matches '%s'", what, uristr);
@@ -759,11 +810,13 @@ static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, co
                        uristr, what);
         goto done;
     }
-    rv = p11_session_get(match_tok, 0, NULL, NULL, &s, NULL);
-    if (rv != MKS_OK)
-        goto done;
-    rv = key_new(match_tok, s, match, cls, gen, pin_source, out);
-    p11_session_put(match_tok, s, CKR_OK);
+    do {
+        rv = p11_session_get(match_tok, cls == CKO_PRIVATE_KEY, pin_source, pin, &s, NULL);
+        if (rv != MKS_OK)
+            goto done;
+        p11_take_fail();
+        rv = key_new(match_tok, s, match, cls, gen, pin_source, out);
+    } while (lookup_put(match_tok, s, rv, &recovered));
 done:
     free(toks);
     p11_kit_uri_free(uri);
@@ -911,25 +964,6 @@ static mks_rv mech_for(const mks_key *key, const mks_mech_params *p, int decrypt
     }
     return mks_error(MKS_ERR_UNSUPPORTED, "mechanism not supported for this %s key",
                      key->type == MKS_KEY_RSA ? "RSA" : "EC");
-}
-
-/* What a failed call lost, as a bit: each kind of loss is recovered from
- * once per operation (a token that was reset loses its sessions and its
- * login: two recoveries); 0 for failures that are not recovered from. */
-static unsigned recovery_kind(CK_RV crv)
-{
-    switch (crv) {
-    case CKR_SESSION_HANDLE_INVALID:
-    case CKR_SESSION_CLOSED:
-        return 1;
-    case CKR_USER_NOT_LOGGED_IN:
-        return 2;
-    case CKR_KEY_HANDLE_INVALID:
-    case CKR_OBJECT_HANDLE_INVALID:
-        return 4;
-    default:
-        return 0;
-    }
 }
 
 /* One private-key operation (sign or decrypt) with one recovery: a lost

@@ -583,6 +583,18 @@ static void scenario_load(void)
     load_under("attribute-device-error", "C_GetAttributeValue=CKR_DEVICE_ERROR", 0,
                "CKR_DEVICE_ERROR", -1);
     load_under("find-slow", "C_FindObjects=delay:300ms", 1, NULL, -1);
+    /* A session the token forgot, or a login it lost, while the key is looked
+     * up: a new session (and login) and one more try, as for signatures. */
+    load_under("find-session-invalid", "C_FindObjectsInit=CKR_SESSION_HANDLE_INVALID@1", 1, NULL,
+               -1);
+    dropped_by_token += 2; /* one session for the key file, one for the URI */
+    load_under("find-not-logged-in", "C_FindObjectsInit=CKR_USER_NOT_LOGGED_IN@1", 1, NULL, 1);
+    load_under("attribute-session-closed", "C_GetAttributeValue=CKR_SESSION_CLOSED@1", 1, NULL, -1);
+    dropped_by_token += 2;
+    /* A token that keeps forgetting: one more try, then a clean failure. */
+    load_under("find-session-invalid-always", "C_FindObjectsInit=CKR_SESSION_HANDLE_INVALID", 0,
+               "CKR_SESSION_HANDLE_INVALID", -1);
+    dropped_by_token += 4; /* two tries each */
     load_under("after-faults", "", 1, NULL, -1);
     teardown_check(1);
 }
