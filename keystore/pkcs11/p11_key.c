@@ -780,7 +780,6 @@ static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, co
         CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(uri, &nattrs);
         CK_OBJECT_HANDLE found[2];
         unsigned long g;
-
         unsigned tok_recovered = 0;
 
         do {
