@@ -10,11 +10,17 @@
  * Run again, renew reuses the pending key (a CSR lost, or asked for
  * again, costs no new key); `delete --label NAME.next` starts over.
  * --same-key renews the certificate only: the CSR is signed by NAME itself.
+ *
+ * renew --tpm: a TPM key has no label and no stored certificate, so the
+ * current certificate is named (--cert); the new key is made in the TPM and
+ * written to --key-out, and the files are swapped by the user (or a
+ * deployment tool) once the CA has issued the certificate.
  */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -30,6 +36,10 @@ static void renew_usage(FILE *f)
     fprintf(f,
             "Usage: %s renew --label NAME --out FILE.csr [--token LABEL] [--same-key]\n"
             "         [--key-type TYPE] [--force]\n"
+            "       %s renew --tpm --cert CERT.pem --out FILE.csr --key-out NEXT.key.pem\n"
+            "         [--key-type TYPE] [--password-source file:PATH] [--force]\n"
+            "       %s renew --tpm --cert CERT.pem --out FILE.csr --same-key --key KEY\n"
+            "         [--password-source file:PATH] [--force]\n"
             "\n"
             "Makes a new key pair for the key labelled NAME in the same token, labelled\n"
             "NAME.next, and a CSR signed by it with the subject, subjectAltNames and\n"
@@ -45,13 +55,39 @@ static void renew_usage(FILE *f)
             "                   renewal only)\n"
             "  --key-type TYPE  type of the new key (default: the current key's):\n"
             "                   ec:P-256, ec:P-384, rsa:2048, rsa:3072, rsa:4096\n"
-            "  --force          overwrite --out if it exists\n"
+            "  --force          overwrite --out (and --key-out) if it exists\n"
+            "\n"
+            "With --tpm the key is a TPM key, which has no label and no stored certificate:\n"
+            "--cert names its current certificate, and the new key (same type as the\n"
+            "certificate's, or --key-type) is made in the TPM and written to --key-out as\n"
+            "a TSS2 PRIVATE KEY file (mode 0600). --password-source gives the new key's\n"
+            "password (default: asked twice on a terminal, none without one). With\n"
+            "--same-key, --key names the current key (its file or tpmkey:handle=), which\n"
+            "must be the certificate's, and --password-source its password.\n"
             "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
 }
 
-enum { OPT_LABEL = 0x100, OPT_OUT, OPT_TOKEN, OPT_SAME_KEY, OPT_KEY_TYPE, OPT_FORCE };
+enum {
+    OPT_LABEL = 0x100,
+    OPT_OUT,
+    OPT_TOKEN,
+    OPT_SAME_KEY,
+    OPT_KEY_TYPE,
+    OPT_FORCE,
+    OPT_TPM,
+    OPT_CERT,
+    OPT_KEY,
+    OPT_KEY_OUT,
+    OPT_PASSWORD_SOURCE,
+};
+
+/* What renew was asked, for the TPM path. */
+typedef struct renew_opts {
+    const char *out, *key_type, *cert, *key, *key_out, *password_source;
+    int same_key, force;
+} renew_opts;
 
 /* The usage a certificate's extendedKeyUsage asks for; *other when it has more. */
 static cli_usage usage_of(X509 *x, int *other)
@@ -154,6 +190,171 @@ static mks_rv open_label(cli_session *s, const char *token_uri, const char *labe
     return rv;
 }
 
+/* "ec:P-256" etc. for the key in a certificate; NULL for a type a TPM key
+ * cannot have. */
+static const char *key_type_of(X509 *x)
+{
+    EVP_PKEY *pk = X509_get0_pubkey(x);
+    char group[64] = "";
+
+    if (pk == NULL)
+        return NULL;
+    if (EVP_PKEY_is_a(pk, "EC") && EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
+                                                                  group, sizeof(group), NULL)) {
+        if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0)
+            return "ec:P-256";
+        if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0)
+            return "ec:P-384";
+    } else if (EVP_PKEY_is_a(pk, "RSA")) {
+        if (EVP_PKEY_get_bits(pk) == 2048)
+            return "rsa:2048";
+        if (EVP_PKEY_get_bits(pk) == 3072)
+            return "rsa:3072";
+    }
+    return NULL;
+}
+
+/* 1 when the key is the one the certificate certifies. */
+static int key_matches_cert(const mks_key *key, X509 *x)
+{
+    unsigned char *der = NULL;
+    size_t len = 0;
+    const unsigned char *spki = mks_key_get0_spki(key, &len);
+    int n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der);
+    int same = spki != NULL && n > 0 && (size_t)n == len && memcmp(spki, der, len) == 0;
+
+    OPENSSL_free(der);
+    return same;
+}
+
+/* renew --tpm, after the options were checked. */
+static int renew_tpm(cli_globals *g, const renew_opts *o)
+{
+    STACK_OF(X509) *certs = NULL;
+    X509 *cert;
+    cli_csr_req req = {0};
+    cli_key_arg ka = {0};
+    mks_keygen_params kp = {0};
+    const char *type = o->key_type;
+    mks_key *key = NULL;
+    char *key_pem = NULL, *csr_pem = NULL;
+    size_t key_len = 0, csr_len = 0;
+    int session = 0, key_written = 0, ret = CLI_EXIT_FAIL;
+    cli_session s;
+    cli_err err;
+
+    if (!cli_read_certs(o->cert, &certs, &err)) {
+        cli_fail(CMD, "--cert: %s", err.msg);
+        goto done;
+    }
+    cert = sk_X509_value(certs, 0);
+    if (!req_from_cert(cert, &req)) {
+        cli_fail_ossl(CMD, "cannot copy the subject of %s", o->cert);
+        goto done;
+    }
+    if (o->same_key && !cli_key_arg_parse(o->key, &ka, &err)) {
+        cli_fail(CMD, "--key: %s", err.msg);
+        goto done;
+    }
+    if (o->same_key && ka.kind == CLI_KEY_PKCS11) {
+        cli_fail(CMD, "--key %s is not a TPM key; renew a token key with --label", o->key);
+        ret = CLI_EXIT_USAGE;
+        goto done;
+    }
+    if (!o->same_key) {
+        if (type == NULL && (type = key_type_of(cert)) == NULL) {
+            cli_fail(CMD,
+                     "the key in %s is of a type TPM keys are not made in; give --key-type "
+                     "(ec:P-256, ec:P-384, rsa:2048, rsa:3072)",
+                     o->cert);
+            ret = CLI_EXIT_USAGE;
+            goto done;
+        }
+        if (!cli_parse_key_type(type, &kp, &err)) {
+            cli_fail(CMD, "--key-type: %s", err.msg);
+            ret = CLI_EXIT_USAGE;
+            goto done;
+        }
+        if (kp.type == MKS_KEY_RSA && kp.bits > 3072) {
+            cli_fail(CMD, "--key-type %s: TPM keys are ec:P-256, ec:P-384, rsa:2048 or rsa:3072",
+                     type);
+            ret = CLI_EXIT_USAGE;
+            goto done;
+        }
+        if (!cli_out_check(o->key_out, o->force, &err)) {
+            cli_fail(CMD, "%s", err.msg);
+            goto done;
+        }
+    }
+    if (!cli_out_check(o->out, o->force, &err)) {
+        cli_fail(CMD, "%s", err.msg);
+        goto done;
+    }
+
+    session = cli_session_open(&s, g, CMD);
+    if (!session)
+        goto done;
+    s.tpm_auth.source = o->password_source;
+    if (o->same_key) {
+        if (!cli_session_open_key(&s, &ka, &key))
+            goto done;
+        if (!key_matches_cert(key, cert)) {
+            cli_fail(CMD, "%s is not the key of %s: the certificate certifies another key", o->key,
+                     o->cert);
+            goto done;
+        }
+    } else {
+        s.tpm_auth.key_name = o->key_out;
+        if (!cli_session_tpm_new_password(&s) ||
+            !cli_session_tpm_keygen(&s, &kp, 0, &key_pem, &key_len, &key))
+            goto done;
+        /* The key exists only in this file: written first, and kept if the CSR
+         * cannot be (csr --key makes it again from the file). */
+        if (!cli_write_file_atomic(o->key_out, key_pem, key_len, 0600, o->force, &err)) {
+            cli_fail(CMD, "%s; the new key is lost (it existed only in that file)", err.msg);
+            goto done;
+        }
+        key_written = 1;
+    }
+    if (!cli_session_make_csr(&s, key, &req, &csr_pem, &csr_len) ||
+        !cli_write_file_atomic(o->out, csr_pem, csr_len, 0644, o->force, &err)) {
+        if (csr_pem != NULL)
+            cli_fail(CMD, "%s", err.msg);
+        if (key_written)
+            cli_fail(CMD, "the new key is in %s; make its CSR with '%s csr --key %s'", o->key_out,
+                     CLI_PROGRAM, o->key_out);
+        goto done;
+    }
+
+    if (o->same_key)
+        printf("key:     %s (same key)\n", o->key);
+    else
+        printf("pending: TPM key in %s, %s%s (%s)\n", o->key_out, type,
+               s.tpm_auth.have ? ", with a password" : "", cli_session_tcti(&s));
+    printf("csr:     %s\n", o->out);
+    printf("next:    have the CA sign %s; then put the certificate it issues in place\n"
+           "         of %s",
+           o->out, o->cert);
+    if (!o->same_key)
+        printf(",\n         and %s in place of the current key file", o->key_out);
+    printf(" ('mv' is atomic);\n         services pick them up when they reload\n");
+    ret = CLI_EXIT_OK;
+done:
+    if (key != NULL)
+        mks_key_free(key);
+    if (key_pem != NULL) {
+        OPENSSL_cleanse(key_pem, key_len);
+        free(key_pem);
+    }
+    free(csr_pem);
+    cli_key_arg_clear(&ka);
+    cli_csr_req_clear(&req);
+    sk_X509_pop_free(certs, X509_free);
+    if (session)
+        cli_session_close(&s);
+    return ret;
+}
+
 int cmd_renew(cli_globals *g, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -163,10 +364,17 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
         {"same-key", no_argument, NULL, OPT_SAME_KEY},
         {"key-type", required_argument, NULL, OPT_KEY_TYPE},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"tpm", no_argument, NULL, OPT_TPM},
+        {"cert", required_argument, NULL, OPT_CERT},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"key-out", required_argument, NULL, OPT_KEY_OUT},
+        {"password-source", required_argument, NULL, OPT_PASSWORD_SOURCE},
         {"help", no_argument, NULL, 'h'},
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
+    renew_opts t = {0};
+    int tpm = 0;
     const char *label = NULL, *out = NULL, *token = NULL, *key_type = NULL;
     char *token_uri = NULL, *next_label = NULL, *csr_pem = NULL;
     char token_label[33] = "";
@@ -203,6 +411,21 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
         case OPT_FORCE:
             force = 1;
             break;
+        case OPT_TPM:
+            tpm = 1;
+            break;
+        case OPT_CERT:
+            t.cert = optarg;
+            break;
+        case OPT_KEY:
+            t.key = optarg;
+            break;
+        case OPT_KEY_OUT:
+            t.key_out = optarg;
+            break;
+        case OPT_PASSWORD_SOURCE:
+            t.password_source = optarg;
+            break;
         case 'h':
             renew_usage(stdout);
             ret = CLI_EXIT_OK;
@@ -214,6 +437,37 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
     }
     if (optind < argc) {
         cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+        goto done;
+    }
+    if (tpm) {
+        t.out = out;
+        t.key_type = key_type;
+        t.same_key = same_key;
+        t.force = force;
+        if (label != NULL || token != NULL) {
+            cli_fail(CMD, "--tpm renews a TPM key, which has no label: give --cert (and, with "
+                          "--same-key, --key) instead of --label and --token");
+        } else if (t.cert == NULL || *t.cert == '\0') {
+            cli_fail(CMD, "--tpm needs --cert CERT.pem, the current certificate");
+        } else if (out == NULL) {
+            cli_fail(CMD, "--out FILE.csr is required");
+        } else if (same_key && (t.key == NULL || *t.key == '\0')) {
+            cli_fail(CMD, "--same-key needs --key, the TPM key of %s", t.cert);
+        } else if (same_key && (t.key_out != NULL || key_type != NULL)) {
+            cli_fail(CMD, "--same-key makes no key: --key-out and --key-type do not go with it");
+        } else if (!same_key && t.key != NULL) {
+            cli_fail(CMD, "--key is for --same-key; the new key goes to --key-out");
+        } else if (!same_key && (t.key_out == NULL || *t.key_out == '\0')) {
+            cli_fail(CMD, "--key-out NEXT.key.pem is required: where the new TPM key goes");
+        } else if (!same_key && (strcmp(t.key_out, out) == 0 || strcmp(t.key_out, t.cert) == 0)) {
+            cli_fail(CMD, "--key-out %s is also --out or --cert", t.key_out);
+        } else if (cli_globals_check(g, CMD) && cli_password_source_check(CMD, t.password_source)) {
+            ret = renew_tpm(g, &t);
+        }
+        goto done;
+    }
+    if (t.cert != NULL || t.key != NULL || t.key_out != NULL || t.password_source != NULL) {
+        cli_fail(CMD, "--cert, --key, --key-out and --password-source are for TPM keys (--tpm)");
         goto done;
     }
     if (label == NULL || *label == '\0') {

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# tpm_renew.sh: `renew --tpm` on an swtpm.
+# - A new key, of the certificate's key type (EC P-256, RSA 2048) or
+#   --key-type, goes to --key-out (a TSS2 PRIVATE KEY file, mode 0600); the
+#   CSR is signed by it and carries the certificate's subject, SANs and
+#   usage; the current key file is not touched. The certificate the CA issues
+#   for the new key serves with the new key file (s_server, s_client).
+# - --same-key: the CSR is signed by the current key (a file or its
+#   tpmkey:handle=); a key that is not the certificate's is refused.
+# - Refused without writing anything: an existing --key-out or --out without
+#   --force (exit 1), bad option combinations (exit 2), a token key.
+# - Nothing stays loaded in the TPM (bare swtpm, no resource manager).
+. "$(dirname "$0")/../lib/common.sh"
+. "$(dirname "$0")/../lib/tpm.sh"
+
+setup_tpm_test
+require_tpm2_tools
+start_swtpm a
+use_tpm "$SWTPM_TCTI"
+
+# field FILE KIND WHAT: a CSR's or certificate's subject, SANs or extended key usage.
+field() {
+    local file=$1 kind=$2 what=$3
+    case $what in
+    subject) plain_ossl "$kind" -in "$file" -noout -subject -nameopt RFC2253 | sed 's/^subject=//' ;;
+    san) plain_ossl "$kind" -in "$file" -noout -text | grep -A1 'Subject Alternative Name' | tail -n1 ;;
+    eku) plain_ossl "$kind" -in "$file" -noout -text | grep -A1 'Extended Key Usage' | tail -n1 ;;
+    esac
+}
+
+# same_request NAME CSR CERT: the CSR asks for what the certificate says.
+same_request() {
+    local name=$1 csr=$2 cert=$3 w
+    run_ok "verify-$name" plain_ossl req -in "$csr" -verify -noout
+    assert_grep "$WORK/verify-$name.err" 'verify OK' "$name: CSR signature"
+    for w in subject san eku; do
+        assert_eq "$(field "$csr" req "$w" | tr -d ' ')" "$(field "$cert" x509 "$w" | tr -d ' ')" \
+            "$name: $w of the CSR vs the certificate"
+    done
+}
+
+for type in ec:P-256 rsa:2048; do
+    name=cur-${type/:/-}
+    tpm_enroll "$name" "$type" server
+    ca_sign "$WORK/$name.csr" "$WORK/$name.pem"
+    cp "$WORK/$name.key.pem" "$WORK/$name.key.orig"
+
+    run_ok "renew-$name" mks renew --tpm --cert "$WORK/$name.pem" --out "$WORK/$name-next.csr" \
+        --key-out "$WORK/$name-next.key.pem"
+    assert_grep "$WORK/renew-$name.out" "^pending: +TPM key in .*$name-next.key.pem, $type" \
+        "$name: renew did not print the new key"
+    assert_eq "$(file_mode "$WORK/$name-next.key.pem")" 600 "$name: new key file mode"
+    assert_eq "$(head -n1 "$WORK/$name-next.key.pem")" "-----BEGIN TSS2 PRIVATE KEY-----" \
+        "$name: new key file"
+    assert_same_file "$WORK/$name.key.pem" "$WORK/$name.key.orig" "$name: the current key file"
+    same_request "$name" "$WORK/$name-next.csr" "$WORK/$name.pem"
+    spki_of_csr "$WORK/$name-next.csr" "$WORK/$name-next.csr.pub"
+    pubkey_via "pub-next-$name" "$WORK/$name-next.key.pem" "$WORK/$name-next.pub"
+    assert_same_file "$WORK/$name-next.csr.pub" "$WORK/$name-next.pub" "$name: CSR key vs new key"
+    pubkey_via "pub-cur-$name" "$WORK/$name.key.pem" "$WORK/$name.pub"
+    cmp -s "$WORK/$name.pub" "$WORK/$name-next.pub" && fail "$name: the new key is the old one"
+    tpm_assert_no_transient "$SWTPM_TCTI" "$name"
+done
+
+# The new key serves with the certificate issued for it (the client's key is
+# in the TPM too).
+ca_sign "$WORK/cur-ec-P-256-next.csr" "$WORK/next.pem"
+tpm_enroll cli ec:P-256 client
+ca_sign "$WORK/cli.csr" "$WORK/cli.pem"
+tls_handshake renewed 1_3 "$WORK/next.pem" "$WORK/cur-ec-P-256-next.key.pem" "$WORK/cli.pem" \
+    "$WORK/cli.key.pem"
+
+# --key-type overrides the certificate's type.
+run_ok renew-type mks renew --tpm --cert "$WORK/cur-ec-P-256.pem" --key-type ec:P-384 \
+    --out "$WORK/p384.csr" --key-out "$WORK/p384.key.pem"
+run_ok p384-text plain_ossl req -in "$WORK/p384.csr" -noout -text
+assert_grep "$WORK/p384-text.out" 'ASN1 OID: secp384r1' "--key-type ec:P-384"
+
+# --same-key: signed by the current key, by file and by persistent handle.
+run_ok renew-same mks renew --tpm --cert "$WORK/cur-ec-P-256.pem" --same-key \
+    --key "$WORK/cur-ec-P-256.key.pem" --out "$WORK/same.csr"
+assert_grep "$WORK/renew-same.out" '^key: +.*cur-ec-P-256.key.pem \(same key\)' "--same-key output"
+same_request same "$WORK/same.csr" "$WORK/cur-ec-P-256.pem"
+spki_of_csr "$WORK/same.csr" "$WORK/same.csr.pub"
+assert_same_file "$WORK/same.csr.pub" "$WORK/cur-ec-P-256.pub" "--same-key: CSR key vs current key"
+tpm_enroll pers ec:P-256 client --persist 0x81000051
+ca_sign "$WORK/pers.csr" "$WORK/pers.pem"
+run_ok renew-handle mks renew --tpm --cert "$WORK/pers.pem" --same-key \
+    --key tpmkey:handle=0x81000051 --out "$WORK/pers-same.csr"
+same_request pers-same "$WORK/pers-same.csr" "$WORK/pers.pem"
+
+# Refusals, and nothing written by them.
+run_rc wrong-key 1 mks renew --tpm --cert "$WORK/cur-rsa-2048.pem" --same-key \
+    --key "$WORK/cur-ec-P-256.key.pem" --out "$WORK/wrong.csr"
+assert_grep "$WORK/wrong-key.err" 'is not the key of .*cur-rsa-2048.pem' "a key that is not the certificate's"
+[ ! -e "$WORK/wrong.csr" ] || fail "wrong-key: a CSR was written"
+run_rc exists 1 mks renew --tpm --cert "$WORK/cur-ec-P-256.pem" --out "$WORK/new.csr" \
+    --key-out "$WORK/cur-ec-P-256.key.pem"
+assert_grep "$WORK/exists.err" 'exists' "an existing --key-out"
+assert_same_file "$WORK/cur-ec-P-256.key.pem" "$WORK/cur-ec-P-256.key.orig" "exists: the key file"
+[ ! -e "$WORK/new.csr" ] || fail "exists: a CSR was written"
+run_rc no-cert 2 mks renew --tpm --out "$WORK/x.csr" --key-out "$WORK/x.key.pem"
+assert_grep "$WORK/no-cert.err" 'needs --cert' "--tpm without --cert"
+run_rc no-key-out 2 mks renew --tpm --cert "$WORK/cur-ec-P-256.pem" --out "$WORK/x.csr"
+assert_grep "$WORK/no-key-out.err" '--key-out' "--tpm without --key-out"
+run_rc same-key-out 2 mks renew --tpm --cert "$WORK/cur-ec-P-256.pem" --same-key \
+    --key "$WORK/cur-ec-P-256.key.pem" --key-out "$WORK/x.key.pem" --out "$WORK/x.csr"
+run_rc label-tpm 2 mks renew --tpm --label web --cert "$WORK/cur-ec-P-256.pem" \
+    --out "$WORK/x.csr" --key-out "$WORK/x.key.pem"
+run_rc cert-no-tpm 2 mks renew --label web --cert "$WORK/cur-ec-P-256.pem" --out "$WORK/x.csr"
+run_rc bad-type 2 mks renew --tpm --cert "$WORK/cur-ec-P-256.pem" --key-type rsa:4096 \
+    --out "$WORK/x.csr" --key-out "$WORK/x.key.pem"
+for f in x.csr x.key.pem; do
+    [ ! -e "$WORK/$f" ] || fail "a refused renew wrote $f"
+done
+tpm_assert_no_transient "$SWTPM_TCTI" "after renew"
+note "renew --tpm: new EC and RSA keys, --key-type, --same-key by file and handle; refusals write nothing"
