@@ -15,10 +15,7 @@
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/tpm.sh"
 
-setup_tpm_test
-require_tpm2_tools
-start_swtpm a
-use_tpm "$SWTPM_TCTI"
+setup_tpm_test_on_swtpm
 have_tpm2_openssl=1
 [ -r "$TPM2_PROVIDER_DIR/tpm2.so" ] || {
     have_tpm2_openssl=0

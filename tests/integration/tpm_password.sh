@@ -15,10 +15,7 @@
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/tpm.sh"
 
-setup_tpm_test
-require_tpm2_tools
-start_swtpm a
-use_tpm "$SWTPM_TCTI"
+setup_tpm_test_on_swtpm
 trap 'tpm2_dictionarylockout --clear-lockout -T "$TPM_TCTI" >/dev/null 2>&1 || true; _cleanup' EXIT
 
 (

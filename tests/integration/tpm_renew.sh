@@ -13,10 +13,7 @@
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/tpm.sh"
 
-setup_tpm_test
-require_tpm2_tools
-start_swtpm a
-use_tpm "$SWTPM_TCTI"
+setup_tpm_test_on_swtpm
 
 # field FILE KIND WHAT: a CSR's or certificate's subject, SANs or extended key usage.
 field() {

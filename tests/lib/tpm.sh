@@ -55,6 +55,15 @@ setup_tpm_test() {
     use_tokendir "$WORK/tokens"
 }
 
+# setup_tpm_test_on_swtpm: setup_tpm_test, tpm2-tools required, and one
+# swtpm ("a") that the CLI and openssl.cnf use.
+setup_tpm_test_on_swtpm() {
+    setup_tpm_test
+    require_tpm2_tools
+    start_swtpm a
+    use_tpm "$SWTPM_TCTI"
+}
+
 # free_port_pair: a port P with P and P+1 both free on 127.0.0.1 right now.
 free_port_pair() {
     python3 - <<'PY'
