@@ -4,6 +4,10 @@
  * It lists what it will destroy and asks on the terminal first; without a
  * terminal it refuses unless --yes says so, because a deleted token key
  * cannot be brought back.
+ *
+ * delete --tpm --handle H evicts a persistent TPM key the same way. A key
+ * that is not persistent lives only in its key file: removing the file is
+ * deleting it (the TPM keeps nothing of it).
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -21,6 +25,7 @@ static void delete_usage(FILE *f)
 {
     fprintf(f,
             "Usage: %s delete --label NAME [--token LABEL] [--yes]\n"
+            "       %s delete --tpm --handle HANDLE [--yes]\n"
             "\n"
             "Destroys the private key, public key and certificates labelled NAME on its\n"
             "token, and the CA certificates stored for it (NAME.chain). Lists them and\n"
@@ -29,15 +34,21 @@ static void delete_usage(FILE *f)
             "are separate: delete them by those labels. The private key cannot be\n"
             "recovered afterwards.\n"
             "\n"
-            "  --label NAME   the key pair to delete\n"
-            "  --token LABEL  the token that holds NAME (default: the one that does)\n"
-            "  --yes          do not ask\n"
+            "With --tpm, removes the persistent TPM key at HANDLE (0x81000000 to\n"
+            "0x81FFFFFF, as 'list --tpm' shows them). A TPM key that is not persistent\n"
+            "exists only in its key file: delete the file.\n"
+            "\n"
+            "  --label NAME     the key pair to delete\n"
+            "  --token LABEL    the token that holds NAME (default: the one that does)\n"
+            "  --tpm            delete a persistent TPM key\n"
+            "  --handle HANDLE  its persistent handle\n"
+            "  --yes            do not ask\n"
             "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM);
 }
 
-enum { OPT_LABEL = 0x100, OPT_TOKEN, OPT_YES };
+enum { OPT_LABEL = 0x100, OPT_TOKEN, OPT_YES, OPT_TPM, OPT_HANDLE };
 
 static void print_objects(const mks_object *objs, size_t n, time_t now)
 {
@@ -68,13 +79,25 @@ static void print_objects(const mks_object *objs, size_t n, time_t now)
     }
 }
 
-/* Asks on the terminal; 1 for yes. */
-static int confirm(size_t n, const char *token_label)
+/* 1 when --yes was given or there is a terminal to ask on; otherwise says so.
+ * Checked before anything is touched. */
+static int can_ask(int yes, const char *what)
+{
+    if (yes || isatty(STDIN_FILENO))
+        return 1;
+    cli_fail(CMD,
+             "standard input is not a terminal, so there is no one to ask: add --yes to delete "
+             "%s without confirmation",
+             what);
+    return 0;
+}
+
+/* Asks on the terminal ("Delete WHAT? ..."); 1 for yes. */
+static int confirm(const char *what)
 {
     char line[32];
 
-    fprintf(stderr, "Delete these %zu object%s from token '%s'? This cannot be undone. [y/N] ", n,
-            n == 1 ? "" : "s", token_label);
+    fprintf(stderr, "Delete %s? This cannot be undone. [y/N] ", what);
     fflush(stderr);
     if (fgets(line, sizeof(line), stdin) == NULL)
         return 0;
@@ -101,18 +124,70 @@ static int destroy(cli_session *s, const char *token_uri, const char *label, con
     return rv == MKS_OK;
 }
 
+/* delete --tpm --handle H, after the options were checked. */
+static int delete_tpm(cli_globals *g, uint32_t handle, int yes)
+{
+    mks_tpm_persistent *keys = NULL;
+    size_t n = 0, i;
+    cli_session s;
+    char what[64];
+    int ret = CLI_EXIT_FAIL;
+    mks_rv rv;
+
+    if (!cli_session_open(&s, g, CMD))
+        return CLI_EXIT_FAIL;
+    rv = mks_tpm_list_persistent(s.ks, &keys, &n);
+    if (rv != MKS_OK) {
+        cli_session_fail_tpm(&s, rv, "cannot list the TPM's persistent keys");
+        goto done;
+    }
+    for (i = 0; i < n && keys[i].handle != handle; i++)
+        ;
+    if (i == n) {
+        cli_fail(CMD, "no persistent key at 0x%08x in the TPM at %s (see '%s list --tpm')", handle,
+                 cli_session_tcti(&s), CLI_PROGRAM);
+        goto done;
+    }
+    if (keys[i].type == MKS_KEY_RSA)
+        snprintf(what, sizeof(what), "rsa %d", keys[i].bits);
+    else
+        snprintf(what, sizeof(what), "ec %s", keys[i].curve);
+    fprintf(stderr, "In the TPM at %s:\n  %s  %s\n", cli_session_tcti(&s), keys[i].uri, what);
+    snprintf(what, sizeof(what), "the persistent key 0x%08x", handle);
+    if (!yes && !confirm(what)) {
+        fprintf(stderr, "Nothing deleted.\n");
+        goto done;
+    }
+    rv = mks_tpm_evict(s.ks, handle);
+    if (rv != MKS_OK) {
+        cli_session_fail_tpm(&s, rv, "cannot remove the persistent key 0x%08x", handle);
+        goto done;
+    }
+    printf("deleted: tpmkey:handle=0x%08x (key files made with it no longer name a key)\n", handle);
+    ret = CLI_EXIT_OK;
+done:
+    free(keys);
+    cli_session_close(&s);
+    return ret;
+}
+
 int cmd_delete(cli_globals *g, int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"label", required_argument, NULL, OPT_LABEL},
         {"token", required_argument, NULL, OPT_TOKEN},
         {"yes", no_argument, NULL, OPT_YES},
+        {"tpm", no_argument, NULL, OPT_TPM},
+        {"handle", required_argument, NULL, OPT_HANDLE},
         {"help", no_argument, NULL, 'h'},
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    const char *label = NULL, *token = NULL;
+    const char *label = NULL, *token = NULL, *handle_arg = NULL;
     char *token_uri = NULL, *chain_label = NULL;
+    int tpm = 0;
+    uint32_t handle = 0;
+    char what[300];
     char token_label[33] = "";
     mks_object *priv = NULL, *pub = NULL, *chain = NULL;
     size_t npriv = 0, npub = 0, nchain = 0, total, destroyed = 0, k;
@@ -134,6 +209,12 @@ int cmd_delete(cli_globals *g, int argc, char **argv)
         case OPT_YES:
             yes = 1;
             break;
+        case OPT_TPM:
+            tpm = 1;
+            break;
+        case OPT_HANDLE:
+            handle_arg = optarg;
+            break;
         case 'h':
             delete_usage(stdout);
             return CLI_EXIT_OK;
@@ -145,6 +226,24 @@ int cmd_delete(cli_globals *g, int argc, char **argv)
         cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
         return CLI_EXIT_USAGE;
     }
+    if (tpm || handle_arg != NULL) {
+        if (!tpm || label != NULL || token != NULL) {
+            cli_fail(CMD, "--tpm --handle HANDLE deletes a persistent TPM key; --label and "
+                          "--token name token keys");
+            return CLI_EXIT_USAGE;
+        }
+        if (handle_arg == NULL || mks_tpm_parse_handle(handle_arg, &handle) != MKS_OK) {
+            cli_fail(CMD,
+                     "--tpm needs --handle HANDLE, a persistent handle 0x81000000 to "
+                     "0x81FFFFFF (see '%s list --tpm')",
+                     CLI_PROGRAM);
+            return CLI_EXIT_USAGE;
+        }
+        snprintf(what, sizeof(what), "the key at 0x%08x", handle);
+        if (!cli_globals_check(g, CMD) || !can_ask(yes, what))
+            return CLI_EXIT_USAGE;
+        return delete_tpm(g, handle, yes);
+    }
     if (label == NULL || *label == '\0') {
         cli_fail(CMD, "--label NAME is required: the key pair to delete");
         return CLI_EXIT_USAGE;
@@ -153,16 +252,9 @@ int cmd_delete(cli_globals *g, int argc, char **argv)
         cli_fail(CMD, "--token: empty label");
         return CLI_EXIT_USAGE;
     }
-    if (!cli_globals_check(g, CMD))
+    snprintf(what, sizeof(what), "'%s'", label);
+    if (!cli_globals_check(g, CMD) || !can_ask(yes, what))
         return CLI_EXIT_USAGE;
-    /* Refused before anything is touched: nobody can answer the question. */
-    if (!yes && !isatty(STDIN_FILENO)) {
-        cli_fail(CMD,
-                 "standard input is not a terminal, so there is no one to ask: add --yes to "
-                 "delete '%s' without confirmation",
-                 label);
-        return CLI_EXIT_USAGE;
-    }
 
     ret = CLI_EXIT_FAIL;
     chain_label = cli_label_join(label, CLI_SUFFIX_CHAIN);
@@ -197,7 +289,9 @@ int cmd_delete(cli_globals *g, int argc, char **argv)
     print_objects(priv, npriv, now);
     print_objects(pub, npub, now);
     print_objects(chain, nchain, now);
-    if (!yes && !confirm(total, token_label)) {
+    snprintf(what, sizeof(what), "these %zu object%s from token '%s'", total, total == 1 ? "" : "s",
+             token_label);
+    if (!yes && !confirm(what)) {
         fprintf(stderr, "Nothing deleted.\n");
         goto done;
     }

@@ -102,6 +102,24 @@ assert_no_file "$WORK/taken.csr" "taken handle: CSR"
 run_rc csr-no-handle 1 mks csr --key tpmkey:handle=0x81000999 --subject CN=x --out "$WORK/n.csr"
 assert_grep "$WORK/csr-no-handle.err" 'no key at TPM handle 0x81000999' "unknown handle"
 
+# delete --tpm --handle: asks (refused without a terminal or --yes), evicts,
+# and then the handle is free; usage errors touch nothing.
+run_rc delete-no-yes 2 mks delete --tpm --handle 0x81000043
+assert_grep "$WORK/delete-no-yes.err" 'add --yes' "delete without --yes and without a terminal"
+run_rc delete-no-handle 2 mks delete --tpm --yes
+run_rc delete-bad-handle 2 mks delete --tpm --handle 0x1234 --yes
+run_rc delete-label 2 mks delete --tpm --label pers --handle 0x81000043 --yes
+tpm2_getcap handles-persistent -T "$SWTPM_TCTI" >"$WORK/persistent-before.out"
+assert_grep "$WORK/persistent-before.out" '0x81000043' "refused deletes left the key"
+run_ok delete-handle mks delete --tpm --handle 0x81000043 --yes
+assert_grep "$WORK/delete-handle.out" '^deleted: tpmkey:handle=0x81000043' "delete --tpm output"
+assert_grep "$WORK/delete-handle.err" 'tpmkey:handle=0x81000043 +rsa 2048' "delete --tpm lists the key"
+tpm2_getcap handles-persistent -T "$SWTPM_TCTI" >"$WORK/persistent-after.out"
+assert_no_grep "$WORK/persistent-after.out" '0x81000043' "the key is evicted"
+assert_grep "$WORK/persistent-after.out" '0x81000042' "the other persistent key stays"
+run_rc delete-again 1 mks delete --tpm --handle 0x81000043 --yes
+assert_grep "$WORK/delete-again.err" 'no persistent key at 0x81000043' "deleting a free handle"
+
 # TCTI: --tcti overrides the config; an unreachable TPM is named.
 dead=$(free_port_pair)
 tpm_cnf "$WORK/dead.cnf" "swtpm:host=127.0.0.1,port=$dead"
