@@ -3,11 +3,18 @@
  * and URI, its certificate (subject, SANs, issuer, validity, usages), the
  * CA certificates of its chain, and a renewal in progress (NAME.next) or
  * the pair a renewal retired (NAME.old).
+ *
+ * show --tpm --key FILE|tpmkey:handle=H: a TPM key (type, where it lives,
+ * whether it has a password, its public key's SHA-256) and, with --cert,
+ * its certificate and whether the certificate is that key's.
  */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "cli.h"
 #include "json.h"
@@ -19,6 +26,7 @@ static void show_usage(FILE *f)
 {
     fprintf(f,
             "Usage: %s show --label NAME [--token LABEL] [--json]\n"
+            "       %s show --tpm --key FILE|tpmkey:handle=H [--cert CERT.pem] [--json]\n"
             "\n"
             "Shows the key pair labelled NAME: key type, id and URI; its certificate's\n"
             "subject, subjectAltNames, issuer, serial, validity (days left), key usages\n"
@@ -26,14 +34,20 @@ static void show_usage(FILE *f)
             "a pending renewal (NAME.next) and a retired pair (NAME.old). The private key\n"
             "is shown when a PIN is available; its public key and certificate always.\n"
             "\n"
+            "With --tpm, shows a TPM key (its key file or persistent handle): key type,\n"
+            "where it lives, whether the file says it has a password, and its public\n"
+            "key's SHA-256; with --cert, that certificate too, and whether it certifies\n"
+            "this key. A TPM stores no certificates and no labels.\n"
+            "\n"
             "  --token LABEL  the token that holds NAME (default: the one that does)\n"
+            "  --tpm          show a TPM key (--key, --cert)\n"
             "  --json         one JSON object (fields in mtls-keystore(1))\n"
             "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM);
 }
 
-enum { OPT_LABEL = 0x100, OPT_TOKEN, OPT_JSON };
+enum { OPT_LABEL = 0x100, OPT_TOKEN, OPT_JSON, OPT_TPM, OPT_KEY, OPT_CERT };
 
 /* The objects labelled with one label. */
 typedef struct group {
@@ -112,7 +126,8 @@ static void print_cert_text(const mks_object *o, time_t now, int brief)
     print_list("key usage", &ci.key_usage);
     print_list("ext. usage", &ci.ext_key_usage);
     printf("    %-11s%s\n", "sha256", ci.sha256);
-    printf("    %-11s%s\n", "uri", o->uri != NULL ? o->uri : "(none)");
+    if (o->uri != NULL) /* NULL: read from a file */
+        printf("    %-11s%s\n", "uri", o->uri);
     cli_cert_info_clear(&ci);
 }
 
@@ -255,17 +270,152 @@ static void print_json(const group *cur, const group *chain, const group *next, 
     cli_json_end(&j);
 }
 
+/* ------------------------------------------------------------------------ */
+/* TPM keys                                                                  */
+
+/* show --tpm, after the options were checked. */
+static int show_tpm(cli_globals *g, const char *key_arg, const char *cert_path, int json)
+{
+    cli_key_arg ka = {0};
+    cli_session s;
+    cli_err err;
+    mks_key *key = NULL;
+    STACK_OF(X509) *certs = NULL;
+    mks_object cert = {0};
+    unsigned char *der = NULL, md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    const unsigned char *spki;
+    size_t spki_len = 0;
+    char *fp = NULL, where[48], type[24];
+    int session = 0, n, matches = -1, ret = CLI_EXIT_FAIL;
+    time_t now = time(NULL);
+
+    if (!cli_key_arg_parse(key_arg, &ka, &err)) {
+        cli_fail(CMD, "--key: %s", err.msg);
+        goto done;
+    }
+    if (ka.kind == CLI_KEY_PKCS11) {
+        cli_fail(CMD, "--key %s is not a TPM key; show a token key with --label", key_arg);
+        ret = CLI_EXIT_USAGE;
+        goto done;
+    }
+    if (cert_path != NULL) {
+        if (!cli_read_certs(cert_path, &certs, &err)) {
+            cli_fail(CMD, "--cert: %s", err.msg);
+            goto done;
+        }
+        n = i2d_X509(sk_X509_value(certs, 0), &der);
+        if (n <= 0) {
+            cli_fail_ossl(CMD, "cannot encode the certificate of %s", cert_path);
+            goto done;
+        }
+        cert.cls = MKS_OBJ_CERTIFICATE;
+        cert.der = der;
+        cert.der_len = (size_t)n;
+    }
+    session = cli_session_open(&s, g, CMD);
+    if (!session || !cli_session_open_key(&s, &ka, &key))
+        goto done;
+    spki = mks_key_get0_spki(key, &spki_len);
+    if (spki == NULL || !EVP_Digest(spki, spki_len, md, &mdlen, EVP_sha256(), NULL) ||
+        (fp = cli_hex(md, mdlen)) == NULL) {
+        cli_fail_ossl(CMD, "cannot hash the public key of %s", key_arg);
+        goto done;
+    }
+    if (cert.der != NULL) {
+        X509_PUBKEY *xp = X509_get_X509_PUBKEY(sk_X509_value(certs, 0));
+        unsigned char *cspki = NULL;
+        int clen = i2d_X509_PUBKEY(xp, &cspki);
+
+        matches = clen > 0 && (size_t)clen == spki_len && memcmp(cspki, spki, spki_len) == 0;
+        OPENSSL_free(cspki);
+    }
+    if (mks_key_get_type(key) == MKS_KEY_RSA)
+        snprintf(type, sizeof(type), "rsa %d", mks_key_get_bits(key));
+    else
+        snprintf(type, sizeof(type), "ec %s", mks_key_get0_curve(key));
+    if (ka.kind == CLI_KEY_TPM_HANDLE)
+        snprintf(where, sizeof(where), "persistent (%s)", ka.uri);
+    else
+        snprintf(where, sizeof(where), "only in its key file");
+
+    if (json) {
+        cli_json j;
+
+        cli_json_init(&j, stdout);
+        cli_json_obj_begin(&j, NULL);
+        cli_json_string(&j, "key", key_arg);
+        cli_json_string(&j, "tcti", cli_session_tcti(&s));
+        cli_json_string(&j, "key_type", mks_key_get_type(key) == MKS_KEY_RSA ? "rsa" : "ec");
+        cli_json_string(&j, "curve",
+                        mks_key_get_type(key) == MKS_KEY_EC ? mks_key_get0_curve(key) : NULL);
+        cli_json_int(&j, "bits", mks_key_get_bits(key));
+        cli_json_string(&j, "persistent", ka.kind == CLI_KEY_TPM_HANDLE ? ka.uri : NULL);
+        if (ka.kind == CLI_KEY_TPM_FILE)
+            cli_json_bool(&j, "password", ka.needs_password);
+        else
+            cli_json_null(&j, "password");
+        cli_json_string(&j, "public_key_sha256", fp);
+        if (cert.der != NULL) {
+            cli_cert_info ci;
+
+            if (!cli_cert_info_get(cert.der, cert.der_len, now, &ci, &err)) {
+                cli_fail(CMD, "%s: %s", cert_path, err.msg);
+                goto done;
+            }
+            cli_json_obj_begin(&j, "certificate");
+            cli_json_string(&j, "file", cert_path);
+            cli_cert_info_json(&j, &ci);
+            cli_json_bool(&j, "certifies_key", matches);
+            cli_json_obj_end(&j);
+            cli_cert_info_clear(&ci);
+        } else {
+            cli_json_null(&j, "certificate");
+        }
+        cli_json_obj_end(&j);
+        cli_json_end(&j);
+    } else {
+        printf("%s  (TPM at %s)\n", key_arg, cli_session_tcti(&s));
+        printf("  %-12s %s, %s\n", "private key", type, where);
+        printf("    %-11s%s\n", "password",
+               ka.kind == CLI_KEY_TPM_HANDLE ? "(not recorded for a persistent key)"
+               : ka.needs_password           ? "yes"
+                                             : "none (exempt from dictionary-attack lockout)");
+        printf("    %-11s%s\n", "pub sha256", fp);
+        if (cert.der != NULL) {
+            print_cert_text(&cert, now, 0);
+            printf("    %-11s%s\n", "key",
+                   matches ? "this key" : "ANOTHER KEY: the certificate does not certify it");
+        }
+    }
+    ret = CLI_EXIT_OK;
+done:
+    if (key != NULL)
+        mks_key_free(key);
+    free(fp);
+    OPENSSL_free(der);
+    sk_X509_pop_free(certs, X509_free);
+    cli_key_arg_clear(&ka);
+    if (session)
+        cli_session_close(&s);
+    return ret;
+}
+
 int cmd_show(cli_globals *g, int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"label", required_argument, NULL, OPT_LABEL},
         {"token", required_argument, NULL, OPT_TOKEN},
         {"json", no_argument, NULL, OPT_JSON},
+        {"tpm", no_argument, NULL, OPT_TPM},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"cert", required_argument, NULL, OPT_CERT},
         {"help", no_argument, NULL, 'h'},
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    const char *label = NULL, *token = NULL;
+    const char *label = NULL, *token = NULL, *key_arg = NULL, *cert_path = NULL;
+    int tpm = 0;
     char *token_uri = NULL, *next_label = NULL, *old_label = NULL, *chain_label = NULL;
     char token_label[33] = "";
     group cur = {0}, chain = {0}, next = {0}, old = {0};
@@ -287,6 +437,15 @@ int cmd_show(cli_globals *g, int argc, char **argv)
         case OPT_JSON:
             json = 1;
             break;
+        case OPT_TPM:
+            tpm = 1;
+            break;
+        case OPT_KEY:
+            key_arg = optarg;
+            break;
+        case OPT_CERT:
+            cert_path = optarg;
+            break;
         case 'h':
             show_usage(stdout);
             return CLI_EXIT_OK;
@@ -297,6 +456,20 @@ int cmd_show(cli_globals *g, int argc, char **argv)
     if (optind < argc) {
         cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
         return CLI_EXIT_USAGE;
+    }
+    if (tpm || key_arg != NULL || cert_path != NULL) {
+        if (!tpm || label != NULL || token != NULL) {
+            cli_fail(CMD, "--tpm --key FILE|tpmkey:handle=H [--cert CERT] shows a TPM key; "
+                          "--label and --token name token keys");
+            return CLI_EXIT_USAGE;
+        }
+        if (key_arg == NULL || *key_arg == '\0') {
+            cli_fail(CMD, "--tpm needs --key, the TPM key's file or tpmkey:handle=");
+            return CLI_EXIT_USAGE;
+        }
+        if (!cli_globals_check(g, CMD))
+            return CLI_EXIT_USAGE;
+        return show_tpm(g, key_arg, cert_path, json);
     }
     if (label == NULL || *label == '\0') {
         cli_fail(CMD, "--label NAME is required");

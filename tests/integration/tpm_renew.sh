@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tpm_renew.sh: `renew --tpm` on an swtpm.
+# tpm_renew.sh: `renew --tpm` and `show --tpm` on an swtpm.
 # - A new key, of the certificate's key type (EC P-256, RSA 2048) or
 #   --key-type, goes to --key-out (a TSS2 PRIVATE KEY file, mode 0600); the
 #   CSR is signed by it and carries the certificate's subject, SANs and
@@ -7,6 +7,9 @@
 #   for the new key serves with the new key file (s_server, s_client).
 # - --same-key: the CSR is signed by the current key (a file or its
 #   tpmkey:handle=); a key that is not the certificate's is refused.
+# - show --tpm: type, place, password and public key hash of a key file or
+#   handle; with --cert, the certificate and whether it certifies the key
+#   (text and JSON).
 # - Refused without writing anything: an existing --key-out or --out without
 #   --force (exit 1), bad option combinations (exit 2), a token key.
 # - Nothing stays loaded in the TPM (bare swtpm, no resource manager).
@@ -86,6 +89,34 @@ run_ok renew-handle mks renew --tpm --cert "$WORK/pers.pem" --same-key \
     --key tpmkey:handle=0x81000051 --out "$WORK/pers-same.csr"
 same_request pers-same "$WORK/pers-same.csr" "$WORK/pers.pem"
 
+# show --tpm: the key (type, where, password, public key hash) and, with
+# --cert, the certificate and whether it certifies the key.
+pub_sha256() { plain_ossl pkey -pubin -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
+run_ok show mks show --tpm --key "$WORK/cur-ec-P-256.key.pem" --cert "$WORK/cur-ec-P-256.pem"
+assert_grep "$WORK/show.out" '^  private key +ec P-256, only in its key file$' "show: key type and place"
+assert_grep "$WORK/show.out" '^    password +none' "show: no password"
+assert_grep "$WORK/show.out" "^    pub sha256 +$(pub_sha256 "$WORK/cur-ec-P-256.pub")\$" "show: public key hash"
+assert_grep "$WORK/show.out" '^  certificate +.*CN ?= ?cur-ec-P-256' "show: the certificate"
+assert_grep "$WORK/show.out" '^    key +this key$' "show: the certificate certifies the key"
+run_ok show-other mks show --tpm --key "$WORK/cur-ec-P-256.key.pem" --cert "$WORK/cur-rsa-2048.pem"
+assert_grep "$WORK/show-other.out" '^    key +ANOTHER KEY' "show: a certificate of another key"
+run_ok show-json mks show --tpm --key "$WORK/cur-rsa-2048.key.pem" --cert "$WORK/cur-rsa-2048.pem" \
+    --json
+run_ok show-json-parse python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["key_type"] == "rsa" and d["bits"] == 2048 and d["curve"] is None, d
+assert d["persistent"] is None and d["password"] is False, d
+assert d["public_key_sha256"] == sys.argv[2], d
+assert d["certificate"]["certifies_key"] is True, d
+assert "cur-rsa-2048" in d["certificate"]["subject"], d
+' "$WORK/show-json.out" "$(pub_sha256 "$WORK/cur-rsa-2048.pub")"
+run_ok show-handle mks show --tpm --key tpmkey:handle=0x81000051
+assert_grep "$WORK/show-handle.out" 'ec P-256, persistent \(tpmkey:handle=0x81000051\)' "show: a handle"
+run_rc show-no-key 2 mks show --tpm --cert "$WORK/pers.pem"
+run_rc show-token-key 2 mks show --tpm --key 'pkcs11:token=x;object=y;type=private'
+run_rc show-label 2 mks show --tpm --label web --key tpmkey:handle=0x81000051
+
 # Refusals, and nothing written by them.
 run_rc wrong-key 1 mks renew --tpm --cert "$WORK/cur-rsa-2048.pem" --same-key \
     --key "$WORK/cur-ec-P-256.key.pem" --out "$WORK/wrong.csr"
@@ -111,4 +142,4 @@ for f in x.csr x.key.pem; do
     [ ! -e "$WORK/$f" ] || fail "a refused renew wrote $f"
 done
 tpm_assert_no_transient "$SWTPM_TCTI" "after renew"
-note "renew --tpm: new EC and RSA keys, --key-type, --same-key by file and handle; refusals write nothing"
+note "renew --tpm: new EC and RSA keys, --key-type, --same-key by file and handle; show --tpm; refusals write nothing"
