@@ -27,6 +27,14 @@
  *
  * --chain stores CA certificates as NAME.chain; --cert-out writes the
  * certificate and its chain where servers read them.
+ *
+ * import-cert --tpm: a TPM keeps no certificates, so the files are all there
+ * is. A certificate for the pending key file (--next, from renew --tpm) is a
+ * hand-over: the current key file and certificate are kept as FILE.old, the
+ * certificate (and --chain) is written to --cert-out, then the pending key
+ * replaces --key-ref, each file atomically. Run again after an interruption,
+ * it finishes the hand-over without overwriting the .old copies with the
+ * new pair. A certificate for --key-ref's own key only replaces --cert-out.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -51,6 +59,8 @@ static void import_usage(FILE *f)
     fprintf(f,
             "Usage: %s import-cert --label NAME [--token LABEL] [--key-ref FILE]\n"
             "         [--chain FILE] [--cert-out FILE] CERT.pem\n"
+            "       %s import-cert --tpm --key-ref KEY.pem [--next NEXT.key.pem]\n"
+            "         --cert-out FILE [--chain FILE] CERT.pem\n"
             "\n"
             "Stores the certificate (PEM or DER) in the token that holds the private key\n"
             "labelled NAME, under the same label and id, and prints its URI. A\n"
@@ -75,14 +85,23 @@ static void import_usage(FILE *f)
             "                   the NAME.chain certificates on the token), PEM, atomically:\n"
             "                   the file a server reads (nginx ssl_certificate)\n"
             "\n"
+            "With --tpm (a TPM stores no certificates): --key-ref is the TPM key file a\n"
+            "server reads and --cert-out its certificate file. A certificate for --next\n"
+            "(the key 'renew --tpm --key-out' made) hands over: KEY.pem and the\n"
+            "certificate file are kept as KEY.pem.old and FILE.old, the certificate is\n"
+            "written, and NEXT.key.pem replaces KEY.pem. A certificate for KEY.pem's own\n"
+            "key replaces the certificate file only.\n"
+            "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM);
 }
 
-enum { OPT_LABEL = 0x100, OPT_TOKEN, OPT_KEY_REF, OPT_CHAIN, OPT_CERT_OUT };
+enum { OPT_LABEL = 0x100, OPT_TOKEN, OPT_KEY_REF, OPT_CHAIN, OPT_CERT_OUT, OPT_TPM, OPT_NEXT };
 
 typedef struct import_opts {
     const char *label, *token, *key_ref, *chain, *cert_out, *cert_path;
+    const char *next; /* --tpm: the pending key file */
+    int tpm;
 } import_opts;
 
 typedef struct import_state {
@@ -572,6 +591,8 @@ static int parse_options(cli_globals *g, int argc, char **argv, import_opts *o, 
         {"key-ref", required_argument, NULL, OPT_KEY_REF},
         {"chain", required_argument, NULL, OPT_CHAIN},
         {"cert-out", required_argument, NULL, OPT_CERT_OUT},
+        {"tpm", no_argument, NULL, OPT_TPM},
+        {"next", required_argument, NULL, OPT_NEXT},
         {"help", no_argument, NULL, 'h'},
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
@@ -599,6 +620,12 @@ static int parse_options(cli_globals *g, int argc, char **argv, import_opts *o, 
         case OPT_CERT_OUT:
             o->cert_out = optarg;
             break;
+        case OPT_TPM:
+            o->tpm = 1;
+            break;
+        case OPT_NEXT:
+            o->next = optarg;
+            break;
         case 'h':
             import_usage(stdout);
             *exit_now = CLI_EXIT_OK;
@@ -617,6 +644,27 @@ static int parse_options(cli_globals *g, int argc, char **argv, import_opts *o, 
         return 0;
     }
     o->cert_path = argv[optind];
+    if (o->tpm || o->next != NULL) {
+        if (!o->tpm || o->label != NULL || o->token != NULL) {
+            cli_fail(CMD, "--tpm imports a TPM key's certificate into files (--key-ref, --next, "
+                          "--cert-out); --label and --token name token keys");
+            return 0;
+        }
+        if (o->key_ref == NULL || *o->key_ref == '\0' || o->cert_out == NULL ||
+            *o->cert_out == '\0' || (o->next != NULL && *o->next == '\0') ||
+            (o->chain != NULL && *o->chain == '\0')) {
+            cli_fail(CMD, "--tpm needs --key-ref KEY.pem and --cert-out FILE (and --next "
+                          "NEXT.key.pem for a renewed key)");
+            return 0;
+        }
+        if (same_file(o->key_ref, o->cert_out) ||
+            (o->next != NULL &&
+             (same_file(o->next, o->key_ref) || same_file(o->next, o->cert_out)))) {
+            cli_fail(CMD, "--key-ref, --next and --cert-out must be three files");
+            return 0;
+        }
+        return cli_globals_check(g, CMD);
+    }
     if (o->label == NULL || *o->label == '\0') {
         cli_fail(CMD, "--label NAME is required: the label of the key the certificate is for");
         return 0;
@@ -644,6 +692,165 @@ static int parse_options(cli_globals *g, int argc, char **argv, import_opts *o, 
     return cli_globals_check(g, CMD);
 }
 
+/* ------------------------------------------------------------------------ */
+/* TPM key files                                                             */
+
+/* The public key (SubjectPublicKeyInfo DER) of a TPM key file; NULL with the
+ * error printed. */
+static unsigned char *tpm_file_spki(cli_session *s, const char *path, size_t *len)
+{
+    cli_key_arg ka = {0};
+    cli_err err;
+    mks_key *key = NULL;
+    const unsigned char *spki;
+    unsigned char *copy = NULL;
+
+    if (!cli_key_arg_parse(path, &ka, &err)) {
+        cli_fail(CMD, "%s", err.msg);
+        return NULL;
+    }
+    if (ka.kind != CLI_KEY_TPM_FILE)
+        cli_fail(CMD, "%s is not a TPM key file (TSS2 PRIVATE KEY)", path);
+    else if (cli_session_open_key(s, &ka, &key) && (spki = mks_key_get0_spki(key, len)) != NULL &&
+             (copy = malloc(*len)) != NULL)
+        memcpy(copy, spki, *len);
+    if (key != NULL)
+        mks_key_free(key);
+    cli_key_arg_clear(&ka);
+    return copy;
+}
+
+/* 1 when the first certificate in path certifies the key whose SPKI is given. */
+static int file_cert_certifies(const char *path, const unsigned char *spki, size_t len)
+{
+    STACK_OF(X509) *sk = NULL;
+    unsigned char *p = NULL;
+    cli_err err;
+    int n = 0, same;
+
+    if (!cli_read_certs(path, &sk, &err))
+        return 0;
+    n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(sk_X509_value(sk, 0)), &p);
+    same = n > 0 && (size_t)n == len && memcmp(p, spki, len) == 0;
+    OPENSSL_free(p);
+    sk_X509_pop_free(sk, X509_free);
+    return same;
+}
+
+/* Copies a file to FILE.old (atomically, its mode kept). */
+static int keep_old(const char *path)
+{
+    unsigned char *data = NULL;
+    size_t len = 0;
+    char *old = NULL;
+    struct stat sb;
+    cli_err err;
+    int ok = 0;
+
+    old = malloc(strlen(path) + sizeof(".old"));
+    if (old == NULL) {
+        cli_fail(CMD, "out of memory");
+        return 0;
+    }
+    sprintf(old, "%s.old", path);
+    if (stat(path, &sb) != 0)
+        cli_fail(CMD, "cannot keep %s as %s: %s", path, old, strerror(errno));
+    else if (!cli_read_file(path, 1 << 20, &data, &len, &err))
+        cli_fail(CMD, "cannot keep %s as %s: %s", path, old, err.msg);
+    else
+        ok = write_replacing(old, data, len, sb.st_mode & 0644);
+    if (data != NULL)
+        OPENSSL_cleanse(data, len);
+    free(data);
+    free(old);
+    return ok;
+}
+
+static int import_tpm(cli_globals *g, const import_opts *o)
+{
+    import_state st = {0};
+    unsigned char *cur = NULL, *next = NULL, *next_pem = NULL;
+    size_t cur_len = 0, next_len = 0, next_pem_len = 0;
+    BIO *bio = NULL;
+    char *data;
+    long len;
+    int k, ok, handover, ret = CLI_EXIT_FAIL;
+    cli_err err;
+
+    if (!read_input(o, &st))
+        goto done;
+    st.session = cli_session_open(&st.s, g, CMD);
+    if (!st.session)
+        goto done;
+    if (o->next != NULL && access(o->next, F_OK) == 0 &&
+        (next = tpm_file_spki(&st.s, o->next, &next_len)) == NULL)
+        goto done;
+    if ((cur = tpm_file_spki(&st.s, o->key_ref, &cur_len)) == NULL)
+        goto done;
+    handover = next != NULL && next_len == st.spki_len && memcmp(next, st.spki, next_len) == 0;
+    if (!handover && !(cur_len == st.spki_len && memcmp(cur, st.spki, cur_len) == 0)) {
+        cli_fail(CMD, "%s certifies neither %s%s%s", o->cert_path, o->key_ref,
+                 next != NULL ? " nor " : "", next != NULL ? o->next : "");
+        goto done;
+    }
+
+    if (handover) {
+        /* The pair that serves now, kept; the certificate file only while it
+         * is still the current key's (an earlier, interrupted run may have
+         * written the new one already). */
+        if (!keep_old(o->key_ref) ||
+            (access(o->cert_out, F_OK) == 0 && file_cert_certifies(o->cert_out, cur, cur_len) &&
+             !keep_old(o->cert_out)))
+            goto done;
+        if (!cli_read_file(o->next, 1 << 20, &next_pem, &next_pem_len, &err)) {
+            cli_fail(CMD, "%s", err.msg);
+            goto done;
+        }
+    }
+    bio = BIO_new(BIO_s_mem());
+    ok = bio != NULL && PEM_write_bio_X509(bio, st.x);
+    for (k = 0; ok && k < sk_X509_num(st.chain); k++)
+        ok = PEM_write_bio_X509(bio, sk_X509_value(st.chain, k));
+    if (!ok) {
+        cli_fail_ossl(CMD, "cannot write the certificate as PEM");
+        goto done;
+    }
+    len = BIO_get_mem_data(bio, &data);
+    if (!write_replacing(o->cert_out, data, (size_t)len, 0644))
+        goto done;
+    if (handover) {
+        if (!write_replacing(o->key_ref, next_pem, next_pem_len, 0600))
+            goto done;
+        if (unlink(o->next) != 0)
+            cli_fail(CMD, "warning: %s is in place as %s, but cannot be removed: %s", o->next,
+                     o->key_ref, strerror(errno));
+        printf("key:         %s (the renewed key, from %s)\n", o->key_ref, o->next);
+        printf("retired:     %s.old (and the certificate it had, if it was still in %s)\n",
+               o->key_ref, o->cert_out);
+    } else {
+        printf("key:         %s (unchanged: the certificate is for this key)\n", o->key_ref);
+    }
+    printf("cert-out:    %s%s\n", o->cert_out,
+           sk_X509_num(st.chain) > 0 ? " (with its chain)" : "");
+    printf("next:        reload the services that use %s\n", o->key_ref);
+    ret = CLI_EXIT_OK;
+done:
+    BIO_free(bio);
+    free(cur);
+    free(next);
+    if (next_pem != NULL) {
+        OPENSSL_cleanse(next_pem, next_pem_len);
+        free(next_pem);
+    }
+    X509_free(st.x);
+    OPENSSL_free(st.der);
+    OPENSSL_free(st.spki);
+    sk_X509_pop_free(st.chain, X509_free);
+    if (st.session)
+        cli_session_close(&st.s);
+    return ret;
+}
+
 int cmd_import_cert(cli_globals *g, int argc, char **argv)
 {
     import_opts o = {0};
@@ -655,6 +862,8 @@ int cmd_import_cert(cli_globals *g, int argc, char **argv)
 
     if (!parse_options(g, argc, argv, &o, &exit_now))
         return exit_now;
+    if (o.tpm)
+        return import_tpm(g, &o);
 
     ret = CLI_EXIT_FAIL;
     st.next_label = cli_label_join(o.label, CLI_SUFFIX_NEXT);

@@ -13,8 +13,8 @@
  *
  * renew --tpm: a TPM key has no label and no stored certificate, so the
  * current certificate is named (--cert); the new key is made in the TPM and
- * written to --key-out, and the files are swapped by the user (or a
- * deployment tool) once the CA has issued the certificate.
+ * written to --key-out; import-cert --tpm puts the issued certificate and
+ * the new key file in place of the current ones.
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -332,12 +332,15 @@ static int renew_tpm(cli_globals *g, const renew_opts *o)
         printf("pending: TPM key in %s, %s%s (%s)\n", o->key_out, type,
                s.tpm_auth.have ? ", with a password" : "", cli_session_tcti(&s));
     printf("csr:     %s\n", o->out);
-    printf("next:    have the CA sign %s; then put the certificate it issues in place\n"
-           "         of %s",
-           o->out, o->cert);
-    if (!o->same_key)
-        printf(",\n         and %s in place of the current key file", o->key_out);
-    printf(" ('mv' is atomic);\n         services pick them up when they reload\n");
+    printf("next:    have the CA sign %s, then run\n", o->out);
+    if (o->same_key)
+        printf("           %s import-cert --tpm --key-ref %s --cert-out %s CERT.pem\n", CLI_PROGRAM,
+               o->key, o->cert);
+    else
+        printf("           %s import-cert --tpm --key-ref KEY.pem --next %s --cert-out %s "
+               "CERT.pem\n"
+               "         (KEY.pem: the key file servers read; it is kept as KEY.pem.old)\n",
+               CLI_PROGRAM, o->key_out, o->cert);
     ret = CLI_EXIT_OK;
 done:
     if (key != NULL)

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# tpm_renew.sh: `renew --tpm` and `show --tpm` on an swtpm.
+# tpm_renew.sh: `renew --tpm`, `import-cert --tpm` and `show --tpm` on an swtpm.
 # - A new key, of the certificate's key type (EC P-256, RSA 2048) or
 #   --key-type, goes to --key-out (a TSS2 PRIVATE KEY file, mode 0600); the
 #   CSR is signed by it and carries the certificate's subject, SANs and
 #   usage; the current key file is not touched. The certificate the CA issues
 #   for the new key serves with the new key file (s_server, s_client).
+# - import-cert --tpm: the certificate for the new key hands over (the new
+#   key file and certificate, with --chain, in place; the old pair kept as
+#   .old) and serves; run again it changes nothing; after an interruption it
+#   finishes without overwriting the .old copies; a certificate for neither
+#   key is refused.
 # - --same-key: the CSR is signed by the current key (a file or its
 #   tpmkey:handle=); a key that is not the certificate's is refused.
 # - show --tpm: type, place, password and public key hash of a key file or
@@ -69,6 +74,54 @@ tpm_enroll cli ec:P-256 client
 ca_sign "$WORK/cli.csr" "$WORK/cli.pem"
 tls_handshake renewed 1_3 "$WORK/next.pem" "$WORK/cur-ec-P-256-next.key.pem" "$WORK/cli.pem" \
     "$WORK/cli.key.pem"
+
+# import-cert --tpm: the hand-over, in the files a server reads. A
+# certificate for neither key is refused and changes nothing.
+D=$WORK/deploy
+mkdir -p "$D"
+install -m 600 "$WORK/cur-ec-P-256.key.pem" "$D/key.pem"
+install -m 644 "$WORK/cur-ec-P-256.pem" "$D/cert.pem"
+install -m 600 "$WORK/cur-ec-P-256-next.key.pem" "$D/next.key.pem"
+run_rc import-neither 1 mks import-cert --tpm --key-ref "$D/key.pem" --next "$D/next.key.pem" \
+    --cert-out "$D/cert.pem" "$WORK/cur-rsa-2048.pem"
+assert_grep "$WORK/import-neither.err" 'certifies neither' "import-cert --tpm: a certificate for neither key"
+assert_same_file "$D/key.pem" "$WORK/cur-ec-P-256.key.pem" "import-neither: the key file"
+assert_same_file "$D/cert.pem" "$WORK/cur-ec-P-256.pem" "import-neither: the certificate file"
+run_ok import-tpm mks import-cert --tpm --key-ref "$D/key.pem" --next "$D/next.key.pem" \
+    --cert-out "$D/cert.pem" --chain "$MTLSKS_FIXTURE/ca.pem" "$WORK/next.pem"
+assert_same_file "$D/key.pem" "$WORK/cur-ec-P-256-next.key.pem" "hand-over: the new key in place"
+assert_no_file "$D/next.key.pem" "hand-over: the pending key file"
+assert_eq "$(file_mode "$D/key.pem")" 600 "hand-over: key file mode"
+assert_same_file "$D/key.pem.old" "$WORK/cur-ec-P-256.key.pem" "hand-over: the old key kept"
+assert_same_file "$D/cert.pem.old" "$WORK/cur-ec-P-256.pem" "hand-over: the old certificate kept"
+plain_ossl x509 -in "$WORK/next.pem" -outform DER -out "$WORK/next.der"
+plain_ossl x509 -in "$D/cert.pem" -outform DER -out "$WORK/deployed.der"
+assert_same_file "$WORK/deployed.der" "$WORK/next.der" "hand-over: the new certificate first"
+assert_eq "$(grep -c 'BEGIN CERTIFICATE' "$D/cert.pem")" 2 "hand-over: the certificate and its chain"
+tls_handshake handover 1_3 "$D/cert.pem" "$D/key.pem" "$WORK/cli.pem" "$WORK/cli.key.pem"
+# Run again: nothing left to hand over, and the .old copies stay the old pair.
+run_ok import-again mks import-cert --tpm --key-ref "$D/key.pem" --next "$D/next.key.pem" \
+    --cert-out "$D/cert.pem" "$WORK/next.pem"
+assert_grep "$WORK/import-again.out" 'unchanged' "import-cert --tpm again: the key stays"
+assert_same_file "$D/key.pem.old" "$WORK/cur-ec-P-256.key.pem" "import again: the old key copy"
+assert_same_file "$D/cert.pem.old" "$WORK/cur-ec-P-256.pem" "import again: the old certificate copy"
+# Interrupted after the certificate file was written: the next run finishes
+# and keeps the old certificate copy (not the new certificate) as .old.
+I=$WORK/interrupted
+mkdir -p "$I"
+install -m 600 "$WORK/cur-rsa-2048.key.pem" "$I/key.pem"
+install -m 644 "$WORK/cur-rsa-2048.pem" "$I/cert.pem.old"
+install -m 600 "$WORK/cur-rsa-2048-next.key.pem" "$I/next.key.pem"
+ca_sign "$WORK/cur-rsa-2048-next.csr" "$WORK/rsa-next.pem"
+install -m 644 "$WORK/rsa-next.pem" "$I/cert.pem"
+run_ok import-resume mks import-cert --tpm --key-ref "$I/key.pem" --next "$I/next.key.pem" \
+    --cert-out "$I/cert.pem" "$WORK/rsa-next.pem"
+assert_same_file "$I/key.pem" "$WORK/cur-rsa-2048-next.key.pem" "resumed hand-over: the new key"
+assert_same_file "$I/cert.pem.old" "$WORK/cur-rsa-2048.pem" "resumed hand-over: the old certificate copy"
+run_rc import-usage-label 2 mks import-cert --tpm --label web --key-ref "$D/key.pem" \
+    --cert-out "$D/cert.pem" "$WORK/next.pem"
+run_rc import-usage-out 2 mks import-cert --tpm --key-ref "$D/key.pem" "$WORK/next.pem"
+run_rc import-usage-next 2 mks import-cert --label web --next "$D/key.pem" "$WORK/next.pem"
 
 # --key-type overrides the certificate's type.
 run_ok renew-type mks renew --tpm --cert "$WORK/cur-ec-P-256.pem" --key-type ec:P-384 \
