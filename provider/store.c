@@ -6,6 +6,11 @@
  * The search runs at the first load, when OpenSSL hands us its passphrase
  * callback (the PIN prompt). Keys go out as references to our key objects;
  * certificates as DER.
+ *
+ * OSSL_STORE_find criteria narrow what a load returns: an alias (the
+ * object's label, keys and certificates alike), and for certificates the
+ * subject, the issuer and serial number, or the fingerprint (a digest of the
+ * certificate, as `openssl x509 -fingerprint` shows it).
  */
 #include "prov.h"
 
@@ -14,9 +19,11 @@
 
 #include <openssl/core_names.h>
 #include <openssl/core_object.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/params.h>
 #include <openssl/store.h>
+#include <openssl/x509.h>
 
 static OSSL_FUNC_store_open_fn mks_pkcs11_store_open;
 static OSSL_FUNC_store_open_fn mks_tpmkey_store_open;
@@ -36,6 +43,11 @@ typedef struct mks_store {
     mks_object *objs;
     size_t count;
     size_t next;
+    /* OSSL_STORE_find criteria; NULL: not given. */
+    char *alias, *digest;
+    unsigned char *subject, *issuer, *fingerprint;
+    size_t subject_len, issuer_len, fingerprint_len;
+    BIGNUM *serial;
 } mks_store;
 
 static void *store_open(mks_prov *prov, const char *uri, const char *scheme, int tpm)
@@ -70,8 +82,31 @@ static void *mks_tpmkey_store_open(void *provctx, const char *uri)
 
 static const OSSL_PARAM store_settable[] = {
     OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
+    OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_ALIAS, NULL, 0),
+    OSSL_PARAM_octet_string(OSSL_STORE_PARAM_SUBJECT, NULL, 0),
+    OSSL_PARAM_octet_string(OSSL_STORE_PARAM_ISSUER, NULL, 0),
+    OSSL_PARAM_BN(OSSL_STORE_PARAM_SERIAL, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_DIGEST, NULL, 0),
+    OSSL_PARAM_octet_string(OSSL_STORE_PARAM_FINGERPRINT, NULL, 0),
     OSSL_PARAM_END,
 };
+
+/* Copies an octet-string parameter (replacing an earlier value); 0 on failure. */
+static int get_octets(const OSSL_PARAM *p, unsigned char **out, size_t *len)
+{
+    OPENSSL_free(*out);
+    *out = NULL;
+    *len = 0;
+    return OSSL_PARAM_get_octet_string(p, (void **)out, 0, len);
+}
+
+/* Copies a UTF-8 parameter (replacing an earlier value); 0 on failure. */
+static int get_utf8(const OSSL_PARAM *p, char **out)
+{
+    OPENSSL_free(*out);
+    *out = NULL;
+    return OSSL_PARAM_get_utf8_string(p, out, 0);
+}
 
 static const OSSL_PARAM *mks_store_settable_ctx_params(void *provctx)
 {
@@ -99,9 +134,78 @@ static int mks_store_set_ctx_params(void *loaderctx, const OSSL_PARAM params[])
             st->searched = 0;
         }
     }
-    /* Search criteria (subject, ...) are not supported and are left to the
-     * caller's filtering. */
+    if (((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_ALIAS)) != NULL &&
+         !get_utf8(p, &st->alias)) ||
+        ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_SUBJECT)) != NULL &&
+         !get_octets(p, &st->subject, &st->subject_len)) ||
+        ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_ISSUER)) != NULL &&
+         !get_octets(p, &st->issuer, &st->issuer_len)) ||
+        ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_SERIAL)) != NULL &&
+         !OSSL_PARAM_get_BN(p, &st->serial)) ||
+        ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_DIGEST)) != NULL &&
+         !get_utf8(p, &st->digest)) ||
+        ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_FINGERPRINT)) != NULL &&
+         !get_octets(p, &st->fingerprint, &st->fingerprint_len))) {
+        mks_raise(st->prov, MKS_R_BAD_ARGUMENT, "bad value for the search criterion '%s'", p->key);
+        return 0;
+    }
     return 1;
+}
+
+/* DER of a certificate's name equals want. */
+static int name_is(const X509_NAME *name, const unsigned char *want, size_t want_len)
+{
+    unsigned char *der = NULL;
+    int n = i2d_X509_NAME(name, &der);
+    int same = n > 0 && (size_t)n == want_len && memcmp(der, want, want_len) == 0;
+
+    OPENSSL_free(der);
+    return same;
+}
+
+/* 1 when the object meets the OSSL_STORE_find criteria. */
+static int meets_criteria(const mks_store *st, const mks_object *o)
+{
+    const unsigned char *p;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    X509 *x;
+    int ok;
+
+    if (st->alias != NULL && (o->label == NULL || strcmp(o->label, st->alias) != 0))
+        return 0;
+    if (st->subject == NULL && st->issuer == NULL && st->serial == NULL && st->fingerprint == NULL)
+        return 1;
+    /* The other criteria describe certificates. */
+    if (o->cls != MKS_OBJ_CERTIFICATE || o->der == NULL)
+        return 0;
+    if (st->fingerprint != NULL) {
+        EVP_MD *md_alg = mks_md_fetch(st->prov, st->digest != NULL ? st->digest : "SHA1", NULL);
+
+        ok = md_alg != NULL && EVP_Digest(o->der, o->der_len, md, &mdlen, md_alg, NULL) &&
+             mdlen == st->fingerprint_len && memcmp(md, st->fingerprint, mdlen) == 0;
+        EVP_MD_free(md_alg);
+        if (!ok)
+            return 0;
+    }
+    if (st->subject == NULL && st->issuer == NULL && st->serial == NULL)
+        return 1;
+    p = o->der;
+    x = X509_new_ex(st->prov->libctx, NULL);
+    if (x == NULL || d2i_X509(&x, &p, (long)o->der_len) == NULL) {
+        X509_free(x);
+        return 0;
+    }
+    ok = (st->subject == NULL || name_is(X509_get_subject_name(x), st->subject, st->subject_len)) &&
+         (st->issuer == NULL || name_is(X509_get_issuer_name(x), st->issuer, st->issuer_len));
+    if (ok && st->serial != NULL) {
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+
+        ok = bn != NULL && BN_cmp(bn, st->serial) == 0;
+        BN_free(bn);
+    }
+    X509_free(x);
+    return ok;
 }
 
 static unsigned classes_for(int expect)
@@ -236,6 +340,8 @@ static int mks_store_load(void *loaderctx, OSSL_CALLBACK *object_cb, void *objec
     while (st->next < st->count) {
         const mks_object *o = &st->objs[st->next++];
 
+        if (!meets_criteria(st, o))
+            continue;
         switch (o->cls) {
         case MKS_OBJ_CERTIFICATE:
             if (o->der == NULL || o->der_len == 0)
@@ -269,6 +375,12 @@ static int mks_store_close(void *loaderctx)
         return 1;
     mks_objects_free(st->objs, st->count);
     OPENSSL_free(st->uri);
+    OPENSSL_free(st->alias);
+    OPENSSL_free(st->digest);
+    OPENSSL_free(st->subject);
+    OPENSSL_free(st->issuer);
+    OPENSSL_free(st->fingerprint);
+    BN_free(st->serial);
     OPENSSL_free(st);
     return 1;
 }
