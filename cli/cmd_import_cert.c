@@ -724,15 +724,12 @@ static unsigned char *tpm_file_spki(cli_session *s, const char *path, size_t *le
 static int file_cert_certifies(const char *path, const unsigned char *spki, size_t len)
 {
     STACK_OF(X509) *sk = NULL;
-    unsigned char *p = NULL;
     cli_err err;
-    int n = 0, same;
+    int same;
 
     if (!cli_read_certs(path, &sk, &err))
         return 0;
-    n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(sk_X509_value(sk, 0)), &p);
-    same = n > 0 && (size_t)n == len && memcmp(p, spki, len) == 0;
-    OPENSSL_free(p);
+    same = cli_cert_certifies(sk_X509_value(sk, 0), spki, len);
     sk_X509_pop_free(sk, X509_free);
     return same;
 }
@@ -787,8 +784,8 @@ static int import_tpm(cli_globals *g, const import_opts *o)
         goto done;
     if ((cur = tpm_file_spki(&st.s, o->key_ref, &cur_len)) == NULL)
         goto done;
-    handover = next != NULL && next_len == st.spki_len && memcmp(next, st.spki, next_len) == 0;
-    if (!handover && !(cur_len == st.spki_len && memcmp(cur, st.spki, cur_len) == 0)) {
+    handover = next != NULL && cli_same_public_key(next, next_len, st.spki, st.spki_len);
+    if (!handover && !cli_same_public_key(cur, cur_len, st.spki, st.spki_len)) {
         cli_fail(CMD, "%s certifies neither %s%s%s", o->cert_path, o->key_ref,
                  next != NULL ? " nor " : "", next != NULL ? o->next : "");
         goto done;

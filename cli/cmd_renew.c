@@ -214,19 +214,6 @@ static const char *key_type_of(X509 *x)
     return NULL;
 }
 
-/* 1 when the key is the one the certificate certifies. */
-static int key_matches_cert(const mks_key *key, X509 *x)
-{
-    unsigned char *der = NULL;
-    size_t len = 0;
-    const unsigned char *spki = mks_key_get0_spki(key, &len);
-    int n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der);
-    int same = spki != NULL && n > 0 && (size_t)n == len && memcmp(spki, der, len) == 0;
-
-    OPENSSL_free(der);
-    return same;
-}
-
 /* renew --tpm, after the options were checked. */
 static int renew_tpm(cli_globals *g, const renew_opts *o)
 {
@@ -239,6 +226,8 @@ static int renew_tpm(cli_globals *g, const renew_opts *o)
     mks_key *key = NULL;
     char *key_pem = NULL, *csr_pem = NULL;
     size_t key_len = 0, csr_len = 0;
+    const unsigned char *spki;
+    size_t spki_len = 0;
     int session = 0, key_written = 0, ret = CLI_EXIT_FAIL;
     cli_session s;
     cli_err err;
@@ -298,7 +287,8 @@ static int renew_tpm(cli_globals *g, const renew_opts *o)
     if (o->same_key) {
         if (!cli_session_open_key(&s, &ka, &key))
             goto done;
-        if (!key_matches_cert(key, cert)) {
+        spki = mks_key_get0_spki(key, &spki_len);
+        if (!cli_cert_certifies(cert, spki, spki_len)) {
             cli_fail(CMD, "%s is not the key of %s: the certificate certifies another key", o->key,
                      o->cert);
             goto done;

@@ -322,14 +322,8 @@ static int show_tpm(cli_globals *g, const char *key_arg, const char *cert_path, 
         cli_fail_ossl(CMD, "cannot hash the public key of %s", key_arg);
         goto done;
     }
-    if (cert.der != NULL) {
-        X509_PUBKEY *xp = X509_get_X509_PUBKEY(sk_X509_value(certs, 0));
-        unsigned char *cspki = NULL;
-        int clen = i2d_X509_PUBKEY(xp, &cspki);
-
-        matches = clen > 0 && (size_t)clen == spki_len && memcmp(cspki, spki, spki_len) == 0;
-        OPENSSL_free(cspki);
-    }
+    if (cert.der != NULL)
+        matches = cli_cert_certifies(sk_X509_value(certs, 0), spki, spki_len);
     if (mks_key_get_type(key) == MKS_KEY_RSA)
         snprintf(type, sizeof(type), "rsa %d", mks_key_get_bits(key));
     else

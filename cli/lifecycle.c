@@ -564,6 +564,16 @@ int cli_same_public_key(const unsigned char *a, size_t alen, const unsigned char
     return same;
 }
 
+int cli_cert_certifies(X509 *x, const unsigned char *spki, size_t len)
+{
+    unsigned char *der = NULL;
+    int n = x != NULL ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der) : 0;
+    int same = n > 0 && cli_same_public_key(der, (size_t)n, spki, len);
+
+    OPENSSL_free(der);
+    return same;
+}
+
 const char *cli_key_desc(const mks_object *o, char *buf, size_t size)
 {
     const char *t = o->key_type == MKS_KEY_RSA ? "rsa" : o->key_type == MKS_KEY_EC ? "ec" : "?";

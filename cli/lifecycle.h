@@ -122,6 +122,9 @@ int cli_x509_der(X509 *x, unsigned char **der, size_t *len);
 /* 1 when the SubjectPublicKeyInfo DERs name the same public key. */
 int cli_same_public_key(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen);
 
+/* 1 when the certificate certifies the key whose SubjectPublicKeyInfo is spki. */
+int cli_cert_certifies(X509 *x, const unsigned char *spki, size_t len);
+
 /* "ec P-256" / "rsa 2048" of a key object, into buf. */
 const char *cli_key_desc(const mks_object *o, char *buf, size_t size);
 
