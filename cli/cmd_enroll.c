@@ -450,14 +450,9 @@ int cmd_enroll(cli_globals *g, int argc, char **argv)
         ret = exit_now >= 0 ? exit_now : CLI_EXIT_USAGE;
         goto done;
     }
-    if (!cli_parse_key_type(o.key_type != NULL ? o.key_type : "ec:P-256", &kp, &err)) {
+    if (!(o.tpm ? cli_parse_tpm_key_type
+                : cli_parse_key_type)(o.key_type != NULL ? o.key_type : "ec:P-256", &kp, &err)) {
         cli_fail(CMD, "--key-type: %s", err.msg);
-        ret = CLI_EXIT_USAGE;
-        goto done;
-    }
-    if (o.tpm && kp.type == MKS_KEY_RSA && kp.bits > 3072) {
-        cli_fail(CMD, "--key-type %s: TPM keys are ec:P-256, ec:P-384, rsa:2048 or rsa:3072",
-                 o.key_type);
         ret = CLI_EXIT_USAGE;
         goto done;
     }

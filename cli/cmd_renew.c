@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -190,28 +189,24 @@ static mks_rv open_label(cli_session *s, const char *token_uri, const char *labe
     return rv;
 }
 
-/* "ec:P-256" etc. for the key in a certificate; NULL for a type a TPM key
- * cannot have. */
-static const char *key_type_of(X509 *x)
+/* "ec:P-256", "rsa:2048" etc.: the key type of a certificate's key, in buf. */
+static const char *key_type_of(X509 *x, char *buf, size_t size)
 {
-    EVP_PKEY *pk = X509_get0_pubkey(x);
-    char group[64] = "";
+    unsigned char *der = NULL;
+    size_t len = 0;
+    cli_cert_info ci;
+    cli_err err;
 
-    if (pk == NULL)
-        return NULL;
-    if (EVP_PKEY_is_a(pk, "EC") && EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME,
-                                                                  group, sizeof(group), NULL)) {
-        if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0)
-            return "ec:P-256";
-        if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0)
-            return "ec:P-384";
-    } else if (EVP_PKEY_is_a(pk, "RSA")) {
-        if (EVP_PKEY_get_bits(pk) == 2048)
-            return "rsa:2048";
-        if (EVP_PKEY_get_bits(pk) == 3072)
-            return "rsa:3072";
+    buf[0] = '\0';
+    if (cli_x509_der(x, &der, &len) && cli_cert_info_get(der, len, 0, &ci, &err)) {
+        if (strcmp(ci.key_type, "ec") == 0)
+            snprintf(buf, size, "ec:%s", ci.curve);
+        else if (strcmp(ci.key_type, "rsa") == 0)
+            snprintf(buf, size, "rsa:%d", ci.key_bits);
+        cli_cert_info_clear(&ci);
     }
-    return NULL;
+    OPENSSL_free(der);
+    return buf;
 }
 
 /* renew --tpm, after the options were checked. */
@@ -227,6 +222,7 @@ static int renew_tpm(cli_globals *g, const renew_opts *o)
     char *key_pem = NULL, *csr_pem = NULL;
     size_t key_len = 0, csr_len = 0;
     const unsigned char *spki;
+    char cert_type[32];
     size_t spki_len = 0;
     int session = 0, key_written = 0, ret = CLI_EXIT_FAIL;
     cli_session s;
@@ -251,22 +247,16 @@ static int renew_tpm(cli_globals *g, const renew_opts *o)
         goto done;
     }
     if (!o->same_key) {
-        if (type == NULL && (type = key_type_of(cert)) == NULL) {
-            cli_fail(CMD,
-                     "the key in %s is of a type TPM keys are not made in; give --key-type "
-                     "(ec:P-256, ec:P-384, rsa:2048, rsa:3072)",
-                     o->cert);
-            ret = CLI_EXIT_USAGE;
-            goto done;
-        }
-        if (!cli_parse_key_type(type, &kp, &err)) {
-            cli_fail(CMD, "--key-type: %s", err.msg);
-            ret = CLI_EXIT_USAGE;
-            goto done;
-        }
-        if (kp.type == MKS_KEY_RSA && kp.bits > 3072) {
-            cli_fail(CMD, "--key-type %s: TPM keys are ec:P-256, ec:P-384, rsa:2048 or rsa:3072",
-                     type);
+        if (type == NULL)
+            type = key_type_of(cert, cert_type, sizeof(cert_type));
+        if (!cli_parse_tpm_key_type(type, &kp, &err)) {
+            if (o->key_type != NULL)
+                cli_fail(CMD, "--key-type: %s", err.msg);
+            else
+                cli_fail(CMD,
+                         "the key in %s (%s) is of a type TPM keys are not made in; give "
+                         "--key-type (ec:P-256, ec:P-384, rsa:2048, rsa:3072)",
+                         o->cert, *type != '\0' ? type : "unknown");
             ret = CLI_EXIT_USAGE;
             goto done;
         }

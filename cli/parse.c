@@ -471,6 +471,17 @@ int cli_parse_key_type(const char *s, mks_keygen_params *p, cli_err *err)
     return 0;
 }
 
+int cli_parse_tpm_key_type(const char *s, mks_keygen_params *p, cli_err *err)
+{
+    if (!cli_parse_key_type(s, p, err))
+        return 0;
+    if (p->type == MKS_KEY_RSA && p->bits > 3072) {
+        cli_err_set(err, "%s: TPM keys are ec:P-256, ec:P-384, rsa:2048 or rsa:3072", s);
+        return 0;
+    }
+    return 1;
+}
+
 int cli_parse_usage(const char *s, cli_usage *out, cli_err *err)
 {
     if (s != NULL && strcasecmp(s, "client") == 0)

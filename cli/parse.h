@@ -47,6 +47,9 @@ int cli_parse_san(const char *s, GENERAL_NAME **out, cli_err *err);
  */
 int cli_parse_key_type(const char *s, mks_keygen_params *p, cli_err *err);
 
+/* cli_parse_key_type for a key made in a TPM: not rsa:4096. */
+int cli_parse_tpm_key_type(const char *s, mks_keygen_params *p, cli_err *err);
+
 /* "client", "server" or "both". */
 int cli_parse_usage(const char *s, cli_usage *out, cli_err *err);
 
