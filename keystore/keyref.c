@@ -72,7 +72,9 @@ mks_rv mks_keyref_decode_der(const unsigned char *der, size_t der_len, char **ur
     ref = d2i_MKS_KEYREF(NULL, &p, (long)der_len);
     if (ref == NULL || p != der + der_len) {
         rv = mks_error(MKS_ERR_ARG, "key reference: not a SEQUENCE { VisibleString, "
-                                    "UTF8String } (malformed DER)");
+                                    "UTF8String } (malformed DER: the file is damaged or cut "
+                                    "short; 'mtls-keystore import-cert --key-ref FILE' writes "
+                                    "it again)");
         goto done;
     }
     if (ASN1_STRING_length(ref->desc) != (int)strlen(MKS_KEYREF_DESC) ||

@@ -397,8 +397,9 @@ static int keyref_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
     rv = mks_keyref_decode_der(der, der_len, &uri);
     ERR_pop_to_mark();
     if (rv != MKS_OK) {
-        mks_raise_ks(prov, rv);
-        ret = 0;
+        /* A decoder error below the PEM layer is dropped by OpenSSL 3.0's
+         * file store ("unsupported"): the stand-in carries the reason. */
+        ret = pass_failure(prov, want, rv, "key reference", data_cb, data_cbarg);
         goto done;
     }
     ks = mks_prov_keystore(prov);
@@ -440,8 +441,7 @@ static int tss2_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
     rv = mks_tss2_decode_der(der, der_len, &file);
     ERR_pop_to_mark();
     if (rv != MKS_OK) {
-        mks_raise_ks(prov, rv);
-        ret = 0;
+        ret = pass_failure(prov, want, rv, "TPM key", data_cb, data_cbarg);
         goto done;
     }
     /* Loading a key into the TPM costs commands and maybe a password
