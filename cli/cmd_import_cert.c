@@ -568,6 +568,13 @@ static void print_result(const import_opts *o, import_state *st, size_t nretired
         printf("key-ref:     %s\n", o->key_ref);
     if (o->cert_out != NULL)
         printf("cert-out:    %s\n", o->cert_out);
+    if (o->key_ref != NULL && o->cert_out == NULL)
+        cli_fail(CMD,
+                 "warning: %s now names the key of this certificate, but no --cert-out was "
+                 "given: certificate files elsewhere still hold the previous certificate, and a "
+                 "server that reads one of them with %s fails ('key values mismatch'). Run again "
+                 "with --cert-out FILE for the certificate file your servers read",
+                 o->key_ref, o->key_ref);
     if (nretired > 0) {
         printf("retired:     the previous key pair is now labelled '%s'; servers that still\n"
                "             run with it keep signing until they reload. Once all have\n"

@@ -33,6 +33,10 @@ tls_handshake before 1_3 "$WORK/srv.crt" "$WORK/srv.key.pem" "$WORK/cli.pem" "$W
 
 # --- renew: a pending key pair and its CSR; nothing that serves changes --------
 run_ok renew mks renew --label srv --out "$WORK/srv-next.csr"
+# The hint names both files a server reads: followed as printed, the key
+# reference and the certificate file are rewritten together.
+assert_grep "$WORK/renew.out" 'import-cert --label srv .*--key-ref KEY-REF\.pem --cert-out CERT-FILE\.pem' \
+    "renew: the next-step hint does not name --cert-out"
 assert_grep "$WORK/renew.out" '^pending: pkcs11:.*object=srv\.next;type=private' "renew: the pending key's URI"
 run_ok csr-verify plain_ossl req -in "$WORK/srv-next.csr" -verify -noout
 subject() { plain_ossl "$1" -in "$2" -noout -subject -nameopt RFC2253 | sed 's/^subject=//'; }
@@ -108,6 +112,8 @@ assert_eq "$(json_eval "$WORK/show-after.out" 'd["pending"], d["retired"]["label
 # Repeated, import-cert changes nothing.
 objects=$(count_objects "$TOKEN_LABEL")
 run_ok import-again mks import-cert --label srv --key-ref "$WORK/srv.key.pem" "$WORK/srv2.pem"
+assert_grep "$WORK/import-again.err" 'warning: .*no --cert-out.*still hold the previous certificate' \
+    "import-cert --key-ref without --cert-out: no warning about certificate files elsewhere"
 assert_eq "$(count_objects "$TOKEN_LABEL")" "$objects" "objects after importing the same certificate again"
 assert_eq "$(keyref_uri "$WORK/srv.key.pem")" "$new_uri" "key reference after importing again"
 
