@@ -348,9 +348,9 @@ static void print_text_entry(const check_entry *e)
         snprintf(where, sizeof(where), "file");
     else
         snprintf(where, sizeof(where), "token '%s'", e->token);
-    printf("%-9s %-20s %5lld days  %s  %s  %s%s\n",
+    printf("%-9s %-20s %5lld %-4s  %s  %s  %s%s\n",
            entry_fails(e) ? (e->status == ST_EXPIRED ? "EXPIRED" : "EXPIRING") : st, name,
-           e->ci.days_left, e->ci.not_after, where, e->ci.subject,
+           e->ci.days_left, cli_days_word(e->ci.days_left), e->ci.not_after, where, e->ci.subject,
            e->pending && e->role != CLI_ROLE_RETIRED ? "  (renewal pending)" : "");
 }
 
@@ -378,9 +378,10 @@ static void print_text(const check_run *r, int quiet)
         if (!entry_fails(&r->v[i]))
             continue;
         entry_name(&r->v[i], name, sizeof(name));
-        printf("%s %s (%s%s%s, %lld days)", k++ > 0 ? "," : "", name,
+        printf("%s %s (%s%s%s, %lld %s)", k++ > 0 ? "," : "", name,
                r->v[i].from_file ? "file" : "token '", r->v[i].from_file ? "" : r->v[i].token,
-               r->v[i].from_file ? "" : "'", r->v[i].ci.days_left);
+               r->v[i].from_file ? "" : "'", r->v[i].ci.days_left,
+               cli_days_word(r->v[i].ci.days_left));
     }
     printf("\n");
 }

@@ -415,9 +415,11 @@ int cli_cert_info_get(const unsigned char *der, size_t len, time_t now, cli_cert
         goto done;
     }
     ci->seconds_left = (long long)not_after - (long long)now;
-    /* Rounded down, also below zero: expired 1 s ago is day -1. */
-    ci->days_left =
-        ci->seconds_left >= 0 ? ci->seconds_left / 86400 : -((-ci->seconds_left + 86399) / 86400);
+    /* To the nearest day while valid (a 2-day certificate issued a second
+     * ago has 2 days left, not 1); rounded down once expired: expired 1 s
+     * ago is day -1. */
+    ci->days_left = ci->seconds_left >= 0 ? (ci->seconds_left + 43200) / 86400
+                                          : -((-ci->seconds_left + 86399) / 86400);
     if (!cert_extensions(x, ci)) {
         cli_err_set(err, "out of memory");
         goto done;
@@ -585,4 +587,9 @@ const char *cli_key_desc(const mks_object *o, char *buf, size_t size)
     else
         snprintf(buf, size, "%s", t);
     return buf;
+}
+
+const char *cli_days_word(long long days)
+{
+    return days == 1 || days == -1 ? "day" : "days";
 }

@@ -31,6 +31,14 @@ assert_grep "$WORK/check-30.out" 'expires within 30 days: short \(' "--days 30: 
 assert_no_grep "$WORK/check-30.out" 'within 30 days:.* long ' "--days 30: summary names the 40-day certificate"
 run_rc check-default 1 check
 assert_grep "$WORK/check-default.out" 'within 30 days' "the default threshold is not 30 days"
+# Days left: a 2-day certificate issued a moment ago has 2 days left (not 1),
+# and one day is "1 day".
+ca_sign_days "$WORK/short.csr" "$WORK/two.pem" 2
+ca_sign_days "$WORK/short.csr" "$WORK/one.pem" 1
+run_rc check-days 1 check --no-tokens --days 5 --cert "$WORK/two.pem" --cert "$WORK/one.pem"
+assert_grep "$WORK/check-days.out" "^EXPIRING +.*two\.pem +2 days " "a fresh 2-day certificate: 2 days left"
+assert_grep "$WORK/check-days.out" "^EXPIRING +.*one\.pem +1 day " "a fresh 1-day certificate: '1 day'"
+assert_no_grep "$WORK/check-days.out" '[^0-9]1 days' "'1 days' in check's output"
 run_rc check-5 0 check --days 5
 assert_grep "$WORK/check-5.out" 'OK: 2 certificates, none expires within 5 days' "--days 5: summary"
 run_rc check-10 1 check --days 10

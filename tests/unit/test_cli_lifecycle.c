@@ -194,14 +194,16 @@ static void test_cert_info(void **state)
     cli_cert_info_clear(&ci);
     OPENSSL_free(der);
 
-    /* Days are rounded down, also once expired. */
+    /* Days are rounded to the nearest while valid (a certificate issued for
+     * 10 days a moment ago has 10 left), and down once expired. */
     {
         static const struct {
             long secs;
             long long days;
         } cases[] = {
-            {10 * 86400 - 5, 9}, {86400, 1},   {86399, 0}, {1, 0}, {-1, -1},
-            {-86400, -1},        {-86401, -2},
+            {10 * 86400 - 5, 10}, {86400, 1}, {86399, 1}, {43200, 1},
+            {43199, 0},           {1, 0},     {-1, -1},   {-86400, -1},
+            {-86401, -2},
         };
 
         for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
