@@ -79,15 +79,15 @@ complete_line "$WORK/noconf.counts" renew --label ''
 assert_eq "$(cat "$WORK/reply")" "" "renew --label <TAB> without --config (OPENSSL_CONF names no module)"
 
 # Files after --key-out, with --tpm too.
-touch "$WORK/files/next.tss2.pem" "$WORK/files/hook.sh"
-chmod +x "$WORK/files/hook.sh"
+touch "$WORK/files/next.tss2.pem" "$WORK/files/zz-mks-hook.sh"
+chmod +x "$WORK/files/zz-mks-hook.sh"
 complete_line "$WORK/x.counts" renew --tpm --key-out ne
 assert_eq "$(cat "$WORK/reply")" next.tss2.pem "renew --tpm --key-out ne<TAB>"
 # --hook: a path is both a command and a file; offered once.
-complete_line "$WORK/x.counts" check --hook ./ho
-assert_eq "$(cat "$WORK/reply")" ./hook.sh "check --hook ./ho<TAB>"
-complete_line "$WORK/x.counts" check --hook hoo
-assert_eq "$(cat "$WORK/reply")" hook.sh "check --hook hoo<TAB>"
+complete_line "$WORK/x.counts" check --hook ./zz-mks-h
+assert_eq "$(cat "$WORK/reply")" ./zz-mks-hook.sh "check --hook ./zz-mks-h<TAB>"
+complete_line "$WORK/x.counts" check --hook zz-mks-ho
+assert_eq "$(cat "$WORK/reply")" zz-mks-hook.sh "check --hook zz-mks-ho<TAB>"
 
 # --key-type: TPM keys are at most rsa:3072.
 complete_line "$WORK/x.counts" renew --tpm --key-type rsa
