@@ -22,7 +22,7 @@
 static void list_usage(FILE *f)
 {
     fprintf(f,
-            "Usage: %s list [--json]\n"
+            "Usage: %s list [--json] [--public]\n"
             "       %s list --tpm [--json]\n"
             "\n"
             "Shows every slot of the PKCS#11 module. Slots whose token can hold keys are\n"
@@ -31,6 +31,10 @@ static void list_usage(FILE *f)
             "token: its keys and certificates with type, size, label, id and URI.\n"
             "Private keys are shown when a PIN is available (--pin-source, the config's\n"
             "pkcs11-pin-source, or a prompt on the terminal).\n"
+            "\n"
+            "  --public  public objects only (public keys and certificates, which carry\n"
+            "            the keys' labels): never logs in to a token, never reads a PIN;\n"
+            "            what shell completion uses\n"
             "\n"
             "With --tpm: the TPM's persistent keys (reached through --tcti or the config's\n"
             "tpm2-tcti), each with the tpmkey:handle= URI that names it. Keys in TPM key\n"
@@ -144,15 +148,19 @@ typedef struct token_listing {
     int private_hidden; /* login needed and no PIN was at hand */
 } token_listing;
 
-static void list_token(cli_session *s, const mks_slot_info *si, token_listing *tl)
+/* public_only: no private keys, so mks_objects_find never logs in. */
+static void list_token(cli_session *s, const mks_slot_info *si, int public_only, token_listing *tl)
 {
+    unsigned classes = public_only ? MKS_OBJ_PUBLIC_KEY | MKS_OBJ_CERTIFICATE : MKS_OBJ_ANY;
+
     memset(tl, 0, sizeof(*tl));
     if (si->token_uri == NULL) {
         tl->rv = MKS_ERR_GENERAL;
         tl->error = strdup("the module reports no URI for this token");
         return;
     }
-    tl->rv = mks_objects_find(s->ks, si->token_uri, MKS_OBJ_ANY, &s->pin_ui, &tl->objs, &tl->n);
+    tl->rv = mks_objects_find(s->ks, si->token_uri, classes, public_only ? NULL : &s->pin_ui,
+                              &tl->objs, &tl->n);
     if (tl->rv != MKS_OK) {
         const char *why = mks_last_error();
 
@@ -163,8 +171,9 @@ static void list_token(cli_session *s, const mks_slot_info *si, token_listing *t
     }
     if (tl->n > 1)
         qsort(tl->objs, tl->n, sizeof(*tl->objs), by_label);
-    tl->private_hidden = si->login_required && !cli_session_has_pin_source(s) &&
-                         !(s->pin.have && strcmp(s->pin.token, si->token_label) == 0);
+    tl->private_hidden =
+        public_only || (si->login_required && !cli_session_has_pin_source(s) &&
+                        !(s->pin.have && strcmp(s->pin.token, si->token_label) == 0));
 }
 
 static void token_listing_clear(token_listing *tl)
@@ -227,7 +236,7 @@ static void print_slot_head(const mks_slot_info *si)
            si->token_model, si->token_serial);
 }
 
-static int list_text(cli_session *s, mks_slot_info **sorted, size_t count)
+static int list_text(cli_session *s, mks_slot_info **sorted, size_t count, int public_only)
 {
     size_t i, j, nunusable = 0;
     int failed = 0;
@@ -244,7 +253,7 @@ static int list_text(cli_session *s, mks_slot_info **sorted, size_t count)
         print_slot_name(si);
         print_slot_head(si);
         printf("  uri    %s\n", si->token_uri != NULL ? si->token_uri : "(none)");
-        list_token(s, si, &tl);
+        list_token(s, si, public_only, &tl);
         if (tl.rv != MKS_OK) {
             cli_fail(CMD, "cannot list the objects of token '%s': %s", si->token_label,
                      tl.error != NULL ? tl.error : mks_rv_name(tl.rv));
@@ -255,7 +264,7 @@ static int list_text(cli_session *s, mks_slot_info **sorted, size_t count)
             for (j = 0; j < tl.n; j++)
                 print_object_text(&tl.objs[j]);
         }
-        if (tl.rv == MKS_OK && tl.private_hidden)
+        if (tl.rv == MKS_OK && tl.private_hidden && !public_only)
             printf("  log in to see private keys (--pin-source)\n");
         token_listing_clear(&tl);
     }
@@ -383,7 +392,7 @@ static void print_slot_common_json(const mks_slot_info *si)
     print_token_json(si);
 }
 
-static int list_json(cli_session *s, mks_slot_info **sorted, size_t count)
+static int list_json(cli_session *s, mks_slot_info **sorted, size_t count, int public_only)
 {
     size_t i, j;
     int first = 1, failed = 0;
@@ -403,7 +412,7 @@ static int list_json(cli_session *s, mks_slot_info **sorted, size_t count)
         if (!first)
             fputc(',', stdout);
         first = 0;
-        list_token(s, si, &tl);
+        list_token(s, si, public_only, &tl);
         fputc('{', stdout);
         json_key("index");
         printf("%d,", si->index);
@@ -539,6 +548,7 @@ int cmd_list(cli_globals *g, int argc, char **argv)
     static const struct option longopts[] = {
         {"json", no_argument, NULL, 'j'},
         {"tpm", no_argument, NULL, 't'},
+        {"public", no_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
@@ -547,7 +557,7 @@ int cmd_list(cli_globals *g, int argc, char **argv)
     mks_slot_info *slots = NULL;
     mks_slot_info **sorted = NULL;
     size_t count = 0, i;
-    int json = 0, tpm = 0, c, ret = CLI_EXIT_FAIL;
+    int json = 0, tpm = 0, public_only = 0, c, ret = CLI_EXIT_FAIL;
     mks_rv rv;
 
     opterr = 0;
@@ -560,6 +570,9 @@ int cmd_list(cli_globals *g, int argc, char **argv)
             break;
         case 't':
             tpm = 1;
+            break;
+        case 'p':
+            public_only = 1;
             break;
         case 'h':
             list_usage(stdout);
@@ -610,7 +623,8 @@ int cmd_list(cli_globals *g, int argc, char **argv)
                 sorted[nusable++] = &slots[i];
         }
     }
-    ret = json ? list_json(&s, sorted, count) : list_text(&s, sorted, count);
+    ret = json ? list_json(&s, sorted, count, public_only)
+               : list_text(&s, sorted, count, public_only);
 done:
     free(sorted);
     if (slots != NULL)

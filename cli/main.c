@@ -38,8 +38,9 @@ static void usage(FILE *f)
     fprintf(f,
             "Usage: %s [OPTIONS] COMMAND [ARGS]\n"
             "\n"
-            "Makes private keys for mutual TLS in a PKCS#11 token, where they stay, and the\n"
-            "CSRs and key references that servers and clients use them through.\n"
+            "Makes private keys for mutual TLS in a PKCS#11 token or a TPM 2.0 (--tpm),\n"
+            "where they stay, and the CSRs and key references that servers and clients use\n"
+            "them through.\n"
             "\n"
             "Commands:\n",
             CLI_PROGRAM);
@@ -54,6 +55,9 @@ static void usage(FILE *f)
                "  --pin-source file:PATH  read the token PIN from the first line of PATH\n"
                "                        (default: the URI's pin-source, the config's\n"
                "                        pkcs11-pin-source, else a prompt on the terminal)\n"
+               "  --tcti NAME[:CONF]    the TPM for --tpm keys, e.g. device:/dev/tpmrm0 or\n"
+               "                        swtpm:host=127.0.0.1,port=2321 (default: the config's\n"
+               "                        tpm2-tcti)\n"
                "  -h, --help            show this help; COMMAND --help shows a command's\n"
                "  --version             show the version\n"
                "\n"

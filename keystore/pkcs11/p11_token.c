@@ -356,14 +356,33 @@ static mks_rv get_slots(mks_ctx *ctx, CK_BBOOL present, CK_SLOT_ID **out, CK_ULO
     return mks_error(MKS_ERR_TOKEN, "C_GetSlotList kept changing size");
 }
 
+/* A blank (all spaces) field becomes unset, which p11_kit_uri_format leaves out. */
+static void blank_unset(unsigned char *field, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len && field[i] == ' '; i++)
+        ;
+    if (i == len)
+        memset(field, 0, len);
+}
+
+/* The token's URI, naming only the attributes the token has: an uninitialised
+ * token's blank label and serial give no empty "serial=;token=". */
 char *p11_token_uri(const CK_TOKEN_INFO *info)
 {
     P11KitUri *uri = p11_kit_uri_new();
+    CK_TOKEN_INFO *ti;
     char *s = NULL;
 
     if (uri == NULL)
         return NULL;
-    memcpy(p11_kit_uri_get_token_info(uri), info, sizeof(*info));
+    ti = p11_kit_uri_get_token_info(uri);
+    memcpy(ti, info, sizeof(*info));
+    blank_unset(ti->label, sizeof(ti->label));
+    blank_unset(ti->manufacturerID, sizeof(ti->manufacturerID));
+    blank_unset(ti->model, sizeof(ti->model));
+    blank_unset(ti->serialNumber, sizeof(ti->serialNumber));
     if (p11_kit_uri_format(uri, P11_KIT_URI_FOR_TOKEN, &s) != P11_KIT_URI_OK)
         s = NULL;
     p11_kit_uri_free(uri);

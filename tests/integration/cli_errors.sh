@@ -112,5 +112,28 @@ echo "not a certificate" >"$OUT/garbage.pem"
 run_rc import-garbage 1 mks import-cert --label taken "$OUT/garbage.pem"
 assert_grep "$WORK/import-garbage.err" 'garbage.pem|certificate' "import-cert of a non-certificate: message"
 
+# Commands on existing keys take --token, not --slot: an unknown --token
+# suggests the --token values that exist, never a --slot (delete rejects it).
+for c in delete show renew; do
+    n=$((n + 1))
+    extra=()
+    [ "$c" = delete ] && extra=(--yes)
+    [ "$c" = renew ] && extra=(--out "$OUT/nope.csr")
+    run_rc "$c-unknown-token" 1 mks "$c" --token nope --label taken "${extra[@]}"
+    assert_grep "$WORK/$c-unknown-token.err" "no token labelled 'nope'" "$c --token nope: message"
+    assert_grep "$WORK/$c-unknown-token.err" "--token 'mtls-a'" "$c --token nope: no --token suggested"
+    assert_no_grep "$WORK/$c-unknown-token.err" '--slot' "$c --token nope suggests --slot, which $c rejects"
+done
+run_rc delete-slot 2 mks delete --slot 0 --label taken --yes # what the old hint said: a usage error
+# enroll takes both, and still suggests both.
+n=$((n + 1))
+run_rc enroll-unknown-token 1 mks enroll --token nope --label k6 "${SUBJ[@]}" --out "$OUT/k6.csr" --key-ref "$OUT/k6.key.pem"
+assert_grep "$WORK/enroll-unknown-token.err" "--slot 0 +--token 'mtls-a'" "enroll --token nope: choices"
+
+# Top-level --help names the TPM too.
+run_ok top-help "$MTLSKS_CLI" --help
+assert_grep "$WORK/top-help.out" '--tcti' "top-level --help does not mention --tcti"
+assert_grep "$WORK/top-help.out" 'TPM' "top-level --help does not mention TPM keys"
+
 assert_eq "$(count_objects "$TOKEN_LABEL")" "$((objects_before + 2))" "objects on the token at the end (taken + k5)"
 note "$n bad inputs refused cleanly"

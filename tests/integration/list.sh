@@ -84,3 +84,13 @@ PY
 else
     note "python3 missing: JSON syntax not checked"
 fi
+
+# The uninitialised slot SoftHSM always adds: listed apart, with a URI that
+# names only the attributes its token has (no empty "serial=;token=").
+assert_grep "$J" '"unusable_slots":\[\{' "list --json shows no unusable slot (SoftHSM's uninitialised one)"
+assert_grep "$J" '"reason":"token not initialized"' "list --json: no uninitialised slot"
+assert_no_grep "$J" '(token|serial|model|manufacturer)=(;|")' "list --json: a URI with an empty attribute"
+run_ok list-public mks list --public --json
+assert_grep "$WORK/list-public.out" '"private_keys_listed":false' "list --public --json: private_keys_listed"
+assert_no_grep "$WORK/list-public.out" '"class":"private-key"' "list --public --json lists a private key"
+assert_grep "$WORK/list-public.out" '"label":"key0"' "list --public --json: no key0 (its public key or certificate)"
