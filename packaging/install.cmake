@@ -4,7 +4,7 @@
 #
 #   share/man/man1/mtls-keystore.1.gz, share/man/man7/mtlsks.7.gz
 #   share/bash-completion/completions/mtls-keystore
-#   share/doc/mtls-keystore/{README.md, examples/openssl-mtlsks.cnf, examples/renew-hook}
+#   share/doc/mtls-keystore/{README.md, docs/*.md, examples/openssl-mtlsks.cnf, examples/renew-hook}
 #   lib/systemd/system/mtls-keystore-renew.{service,timer}     (MTLSKS_SYSTEMD_UNITDIR)
 #   include/mtlsks/keystore.h, LIBDIR/libmtlsks.a, LIBDIR/pkgconfig/mtlsks.pc
 #                                                    (component "dev")
@@ -57,6 +57,9 @@ endif()
 install(FILES ${PROJECT_SOURCE_DIR}/completion/mtls-keystore
   DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/bash-completion/completions)
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${MTLSKS_DOCDIR})
+# The pages README.md links to, at the same relative path.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/ DESTINATION ${MTLSKS_DOCDIR}/docs
+  FILES_MATCHING PATTERN "*.md")
 install(FILES ${PROJECT_SOURCE_DIR}/examples/openssl-mtlsks.cnf
   DESTINATION ${MTLSKS_DOCDIR}/examples)
 install(PROGRAMS ${PROJECT_SOURCE_DIR}/examples/renew-hook

@@ -34,7 +34,7 @@
 # unprivileged-service  all of nginx runs as nobody:nogroup (started through
 #                       setpriv): the master reads the PIN, so the PIN file is
 #                       0640 root:nogroup. 40 curl, 10 Python requests.
-# The unprivileged modes are the README's non-root setups and need root.
+# The unprivileged modes are the non-root setups of docs/servers-and-clients.md ("Services that do not run as root") and need root.
 # tpm                   the server's key in a TPM (a bare swtpm: no resource
 #                       manager, three transient object slots), its TSS2 key
 #                       file in `ssl_certificate_key`; workers as root; 40 curl,
@@ -105,7 +105,7 @@ root | tpm)
     WORKER_USER=$(id -un)
     ;;
 unprivileged-*)
-    # The README's setup for a service user: the token directory belongs to
+    # The setup for a service user in docs/servers-and-clients.md: the token directory belongs to
     # it; what it must read (SoftHSM's configuration, openssl.cnf, the
     # certificates) is readable by its group, and every directory on the way
     # is traversable.

@@ -17,6 +17,15 @@ installed_files() {
         usr/share/man/man7/mtlsks.7.gz \
         usr/share/bash-completion/completions/mtls-keystore \
         usr/share/doc/mtls-keystore/README.md \
+        usr/share/doc/mtls-keystore/docs/cli.md \
+        usr/share/doc/mtls-keystore/docs/configuration.md \
+        usr/share/doc/mtls-keystore/docs/layout.md \
+        usr/share/doc/mtls-keystore/docs/performance.md \
+        usr/share/doc/mtls-keystore/docs/renewal.md \
+        usr/share/doc/mtls-keystore/docs/security.md \
+        usr/share/doc/mtls-keystore/docs/servers-and-clients.md \
+        usr/share/doc/mtls-keystore/docs/tests.md \
+        usr/share/doc/mtls-keystore/docs/tpm.md \
         usr/share/doc/mtls-keystore/examples/openssl-mtlsks.cnf \
         usr/share/doc/mtls-keystore/examples/renew-hook \
         usr/lib/systemd/system/mtls-keystore-renew.service \
