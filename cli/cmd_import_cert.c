@@ -568,6 +568,13 @@ static void print_result(const import_opts *o, import_state *st, size_t nretired
         printf("key-ref:     %s\n", o->key_ref);
     if (o->cert_out != NULL)
         printf("cert-out:    %s\n", o->cert_out);
+    if (o->key_ref != NULL && o->cert_out == NULL)
+        cli_fail(CMD,
+                 "warning: --key-ref without --cert-out: certificate files that servers read "
+                 "with %s still hold the previous certificate, and a server restarted with them "
+                 "fails ('key values mismatch'); write them with '%s import-cert --label %s "
+                 "--key-ref %s --cert-out FILE %s' (safe to repeat)",
+                 o->key_ref, CLI_PROGRAM, o->label, o->key_ref, o->cert_path);
     if (nretired > 0) {
         printf("retired:     the previous key pair is now labelled '%s'; servers that still\n"
                "             run with it keep signing until they reload. Once all have\n"
