@@ -255,6 +255,79 @@ static int open_match(import_state *st, const char *label)
     return rv == MKS_OK;
 }
 
+static int strlist_has(const cli_strlist *l, const char *v)
+{
+    size_t i;
+
+    for (i = 0; i < l->n; i++)
+        if (strcmp(l->v[i], v) == 0)
+            return 1;
+    return 0;
+}
+
+/* Appends to buf what `want` lists and `got` lacks (EKUs: TLS ones only). */
+static void missing(const cli_strlist *want, const cli_strlist *got, int tls_only, char *buf,
+                    size_t size)
+{
+    size_t i, n;
+
+    for (i = 0; i < want->n; i++) {
+        if (strlist_has(got, want->v[i]) || (tls_only && strcmp(want->v[i], "serverAuth") != 0 &&
+                                             strcmp(want->v[i], "clientAuth") != 0))
+            continue;
+        n = strlen(buf);
+        snprintf(buf + n, size - n, "%s%s", n > 0 ? ", " : "", want->v[i]);
+    }
+}
+
+/*
+ * The CSR itself is not kept, so import-cert compares with what it knows the
+ * CSR asked for: renew's CSR copies the SANs and TLS usages of NAME's current
+ * certificate, so a new certificate must have them; a first certificate must
+ * have an extendedKeyUsage, which every CSR mtls-keystore makes asks for. A
+ * certificate that lacks them was issued without the CSR's extensions: said,
+ * with the CA step's fix. The certificate is imported all the same.
+ */
+static void warn_lost_extensions(const import_opts *o, import_state *st)
+{
+    mks_object *objs = NULL;
+    size_t n = 0, i;
+    cli_cert_info now, prev;
+    char lost[512] = "";
+    int have_prev = 0;
+    cli_err err;
+
+    if (!cli_cert_info_get(st->der, st->der_len, 0, &now, &err))
+        return;
+    if (cli_find_objects(&st->s, st->token_uri, o->label, NULL, 0, "cert", MKS_OBJ_CERTIFICATE,
+                         &objs, &n)) {
+        for (i = 0; i < n && !have_prev; i++)
+            if ((objs[i].der_len != st->der_len ||
+                 memcmp(objs[i].der, st->der, st->der_len) != 0) &&
+                cli_cert_info_get(objs[i].der, objs[i].der_len, 0, &prev, &err))
+                have_prev = 1;
+        mks_objects_free(objs, n);
+    }
+    if (have_prev) {
+        missing(&prev.sans, &now.sans, 0, lost, sizeof(lost));
+        missing(&prev.ext_key_usage, &now.ext_key_usage, 1, lost, sizeof(lost));
+        cli_cert_info_clear(&prev);
+    } else if (now.ext_key_usage.n == 0) {
+        snprintf(lost, sizeof(lost), "extendedKeyUsage%s",
+                 now.sans.n == 0 ? ", subjectAltName" : "");
+    }
+    if (*lost != '\0')
+        cli_fail(CMD,
+                 "warning: %s lacks what the key's CSR asked for (%s; %s): the CA did not copy "
+                 "the CSR's extensions, and a renewal copies only what the certificate has. "
+                 "Have it issued again with 'openssl x509 -req ... -copy_extensions copy' (or "
+                 "'openssl ca ... -copy_extensions copy', or the CA's equivalent)",
+                 o->cert_path, lost,
+                 have_prev ? "renew asks for the previous certificate's SANs and usages"
+                           : "mtls-keystore's CSRs always ask for an extendedKeyUsage");
+    cli_cert_info_clear(&now);
+}
+
 /* The label (NAME or NAME.next) the certificate carries on the token with the
  * key's id, if it is stored already. */
 static int stored_label(const import_opts *o, import_state *st, char **label)
@@ -907,6 +980,7 @@ int cmd_import_cert(cli_globals *g, int argc, char **argv)
                 st.handover = 1;
     }
 
+    warn_lost_extensions(&o, &st);
     /* Step 1: the certificate on the token, with the key's id. */
     if (!stored_label(&o, &st, &have))
         goto done;
