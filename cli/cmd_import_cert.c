@@ -314,7 +314,7 @@ static void warn_lost_extensions(const import_opts *o, import_state *st)
         cli_cert_info_clear(&prev);
     } else if (now.ext_key_usage.n == 0) {
         snprintf(lost, sizeof(lost), "extendedKeyUsage%s",
-                 now.sans.n == 0 ? ", subjectAltName" : "");
+                 now.sans.n == 0 ? ", and subjectAltName if the CSR had SANs" : "");
     }
     if (*lost != '\0')
         cli_fail(CMD,
