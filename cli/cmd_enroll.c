@@ -155,16 +155,12 @@ static void print_csr_args(const enroll_opts *o)
  * After a failure with the key pair in the token: name it, tell how to
  * finish from where we are, and how to remove it instead.
  */
-static void explain_leftover_key(const cli_session *s, const cli_globals *g, const enroll_opts *o,
-                                 mks_key *key, int key_ref_written)
+static void explain_leftover_key(const cli_globals *g, const enroll_opts *o, mks_key *key,
+                                 int key_ref_written)
 {
-    size_t id_len = 0, i;
-    const unsigned char *id = mks_key_get0_id(key, &id_len);
-    char *hex = cli_hex(id, id_len);
-    static const char *const types[] = {"privkey", "pubkey"};
+    const char *token = mks_key_get0_token_label(key);
 
-    cli_fail(CMD, "the key pair '%s' was made in token '%s' and is still there:", o->label,
-             mks_key_get0_token_label(key));
+    cli_fail(CMD, "the key pair '%s' was made in token '%s' and is still there:", o->label, token);
     fprintf(stderr, "  %s\n", mks_key_get0_uri(key));
     fprintf(stderr, "To finish, make its CSR:\n");
     print_prog(g);
@@ -172,19 +168,25 @@ static void explain_leftover_key(const cli_session *s, const cli_globals *g, con
     cli_shell_quote(stderr, key_ref_written ? o->key_ref : mks_key_get0_uri(key));
     print_csr_args(o);
     fputc('\n', stderr);
-    if (!key_ref_written)
-        fprintf(stderr, "  (its key reference file is not written: point programs at the URI, "
-                        "or run enroll again with another --label)\n");
-    fprintf(stderr, "Or remove it:\n");
-    for (i = 0; i < 2; i++) {
-        fputs("  pkcs11-tool --module ", stderr);
-        cli_shell_quote(stderr, cli_session_module(s));
-        fputs(" --token-label ", stderr);
-        cli_shell_quote(stderr, mks_key_get0_token_label(key));
-        fprintf(stderr, " --login --delete-object --type %s --id %s\n", types[i],
-                hex != NULL ? hex : "?");
+    if (!key_ref_written) {
+        fprintf(stderr, "  (its key reference file is not written: once the CA has issued the\n"
+                        "  certificate, import it and write the file with\n");
+        print_prog(g);
+        fputs(" import-cert --label ", stderr);
+        cli_shell_quote(stderr, o->label);
+        fputs(" --token ", stderr);
+        cli_shell_quote(stderr, token);
+        fputs(" --key-ref ", stderr);
+        cli_shell_quote(stderr, o->key_ref);
+        fputs(" CERT.pem\n  or point programs at the URI)\n", stderr);
     }
-    free(hex);
+    fprintf(stderr, "Or remove it:\n");
+    print_prog(g);
+    fputs(" delete --label ", stderr);
+    cli_shell_quote(stderr, o->label);
+    fputs(" --token ", stderr);
+    cli_shell_quote(stderr, token);
+    fputs(" --yes\n", stderr);
 }
 
 /*
@@ -521,7 +523,7 @@ int cmd_enroll(cli_globals *g, int argc, char **argv)
     goto done;
 
 leftover:
-    explain_leftover_key(&s, g, &o, key, ref_written);
+    explain_leftover_key(g, &o, key, ref_written);
 done:
     if (key != NULL)
         mks_key_free(key);

@@ -255,6 +255,109 @@ static int open_match(import_state *st, const char *label)
     return rv == MKS_OK;
 }
 
+static int strlist_has(const cli_strlist *l, const char *v)
+{
+    size_t i;
+
+    for (i = 0; i < l->n; i++)
+        if (strcmp(l->v[i], v) == 0)
+            return 1;
+    return 0;
+}
+
+/* Appends to buf what `want` lists and `got` lacks (EKUs: TLS ones only). */
+static void missing(const cli_strlist *want, const cli_strlist *got, int tls_only, char *buf,
+                    size_t size)
+{
+    size_t i, n;
+
+    for (i = 0; i < want->n; i++) {
+        if (strlist_has(got, want->v[i]) || (tls_only && strcmp(want->v[i], "serverAuth") != 0 &&
+                                             strcmp(want->v[i], "clientAuth") != 0))
+            continue;
+        n = strlen(buf);
+        snprintf(buf + n, size - n, "%s%s", n > 0 ? ", " : "", want->v[i]);
+    }
+}
+
+/*
+ * The CSR itself is not kept, so import-cert compares with what it knows the
+ * CSR asked for: renew's CSR copies the SANs and TLS usages of the current
+ * certificate (`prev`: NAME's on the token, or --cert-out's with --tpm), so
+ * a new certificate must have them; a first certificate (prev NULL) must
+ * have an extendedKeyUsage, which every CSR mtls-keystore makes asks for. A
+ * certificate that lacks them was issued without the CSR's extensions: said,
+ * with the CA step's fix. The certificate is imported all the same.
+ */
+static void warn_lost_extensions(const import_opts *o, const import_state *st,
+                                 const unsigned char *prev_der, size_t prev_len)
+{
+    cli_cert_info now, prev;
+    char lost[512] = "";
+    int have_prev = 0;
+    cli_err err;
+
+    if (!cli_cert_info_get(st->der, st->der_len, 0, &now, &err))
+        return;
+    have_prev = prev_der != NULL && cli_cert_info_get(prev_der, prev_len, 0, &prev, &err);
+    if (have_prev) {
+        missing(&prev.sans, &now.sans, 0, lost, sizeof(lost));
+        missing(&prev.ext_key_usage, &now.ext_key_usage, 1, lost, sizeof(lost));
+        cli_cert_info_clear(&prev);
+    } else if (now.ext_key_usage.n == 0) {
+        snprintf(lost, sizeof(lost), "extendedKeyUsage%s",
+                 now.sans.n == 0 ? ", and subjectAltName if the CSR had SANs" : "");
+    }
+    if (*lost != '\0')
+        cli_fail(CMD,
+                 "warning: %s lacks what the key's CSR asked for (%s; %s): the CA did not copy "
+                 "the CSR's extensions, and a renewal copies only what the certificate has. "
+                 "Have it issued again with 'openssl x509 -req ... -copy_extensions copy' (or "
+                 "'openssl ca ... -copy_extensions copy', or the CA's equivalent)",
+                 o->cert_path, lost,
+                 have_prev ? "renew asks for the previous certificate's SANs and usages"
+                           : "mtls-keystore's CSRs always ask for an extendedKeyUsage");
+    cli_cert_info_clear(&now);
+}
+
+/* The same, with the previous certificate: one labelled NAME on the token. */
+static void warn_lost_extensions_token(const import_opts *o, import_state *st)
+{
+    mks_object *objs = NULL;
+    const mks_object *prev = NULL;
+    size_t n = 0, i;
+
+    if (!cli_find_objects(&st->s, st->token_uri, o->label, NULL, 0, "cert", MKS_OBJ_CERTIFICATE,
+                          &objs, &n))
+        n = 0;
+    for (i = 0; i < n && prev == NULL; i++)
+        if (objs[i].der != NULL &&
+            (objs[i].der_len != st->der_len || memcmp(objs[i].der, st->der, st->der_len) != 0))
+            prev = &objs[i];
+    warn_lost_extensions(o, st, prev != NULL ? prev->der : NULL, prev != NULL ? prev->der_len : 0);
+    mks_objects_free(objs, n);
+}
+
+/* The same, with the previous certificate: --cert-out's first (--tpm). */
+static void warn_lost_extensions_file(const import_opts *o, const import_state *st)
+{
+    STACK_OF(X509) *sk = NULL;
+    unsigned char *der = NULL;
+    size_t len = 0;
+    cli_err err;
+
+    if (access(o->cert_out, F_OK) == 0 && cli_read_certs(o->cert_out, &sk, &err) &&
+        !cli_x509_der(sk_X509_value(sk, 0), &der, &len))
+        der = NULL;
+    if (der != NULL && len == st->der_len && memcmp(der, st->der, len) == 0) {
+        OPENSSL_free(der); /* the same certificate again: nothing to compare */
+        der = NULL;
+    }
+    warn_lost_extensions(o, st, der, len);
+    OPENSSL_free(der);
+    sk_X509_pop_free(sk, X509_free);
+}
+
 /* The label (NAME or NAME.next) the certificate carries on the token with the
  * key's id, if it is stored already. */
 static int stored_label(const import_opts *o, import_state *st, char **label)
@@ -570,11 +673,11 @@ static void print_result(const import_opts *o, import_state *st, size_t nretired
         printf("cert-out:    %s\n", o->cert_out);
     if (o->key_ref != NULL && o->cert_out == NULL)
         cli_fail(CMD,
-                 "warning: %s now names the key of this certificate, but no --cert-out was "
-                 "given: certificate files elsewhere still hold the previous certificate, and a "
-                 "server that reads one of them with %s fails ('key values mismatch'). Run again "
-                 "with --cert-out FILE for the certificate file your servers read",
-                 o->key_ref, o->key_ref);
+                 "warning: --key-ref without --cert-out: certificate files that servers read "
+                 "with %s still hold the previous certificate, and a server restarted with them "
+                 "fails ('key values mismatch'); write them with '%s import-cert --label %s "
+                 "--key-ref %s --cert-out FILE %s' (safe to repeat)",
+                 o->key_ref, CLI_PROGRAM, o->label, o->key_ref, o->cert_path);
     if (nretired > 0) {
         printf("retired:     the previous key pair is now labelled '%s'; servers that still\n"
                "             run with it keep signing until they reload. Once all have\n"
@@ -798,6 +901,7 @@ static int import_tpm(cli_globals *g, const import_opts *o)
         goto done;
     }
 
+    warn_lost_extensions_file(o, &st);
     if (handover) {
         /* The pair that serves now, kept; the certificate file only while it
          * is still the current key's (an earlier, interrupted run may have
@@ -907,6 +1011,7 @@ int cmd_import_cert(cli_globals *g, int argc, char **argv)
                 st.handover = 1;
     }
 
+    warn_lost_extensions_token(&o, &st);
     /* Step 1: the certificate on the token, with the key's id. */
     if (!stored_label(&o, &st, &have))
         goto done;

@@ -578,11 +578,11 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
     }
     printf("csr:     %s\n", out);
     printf("next:    have the CA sign %s, then run\n", out);
-    printf("           %s import-cert --label %s%s%s --key-ref KEY-REF.pem --cert-out "
-           "CERT-FILE.pem CERT.pem\n",
+    printf("           %s import-cert --label %s%s%s --key-ref KEY-REF.pem --cert-out SERVER.crt "
+           "CERT.pem\n"
+           "         (CERT.pem: the certificate the CA issued; KEY-REF.pem and SERVER.crt: the\n"
+           "         key reference and certificate files servers read, rewritten together)\n",
            CLI_PROGRAM, label, token != NULL ? " --token " : "", token != NULL ? token : "");
-    printf("         (--key-ref and --cert-out: the key reference and certificate files your\n"
-           "         servers read; both are rewritten together, so they keep matching)\n");
     if (!same_key)
         printf("         (it makes the new key '%s' and rewrites the key reference files\n"
                "         given with --key-ref; servers pick the new key up when they reload)\n",

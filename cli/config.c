@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include <openssl/conf.h>
@@ -59,6 +60,40 @@ static const char *find_provider_section(const CONF *conf)
     return NULL;
 }
 
+/* 1 when OpenSSL activates the provider whose section is `sect`. */
+static int activated(const CONF *conf, const char *sect)
+{
+    static const char *const yes[] = {"1", "yes", "true", "on"};
+    const char *v = section_value(conf, sect, "activate");
+    size_t i;
+
+    for (i = 0; v != NULL && i < sizeof(yes) / sizeof(yes[0]); i++)
+        if (strcasecmp(v, yes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * A configuration named on purpose (--config, $OPENSSL_CONF) that does not
+ * load the provider is what servers reading it get: said once, with where a
+ * working one is.
+ */
+static void warn_unused(const CONF *conf, const char *file, const char *sect)
+{
+    if (sect == NULL)
+        cli_fail(NULL,
+                 "warning: %s has no mtlsks provider section (openssl_conf = INIT, [INIT] "
+                 "providers = LIST, [LIST] mtlsks = SECTION): servers reading it will not load "
+                 "the provider, and this command uses its defaults; see "
+                 "examples/openssl-mtlsks.cnf (%s)",
+                 file, MKS_EXAMPLE_CNF);
+    else if (!activated(conf, sect))
+        cli_fail(NULL,
+                 "warning: %s, section [%s]: no 'activate = 1', so servers reading it will not "
+                 "load the mtlsks provider; see examples/openssl-mtlsks.cnf (%s)",
+                 file, sect, MKS_EXAMPLE_CNF);
+}
+
 static int dup_value(const CONF *conf, const char *sect, const char *name, char **out, cli_err *err)
 {
     const char *v = section_value(conf, sect, name);
@@ -101,8 +136,10 @@ int cli_config_load(const char *path, cli_config *out, cli_err *err)
             ok = 1; /* no system openssl.cnf: defaults */
             goto done;
         }
-        cli_err_set(err, "cannot read the configuration %s%s: %s", file,
-                    path != NULL ? "" : " ($OPENSSL_CONF)", strerror(errno));
+        cli_err_set(err,
+                    "cannot read the configuration %s%s: %s; a configuration that loads the "
+                    "provider: examples/openssl-mtlsks.cnf (%s)",
+                    file, path != NULL ? "" : " ($OPENSSL_CONF)", strerror(errno), MKS_EXAMPLE_CNF);
         goto done;
     }
     if (S_ISDIR(st.st_mode)) {
@@ -128,6 +165,8 @@ int cli_config_load(const char *path, cli_config *out, cli_err *err)
         goto done;
     }
     sect = find_provider_section(conf);
+    if (explicit)
+        warn_unused(conf, file, sect);
     if (sect != NULL) {
         out->section = strdup(sect);
         if (out->section == NULL) {

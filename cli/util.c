@@ -21,23 +21,38 @@ void cli_err_set(cli_err *err, const char *fmt, ...)
     va_end(ap);
 }
 
-/* The reason of the most recent OpenSSL error, or a fallback; clears the queue. */
+/*
+ * The reason of an OpenSSL error, or a fallback; clears the queue. The
+ * queue's first error that carries text is the innermost cause (a
+ * provider's "C_Sign: CKR_DEVICE_ERROR" under OpenSSL's "EVP lib"): it is
+ * the one reported; without one, the most recent error is.
+ */
 static void ossl_reason(char *buf, size_t size)
 {
-    unsigned long e = ERR_peek_last_error();
+    unsigned long e, last = 0, cause = 0;
+    const char *data, *reason, *lib;
+    char text[200] = "";
+    int flags;
 
-    if (e == 0) {
-        snprintf(buf, size, "unknown OpenSSL error");
-    } else {
-        const char *reason = ERR_reason_error_string(e);
-        const char *lib = ERR_lib_error_string(e);
-
-        if (reason != NULL)
-            snprintf(buf, size, "%s%s%s", lib != NULL ? lib : "", lib != NULL ? ": " : "", reason);
-        else
-            ERR_error_string_n(e, buf, size);
+    while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+        last = e;
+        if (cause == 0 && (flags & ERR_TXT_STRING) != 0 && data != NULL && *data != '\0') {
+            cause = e;
+            snprintf(text, sizeof(text), "%s", data);
+        }
     }
-    ERR_clear_error();
+    e = cause != 0 ? cause : last;
+    reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+    lib = e != 0 ? ERR_lib_error_string(e) : NULL;
+    if (e == 0)
+        snprintf(buf, size, "unknown OpenSSL error");
+    else if (reason != NULL)
+        snprintf(buf, size, "%s%s%s%s%s", lib != NULL ? lib : "", lib != NULL ? ": " : "", reason,
+                 *text != '\0' ? ": " : "", text);
+    else if (*text != '\0')
+        snprintf(buf, size, "%s", text);
+    else
+        ERR_error_string_n(e, buf, size);
 }
 
 void cli_err_set_ossl(cli_err *err, const char *fmt, ...)

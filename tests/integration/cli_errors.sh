@@ -134,6 +134,31 @@ assert_grep "$WORK/enroll-unknown-token.err" "--slot 0 +--token 'mtls-a'" "enrol
 run_ok top-help "$MTLSKS_CLI" --help
 assert_grep "$WORK/top-help.out" '--tcti' "top-level --help does not mention --tcti"
 assert_grep "$WORK/top-help.out" 'TPM' "top-level --help does not mention TPM keys"
+# --- configurations that do not load the provider -------------------------------
+# A config without the mtlsks section, one whose section is not activated, and
+# one that is missing: each names the file, says servers will not load the
+# provider, and points to examples/openssl-mtlsks.cnf. The test's own
+# configuration (which loads it) draws no warning.
+n=$((n + 1))
+printf 'openssl_conf = init\n[init]\nproviders = prov\n[prov]\ndefault = dflt\n[dflt]\nactivate = 1\n' \
+    >"$OUT/no-mtlsks.cnf"
+run_ok config-no-section "$MTLSKS_CLI" --config "$OUT/no-mtlsks.cnf" --module "$SOFTHSM_MODULE" list
+assert_grep "$WORK/config-no-section.err" \
+    "warning: .*/no-mtlsks.cnf has no mtlsks provider section.*servers reading it will not load the provider.*examples/openssl-mtlsks.cnf" \
+    "a config without the mtlsks section: no warning"
+n=$((n + 1))
+sed '/^activate *= *1/d' "$TOKEN_CNF" >"$OUT/inactive.cnf"
+grep -q '^activate' "$OUT/inactive.cnf" && fail "could not make a config without activate"
+run_ok config-inactive env OPENSSL_CONF="$OUT/inactive.cnf" "$MTLSKS_CLI" list
+assert_grep "$WORK/config-inactive.err" \
+    "warning: .*/inactive.cnf, section \[[^]]+\]: no 'activate = 1'.*will not load the mtlsks provider.*examples/openssl-mtlsks.cnf" \
+    "a config that does not activate mtlsks: no warning"
+n=$((n + 1))
+run_rc config-missing 1 "$MTLSKS_CLI" --config "$OUT/nope.cnf" list
+assert_grep "$WORK/config-missing.err" "cannot read the configuration .*/nope.cnf: No such file.*examples/openssl-mtlsks.cnf" \
+    "a missing config: the error does not point to the example"
+run_ok config-good mks list
+assert_no_grep "$WORK/config-good.err" 'warning' "the test's own configuration draws a warning"
 
 assert_eq "$(count_objects "$TOKEN_LABEL")" "$((objects_before + 2))" "objects on the token at the end (taken + k5)"
 note "$n bad inputs refused cleanly"

@@ -55,4 +55,39 @@ for name in web api; do
     [ -n "$key_id" ] || fail "$name: no key id found"
     assert_eq "$cert_id" "$key_id" "$name: certificate CKA_ID vs key CKA_ID"
 done
+
+# --- a CA step that drops the CSR's extensions is warned about -----------------
+# sign_plain CSR OUT [ARGS...]: the test CA signs as a hand-written
+# `openssl x509 -req` does: without -copy_extensions, the CSR's SANs and EKU
+# are dropped.
+sign_plain() {
+    local csr=$1 out=$2
+    shift 2
+    run_ok "sign-plain-$(basename "$out")" plain_ossl x509 -req -in "$csr" -CA "$MTLSKS_FIXTURE/ca.pem" \
+        -CAkey "$MTLSKS_FIXTURE/ca.key" -set_serial "0x$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')" \
+        -days 2 "$@" -out "$out"
+}
+lost_re='warning: .* lacks what the key.s CSR asked for .*-copy_extensions copy'
+for step in import-web import-api; do
+    assert_no_grep "$WORK/$step.err" 'lacks' "$step: a certificate with the CSR's extensions drew a warning"
+done
+# A first certificate without them: no extendedKeyUsage, which every CSR asks for.
+enroll bare ec:P-256 server
+sign_plain "$WORK/bare.csr" "$WORK/bare.pem"
+run_ok import-bare mks import-cert --label bare "$WORK/bare.pem"
+assert_grep "$WORK/import-bare.err" "$lost_re" "a certificate without the CSR's extensions: no warning"
+assert_grep "$WORK/import-bare.err" 'bare.pem lacks .*extendedKeyUsage, and subjectAltName' \
+    "the warning does not name what is missing"
+# A renewal: the CSR asks for the previous certificate's SANs and usage.
+run_ok renew-web mks renew --label web --out "$WORK/web-next.csr"
+sign_plain "$WORK/web-next.csr" "$WORK/web-next-bare.pem"
+run_ok import-web-bare mks import-cert --label web "$WORK/web-next-bare.pem"
+assert_grep "$WORK/import-web-bare.err" "$lost_re" "a renewed certificate without the CSR's extensions: no warning"
+assert_grep "$WORK/import-web-bare.err" 'DNS:web.test, DNS:localhost, IP:127.0.0.1, clientAuth' \
+    "the warning does not name the SANs and usage the renewal lost"
+# The same CA step with -copy_extensions copy, as the warning says: no warning.
+run_ok renew-api mks renew --label api --out "$WORK/api-next.csr"
+sign_plain "$WORK/api-next.csr" "$WORK/api-next.pem" -copy_extensions copy
+run_ok import-api-next mks import-cert --label api "$WORK/api-next.pem"
+assert_no_grep "$WORK/import-api-next.err" 'lacks|copy_extensions' "a certificate issued with -copy_extensions copy drew a warning"
 note "import-cert: ok"

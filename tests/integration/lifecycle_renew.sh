@@ -33,10 +33,6 @@ tls_handshake before 1_3 "$WORK/srv.crt" "$WORK/srv.key.pem" "$WORK/cli.pem" "$W
 
 # --- renew: a pending key pair and its CSR; nothing that serves changes --------
 run_ok renew mks renew --label srv --out "$WORK/srv-next.csr"
-# The hint names both files a server reads: followed as printed, the key
-# reference and the certificate file are rewritten together.
-assert_grep "$WORK/renew.out" 'import-cert --label srv .*--key-ref KEY-REF\.pem --cert-out CERT-FILE\.pem' \
-    "renew: the next-step hint does not name --cert-out"
 assert_grep "$WORK/renew.out" '^pending: pkcs11:.*object=srv\.next;type=private' "renew: the pending key's URI"
 run_ok csr-verify plain_ossl req -in "$WORK/srv-next.csr" -verify -noout
 subject() { plain_ossl "$1" -in "$2" -noout -subject -nameopt RFC2253 | sed 's/^subject=//'; }
@@ -112,17 +108,40 @@ assert_eq "$(json_eval "$WORK/show-after.out" 'd["pending"], d["retired"]["label
 # Repeated, import-cert changes nothing.
 objects=$(count_objects "$TOKEN_LABEL")
 run_ok import-again mks import-cert --label srv --key-ref "$WORK/srv.key.pem" "$WORK/srv2.pem"
-assert_grep "$WORK/import-again.err" 'warning: .*no --cert-out.*still hold the previous certificate' \
-    "import-cert --key-ref without --cert-out: no warning about certificate files elsewhere"
+# Without --cert-out, the certificate files servers read are not rewritten: said so.
+assert_grep "$WORK/import-again.err" 'warning: --key-ref without --cert-out: certificate files .* still hold the previous certificate' \
+    "import-cert --key-ref without --cert-out: no warning"
+assert_grep "$WORK/import-again.err" "--cert-out FILE" "the warning does not say how to write the certificate file"
 assert_eq "$(count_objects "$TOKEN_LABEL")" "$objects" "objects after importing the same certificate again"
 assert_eq "$(keyref_uri "$WORK/srv.key.pem")" "$new_uri" "key reference after importing again"
 
 # --- a second renewal: srv.old is the previous generation, not the first ---------
 gen2_id=$(json_eval "$WORK/show-after.out" '[k["id"] for k in d["keys"] if k["class"] == "private-key"][0]')
+# This time the hand-over follows renew's hint as printed, placeholders filled in.
 run_ok renew2 mks renew --label srv --out "$WORK/srv-3.csr"
 ca_sign "$WORK/srv-3.csr" "$WORK/srv3.pem"
-run_ok handover2 mks import-cert --label srv --key-ref "$WORK/srv.key.pem" --cert-out "$WORK/srv.crt" \
-    "$WORK/srv3.pem"
+hint=$(grep -A1 '^next:' "$WORK/renew2.out" | sed -n '2s/^ *//p')
+case $hint in
+"mtls-keystore import-cert "*" --key-ref KEY-REF.pem --cert-out SERVER.crt CERT.pem") ;;
+*) fail "renew's hint does not rewrite the certificate file (--cert-out): $hint" ;;
+esac
+read -ra words <<<"${hint#mtls-keystore }"
+args=()
+for w in "${words[@]}"; do
+    case $w in
+    KEY-REF.pem) args+=("$WORK/srv.key.pem") ;;
+    SERVER.crt) args+=("$WORK/srv.crt") ;;
+    CERT.pem) args+=("$WORK/srv3.pem") ;;
+    *) args+=("$w") ;;
+    esac
+done
+run_ok handover2 mks "${args[@]}"
+assert_no_grep "$WORK/handover2.err" 'warning' "import-cert as renew's hint says: a warning"
+run_ok hint-cert-pub plain_ossl x509 -in "$WORK/srv.crt" -noout -pubkey
+run_ok hint-key-pub ossl pkey -in "$WORK/srv.key.pem" -pubout
+assert_eq "$(cat "$WORK/hint-cert-pub.out")" "$(cat "$WORK/hint-key-pub.out")" \
+    "renew's hint followed: the certificate file and the key reference name different keys"
+tls_handshake after-hint 1_3 "$WORK/srv.crt" "$WORK/srv.key.pem" "$WORK/cli.pem" "$WORK/cli.key.pem"
 run_ok show-gen3 mks show --label srv --json
 assert_eq "$(json_eval "$WORK/show-gen3.out" '[k["id"] for k in d["retired"]["keys"] if k["class"] == "private-key"]')" \
     "['$gen2_id']" "srv.old after the second renewal"

@@ -87,8 +87,22 @@ run_rc import-neither 1 mks import-cert --tpm --key-ref "$D/key.pem" --next "$D/
 assert_grep "$WORK/import-neither.err" 'certifies neither' "import-cert --tpm: a certificate for neither key"
 assert_same_file "$D/key.pem" "$WORK/cur-ec-P-256.key.pem" "import-neither: the key file"
 assert_same_file "$D/cert.pem" "$WORK/cur-ec-P-256.pem" "import-neither: the certificate file"
+# A certificate the CA issued without the CSR's extensions (no
+# -copy_extensions): the hand-over happens, with a warning naming the SANs
+# and usage of the previous certificate (--cert-out) that it lacks.
+B=$WORK/bare
+mkdir -p "$B"
+install -m 600 "$D/key.pem" "$D/next.key.pem" "$B/"
+install -m 644 "$D/cert.pem" "$B/cert.pem"
+run_ok sign-bare plain_ossl x509 -req -in "$WORK/cur-ec-P-256-next.csr" -CA "$MTLSKS_FIXTURE/ca.pem" \
+    -CAkey "$MTLSKS_FIXTURE/ca.key" -set_serial 0x5eed11 -days 2 -out "$WORK/next-bare.pem"
+run_ok import-bare mks import-cert --tpm --key-ref "$B/key.pem" --next "$B/next.key.pem" \
+    --cert-out "$B/cert.pem" "$WORK/next-bare.pem"
+assert_grep "$WORK/import-bare.err" "warning: .*next-bare.pem lacks what the key.s CSR asked for \(DNS:.*serverAuth.*-copy_extensions copy" \
+    "import-cert --tpm: a certificate without the CSR's extensions drew no warning"
 run_ok import-tpm mks import-cert --tpm --key-ref "$D/key.pem" --next "$D/next.key.pem" \
     --cert-out "$D/cert.pem" --chain "$MTLSKS_FIXTURE/ca.pem" "$WORK/next.pem"
+assert_no_grep "$WORK/import-tpm.err" 'lacks' "import-cert --tpm: a certificate with the CSR's extensions drew a warning"
 assert_same_file "$D/key.pem" "$WORK/cur-ec-P-256-next.key.pem" "hand-over: the new key in place"
 assert_no_file "$D/next.key.pem" "hand-over: the pending key file"
 assert_eq "$(file_mode "$D/key.pem")" 600 "hand-over: key file mode"
