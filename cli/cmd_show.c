@@ -112,16 +112,16 @@ static void print_cert_text(const mks_object *o, time_t now, int brief)
         return;
     }
     if (brief) {
-        printf("  %-12s %s, expires %s (%lld days left)\n", "certificate", ci.subject, ci.not_after,
-               ci.days_left);
+        printf("  %-12s %s, expires %s (%lld %s left)\n", "certificate", ci.subject, ci.not_after,
+               ci.days_left, cli_days_word(ci.days_left));
         cli_cert_info_clear(&ci);
         return;
     }
     printf("  %-12s %s\n", "certificate", ci.subject);
     printf("    %-11s%s\n", "issuer", ci.issuer);
     printf("    %-11s%s\n", "serial", ci.serial);
-    printf("    %-11s%s to %s (%s%lld days left)\n", "valid", ci.not_before, ci.not_after,
-           ci.seconds_left <= 0 ? "EXPIRED, " : "", ci.days_left);
+    printf("    %-11s%s to %s (%s%lld %s left)\n", "valid", ci.not_before, ci.not_after,
+           ci.seconds_left <= 0 ? "EXPIRED, " : "", ci.days_left, cli_days_word(ci.days_left));
     print_list("SANs", &ci.sans);
     print_list("key usage", &ci.key_usage);
     print_list("ext. usage", &ci.ext_key_usage);
@@ -173,8 +173,8 @@ static void print_text(const group *cur, const group *chain, const group *next, 
 
         if (!cli_cert_info_get(chain->objs[i].der, chain->objs[i].der_len, now, &ci, &err))
             continue;
-        printf("  %-12s %s, expires %s (%lld days left)\n", "chain", ci.subject, ci.not_after,
-               ci.days_left);
+        printf("  %-12s %s, expires %s (%lld %s left)\n", "chain", ci.subject, ci.not_after,
+               ci.days_left, cli_days_word(ci.days_left));
         cli_cert_info_clear(&ci);
     }
     if (next->n > 0) {
