@@ -1,9 +1,9 @@
 /*
  * mtls-keystore check: every certificate on the tokens (and in the files
  * given with --cert) with the days it has left; exit 1 when one expires
- * within --days. Meant for monitoring probes and for the daily
- * mtls-keystore-renew.timer, which runs a renewal hook for each
- * certificate that is due.
+ * within --days, 3 when a token, a file or the hook could not be read. Meant for monitoring probes
+ * and for the daily mtls-keystore-renew.timer, which runs a renewal hook for each certificate that
+ * is due.
  *
  * Certificates are public objects: check needs no PIN and never logs in.
  */
@@ -35,11 +35,16 @@ static void check_usage(FILE *f)
             "         [--json | --quiet] [--hook PROGRAM]\n"
             "\n"
             "Lists every certificate on the tokens that can hold keys, and in the files\n"
-            "given with --cert, with the days it has left. Exit status 0 when none\n"
-            "expires within N days, 1 when one does (each is named) or when a token or\n"
-            "file cannot be read, 2 for a usage error. Retired certificates (labels\n"
-            "ending in '.old', kept by import-cert after a renewal) are listed but never\n"
-            "fail the check. No PIN is needed.\n"
+            "given with --cert, with the days it has left (a day that has begun counts).\n"
+            "Retired certificates (labels ending in '.old', kept by import-cert after a\n"
+            "renewal) are listed but never fail the check. No PIN is needed.\n"
+            "\n"
+            "Exit status:\n"
+            "  0  every certificate was read and none expires within N days\n"
+            "  1  one does (each is named); with --hook: a hook failed\n"
+            "  2  usage error\n"
+            "  3  a token, a --cert file or the hook could not be read (what could be\n"
+            "     read is still listed, and hooks still run); wins over 1\n"
             "\n"
             "  --days N        the warning threshold in days (default 30)\n"
             "  --token LABEL   only this token\n"
@@ -55,7 +60,7 @@ static void check_usage(FILE *f)
             "                  MTLSKS_LABEL, MTLSKS_TOKEN, MTLSKS_CERT_URI, MTLSKS_CERT_FILE,\n"
             "                  MTLSKS_NOT_AFTER, MTLSKS_DAYS_LEFT and MTLSKS_RENEWAL_PENDING\n"
             "                  in its environment. The exit status is then 0 when every\n"
-            "                  hook exited 0 (and nothing failed), else 1\n"
+            "                  hook exited 0 (and everything was read)\n"
             "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
             CLI_PROGRAM);
@@ -70,6 +75,9 @@ enum {
     OPT_QUIET,
     OPT_HOOK,
 };
+
+/* Beyond CLI_EXIT_OK and CLI_EXIT_USAGE: probes tell "due" from "cannot see". */
+enum { CHECK_EXIT_DUE = CLI_EXIT_FAIL, CHECK_EXIT_UNREADABLE = 3 };
 
 typedef enum check_status { ST_OK, ST_EXPIRING, ST_EXPIRED } check_status;
 
@@ -111,7 +119,7 @@ static check_entry *entry_add(check_run *r)
     return &r->v[r->n++];
 }
 
-/* Records a failure: printed at once, listed in --json, and makes the exit 1. */
+/* Records a failure: printed at once, listed in --json, and makes the exit 3. */
 static void run_error(check_run *r, const char *fmt, ...) CLI_PRINTF(2, 3);
 static void run_error(check_run *r, const char *fmt, ...)
 {
@@ -368,12 +376,12 @@ static void print_text(const check_run *r, int quiet)
     if (quiet)
         return;
     if (nfail == 0) {
-        printf("%s check: OK: %zu certificate%s, none expires within %d days\n", CLI_PROGRAM, r->n,
-               r->n == 1 ? "" : "s", r->days);
+        printf("%s check: OK: %zu certificate%s, none expires within %d %s\n", CLI_PROGRAM, r->n,
+               r->n == 1 ? "" : "s", r->days, cli_days_word(r->days));
         return;
     }
-    printf("%s check: %zu of %zu certificate%s expire%s within %d days:", CLI_PROGRAM, nfail, r->n,
-           r->n == 1 ? "" : "s", nfail == 1 ? "s" : "", r->days);
+    printf("%s check: %zu of %zu certificate%s expire%s within %d %s:", CLI_PROGRAM, nfail, r->n,
+           r->n == 1 ? "" : "s", nfail == 1 ? "s" : "", r->days, cli_days_word(r->days));
     for (i = 0, k = 0; i < r->n; i++) {
         if (!entry_fails(&r->v[i]))
             continue;
@@ -662,11 +670,11 @@ int cmd_check(cli_globals *g, int argc, char **argv)
     }
     if (hook != NULL && access(hook, X_OK) != 0) {
         cli_fail(CMD, "--hook %s: %s", hook, strerror(errno));
-        ret = CLI_EXIT_FAIL;
+        ret = CHECK_EXIT_UNREADABLE;
         goto done;
     }
 
-    ret = CLI_EXIT_FAIL;
+    ret = CHECK_EXIT_UNREADABLE;
     r.now = time(NULL);
     if (!no_tokens) {
         session = cli_session_open(&s, g, CMD);
@@ -691,9 +699,11 @@ int cmd_check(cli_globals *g, int argc, char **argv)
     for (i = 0; i < r.n; i++)
         nfail += entry_fails(&r.v[i]);
     if (hook != NULL)
-        ret = run_hooks(&r, hook) && r.nerrors == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+        ret = run_hooks(&r, hook) ? CLI_EXIT_OK : CHECK_EXIT_DUE;
     else
-        ret = nfail == 0 && r.nerrors == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+        ret = nfail == 0 ? CLI_EXIT_OK : CHECK_EXIT_DUE;
+    if (r.nerrors > 0)
+        ret = CHECK_EXIT_UNREADABLE;
 done:
     if (session)
         cli_session_close(&s);

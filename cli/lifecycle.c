@@ -463,11 +463,13 @@ int cli_cert_info_get(const unsigned char *der, size_t len, time_t now, cli_cert
         goto done;
     }
     ci->seconds_left = (long long)not_after - (long long)now;
-    /* To the nearest day while valid (a 2-day certificate issued a second
-     * ago has 2 days left, not 1); rounded down once expired: expired 1 s
-     * ago is day -1. */
-    ci->days_left = ci->seconds_left >= 0 ? (ci->seconds_left + 43200) / 86400
-                                          : -((-ci->seconds_left + 86399) / 86400);
+    /*
+     * Rounded up: a day that has begun counts, so 2 days less 1 s is 2 days,
+     * 1 s is 1 day, and a certificate is due within N days exactly when
+     * days_left <= N. Expired: 0 for the first day, then -1, -2...
+     */
+    ci->days_left =
+        ci->seconds_left > 0 ? (ci->seconds_left + 86399) / 86400 : -(-ci->seconds_left / 86400);
     if (!cert_extensions(x, ci)) {
         cli_err_set(err, "out of memory");
         goto done;
@@ -488,6 +490,11 @@ done:
     if (!ok)
         cli_cert_info_clear(ci);
     return ok;
+}
+
+const char *cli_days_word(long long days)
+{
+    return days == 1 || days == -1 ? "day" : "days";
 }
 
 void cli_cert_info_clear(cli_cert_info *ci)
@@ -635,9 +642,4 @@ const char *cli_key_desc(const mks_object *o, char *buf, size_t size)
     else
         snprintf(buf, size, "%s", t);
     return buf;
-}
-
-const char *cli_days_word(long long days)
-{
-    return days == 1 || days == -1 ? "day" : "days";
 }

@@ -94,7 +94,7 @@ typedef struct cli_cert_info {
     char not_before[24];
     char not_after[24];        /* ISO 8601, UTC: 2025-01-31T12:00:00Z */
     long long seconds_left;    /* notAfter - now; negative once expired */
-    long long days_left;       /* seconds_left in days: nearest while valid, down once expired */
+    long long days_left;       /* seconds_left / 86400, rounded up */
     cli_strlist sans;          /* "DNS:name", "IP:192.0.2.1", "URI:...", "email:..." */
     cli_strlist key_usage;     /* "digitalSignature", ... */
     cli_strlist ext_key_usage; /* "serverAuth", "clientAuth", or dotted OIDs */
@@ -108,10 +108,10 @@ typedef struct cli_cert_info {
 /* Facts of a DER certificate, with the time left counted from now. */
 int cli_cert_info_get(const unsigned char *der, size_t len, time_t now, cli_cert_info *ci,
                       cli_err *err);
+void cli_cert_info_clear(cli_cert_info *ci);
+
 /* "day" for 1 and -1, else "days": "1 day", "2 days", "0 days". */
 const char *cli_days_word(long long days);
-
-void cli_cert_info_clear(cli_cert_info *ci);
 
 /* The cli_cert_info fields as JSON members of the current object. */
 void cli_cert_info_json(cli_json *j, const cli_cert_info *ci);

@@ -52,8 +52,9 @@ static void write_all(int fd, const char *s)
 
 /*
  * Reads one line from /dev/tty with echo off into out (NUL-terminated).
- * Returns 1 with a non-empty PIN, 0 otherwise (no terminal, empty line,
- * end of input, a signal, too long). out is wiped unless 1 is returned.
+ * Returns 1 with a non-empty PIN, MKS_PIN_EMPTY for an empty line, 0
+ * otherwise (no terminal, end of input, a signal, too long). out is wiped
+ * unless 1 is returned.
  */
 static int prompt_tty(const char *token_label, char *out, size_t outsize, size_t *outlen)
 {
@@ -99,7 +100,7 @@ static int prompt_tty(const char *token_label, char *out, size_t outsize, size_t
         if (r <= 0)
             break; /* end of input, error or signal: no PIN */
         if (c == '\n' || c == '\r') {
-            ok = n > 0;
+            ok = n > 0 ? 1 : MKS_PIN_EMPTY;
             break;
         }
         if (n + 1 < outsize)
@@ -118,7 +119,7 @@ restore:
         ok = 0;
     }
     close(fd);
-    if (ok) {
+    if (ok == 1) {
         out[n] = '\0';
         *outlen = n;
     } else {
@@ -132,13 +133,15 @@ restore:
 int cli_pin_cb(char *buf, size_t bufsize, size_t *len, const char *token_label, void *arg)
 {
     cli_pin *st = arg;
+    int got;
 
     st->asked = 1;
     if (!st->have || (token_label != NULL && strcmp(st->token, token_label) != 0)) {
         cli_pin_wipe(st);
-        if (!st->interactive || !prompt_tty(token_label, st->pin, sizeof(st->pin), &st->len)) {
+        got = st->interactive ? prompt_tty(token_label, st->pin, sizeof(st->pin), &st->len) : 0;
+        if (got != 1) {
             st->declined = 1;
-            return 0;
+            return got;
         }
         st->have = 1;
         snprintf(st->token, sizeof(st->token), "%s", token_label != NULL ? token_label : "");
@@ -162,7 +165,7 @@ static int ui_read(UI *ui, UI_STRING *uis)
     case UIT_PROMPT:
     case UIT_VERIFY:
         st = UI_get0_user_data(ui);
-        if (st != NULL && cli_pin_cb(buf, sizeof(buf), &len, NULL, st))
+        if (st != NULL && cli_pin_cb(buf, sizeof(buf), &len, NULL, st) == 1)
             ok = UI_set_result_ex(ui, uis, buf, (int)len) >= 0;
         OPENSSL_cleanse(buf, sizeof(buf));
         return ok;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
@@ -110,6 +111,22 @@ void mks_cleanse(void *p, size_t len)
         OPENSSL_cleanse(p, len);
 }
 
+/*
+ * The PIN is still used (refusing would stop a running service at its next
+ * restart), but whoever reads the file has it: say so, and the fix.
+ */
+static void warn_pin_file_mode(int fd, const char *path)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & (S_IRWXG | S_IRWXO)) == 0)
+        return;
+    fprintf(stderr,
+            "mtlsks: warning: PIN file '%s' is open to group or others (mode %04o): "
+            "whoever can read it has the PIN; restrict it with chmod 600 '%s'\n",
+            path, (unsigned)(st.st_mode & 07777), path);
+}
+
 mks_rv mks_pin_from_source(const char *source, char *buf, size_t bufsize, size_t *len)
 {
     mks_rv rv = MKS_ERR_IO;
@@ -132,6 +149,7 @@ mks_rv mks_pin_from_source(const char *source, char *buf, size_t bufsize, size_t
         rv = mks_error(MKS_ERR_IO, "cannot read PIN file '%s': %s", path, strerror(errno));
         goto done;
     }
+    warn_pin_file_mode(fd, path);
     while (n < bufsize - 1) {
         ssize_t r = read(fd, buf + n, bufsize - 1 - n);
         if (r < 0 && errno == EINTR)

@@ -592,12 +592,18 @@ static mks_rv obtain_pin_locked(p11_token *tok, const char *uri_pin_source,
     }
     if (pin_ui != NULL && pin_ui->cb != NULL) {
         size_t len = 0;
-        if (pin_ui->cb(tok->pin, sizeof(tok->pin), &len, tok->label, pin_ui->arg) == 1 && len > 0 &&
-            len < sizeof(tok->pin)) {
+        int got = pin_ui->cb(tok->pin, sizeof(tok->pin), &len, tok->label, pin_ui->arg);
+
+        if (got == 1 && len > 0 && len < sizeof(tok->pin)) {
             tok->pin_len = len;
             return MKS_OK;
         }
         mks_cleanse(tok->pin, sizeof(tok->pin));
+        if (got == MKS_PIN_EMPTY)
+            return mks_error(MKS_ERR_PIN_REQUIRED,
+                             "token '%s' needs a PIN and the PIN typed at the prompt was empty "
+                             "(nothing was sent to the token)",
+                             tok->label);
     }
     return mks_error(MKS_ERR_PIN_REQUIRED,
                      "token '%s' needs a PIN and none was given (set pkcs11-pin-source "

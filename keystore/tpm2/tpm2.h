@@ -19,6 +19,7 @@
 typedef struct tpm2_state {
     pthread_mutex_t lock;
     char *tcti_conf;
+    int tcti_default; /* no TCTI was configured: tcti_conf is the default */
     TSS2_TCTI_CONTEXT *tcti;
     ESYS_CONTEXT *esys;
     unsigned long fork_gen; /* generation the connection was opened in */

@@ -4,6 +4,7 @@
  */
 #include "tpm2.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,7 @@ mks_rv tpm2_state_new(const char *tcti_conf, tpm2_state **out)
 
     if (st == NULL)
         return mks_error(MKS_ERR_NOMEM, "out of memory");
+    st->tcti_default = tcti_conf == NULL;
     st->tcti_conf = strdup(tcti_conf != NULL ? tcti_conf : "device:/dev/tpmrm0");
     if (st->tcti_conf == NULL) {
         free(st);
@@ -102,6 +104,48 @@ void tpm2_state_after_fork(tpm2_state *st)
     pthread_mutex_init(&st->lock, NULL);
 }
 
+/*
+ * 1 when the TCTI library that tctildr would load for the name of conf
+ * ("NAME" or "NAME:CONFIG") can be loaded; lib gets the name it tried.
+ */
+static int tcti_loadable(const char *conf, char *lib, size_t size)
+{
+    static const char *const forms[] = {"libtss2-tcti-%.*s.so.0", "libtss2-tcti-%.*s.so", "%.*s"};
+    int n = (int)strcspn(conf, ":");
+    size_t i;
+
+    for (i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        void *h;
+
+        snprintf(lib, size, forms[i], n, conf);
+        h = dlopen(lib, RTLD_LAZY | RTLD_LOCAL);
+        if (h != NULL) {
+            dlclose(h);
+            return 1;
+        }
+    }
+    snprintf(lib, size, forms[0], n, conf);
+    return 0;
+}
+
+/* Why Tss2_TctiLdr_Initialize failed, as a user can act on it. */
+static mks_rv tcti_error(const tpm2_state *st, TSS2_RC rc)
+{
+    char lib[256];
+    int n = (int)strcspn(st->tcti_conf, ":");
+
+    /* tctildr says only "Functionality not supported" for a name it cannot load. */
+    if (n > 0 && !tcti_loadable(st->tcti_conf, lib, sizeof(lib)))
+        return mks_error(MKS_ERR_TOKEN_ABSENT,
+                         "there is no TCTI named '%.*s' in TCTI '%s' (%s cannot be loaded); "
+                         "TCTIs are device, swtpm, mssim or tabrmd, e.g. device:/dev/tpmrm0 or "
+                         "swtpm:host=127.0.0.1,port=2321",
+                         n, st->tcti_conf, st->tcti_conf, lib);
+    return mks_error(MKS_ERR_TOKEN_ABSENT, "cannot reach the TPM through TCTI '%s': %s%s",
+                     st->tcti_conf, Tss2_RC_Decode(rc),
+                     st->tcti_default ? " (the default: no tpm2-tcti is set)" : "");
+}
+
 static mks_rv open_connection_locked(tpm2_state *st)
 {
     TSS2_RC rc;
@@ -120,10 +164,7 @@ static mks_rv open_connection_locked(tpm2_state *st)
     rc = Tss2_TctiLdr_Initialize(st->tcti_conf, &st->tcti);
     if (rc != TSS2_RC_SUCCESS) {
         st->tcti = NULL;
-        return mks_error(MKS_ERR_TOKEN_ABSENT,
-                         "cannot reach the TPM through TCTI '%s': %s (set tpm2-tcti in "
-                         "openssl.cnf)",
-                         st->tcti_conf, Tss2_RC_Decode(rc));
+        return tcti_error(st, rc);
     }
     rc = Esys_Initialize(&st->esys, st->tcti, NULL);
     if (rc != TSS2_RC_SUCCESS) {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `check`: every certificate on the token with the days it has left, exit 1
-# when one expires within --days (naming it), 0 when none does. Certificates
+# when one expires within --days (naming it), 0 when none does, 3 when a
+# token, file or hook cannot be read. Days are rounded up: "2 days" just after
+# issuing a 2-day certificate, "1 day" for a 1-day one. Certificates
 # issued for 10 and 40 days: --days 30 fails naming the 10-day one only,
 # --days 5 passes; at the threshold, --days 10 fails and --days 9 passes.
 # No PIN is needed. --quiet, --json (field names), --cert FILE for
@@ -65,7 +67,7 @@ assert_eq "$(json_eval "$j" 'sorted(d["certificates"][0].keys())')" \
 assert_eq "$(json_eval "$j" '[(c["label"], c["status"], c["fails"], c["role"], c["source"], c["token"]) for c in d["certificates"]]')" \
     "[('long', 'ok', False, 'current', 'token', 'mtls-a'), ('short', 'expiring', True, 'current', 'token', 'mtls-a')]" \
     "check --json: certificates"
-assert_eq "$(json_eval "$j" '[c["days_left"] in (t - 1, t) and abs(c["seconds_left"] - t * 86400) < 120 for c, t in zip(d["certificates"], (40, 10))]')" \
+assert_eq "$(json_eval "$j" '[c["days_left"] == t and abs(c["seconds_left"] - t * 86400) < 120 for c, t in zip(d["certificates"], (40, 10))]')" \
     "[True, True]" "check --json: days_left and seconds_left"
 assert_eq "$(json_eval "$j" 'd["certificates"][1]["sans"]')" "['DNS:short.test', 'DNS:localhost', 'IP:127.0.0.1']" \
     "check --json: SANs"
@@ -74,7 +76,7 @@ assert_eq "$(json_eval "$WORK/json-5.out" 'd["ok"], d["expiring"]')" "(True, 0)"
 
 # --- token selection --------------------------------------------------------------
 run_rc token-ok 0 check --days 5 --token "$TOKEN_LABEL"
-run_rc token-none 1 check --days 5 --token no-such-token
+run_rc token-none 3 check --days 5 --token no-such-token
 assert_grep "$WORK/token-none.err" 'no-such-token' "--token for a missing token: message"
 
 # --- certificates in files (TPM keys' certificates, anything not on a token) --------
@@ -85,12 +87,19 @@ cat "$WORK/file.pem" "$MTLSKS_FIXTURE/ca.pem" >"$WORK/file-chain.pem"
 run_rc file-30 1 check --no-tokens --cert "$WORK/file.pem" --days 30
 assert_grep "$WORK/file-30.out" "^EXPIRING +$WORK/file.pem " "--cert: the file's certificate is not named"
 run_rc file-2 0 check --no-tokens --cert "$WORK/file.pem" --days 2
+assert_grep "$WORK/file-30.out" "^EXPIRING +$WORK/file.pem +3 days " "--cert: a 3-day certificate is not '3 days'"
+ca_sign_days "$WORK/file.csr" "$WORK/file1.pem" 1
+run_rc file-1 1 check --no-tokens --cert "$WORK/file1.pem" --days 1
+assert_grep "$WORK/file-1.out" "^EXPIRING +$WORK/file1.pem +1 day " "--cert: a 1-day certificate is not '1 day'"
+assert_grep "$WORK/file-1.out" "within 1 day: $WORK/file1.pem \\(file, 1 day\\)" "--days 1: summary"
+run_rc file-due-and-missing 3 check --no-tokens --cert "$WORK/file1.pem" --cert "$WORK/nope.pem" --days 1
+assert_grep "$WORK/file-due-and-missing.out" "^EXPIRING +$WORK/file1.pem " "an unreadable file hides the due one"
 run_rc file-chain 1 check --no-tokens --cert "$WORK/file-chain.pem" --days 30 --json
 assert_eq "$(json_eval "$WORK/file-chain.out" '[(c["source"], c["role"], c["file"] is not None) for c in d["certificates"]]')" \
     "[('file', 'current', True), ('file', 'chain', True)]" "--cert with a chain: roles"
 run_rc file-and-token 1 check --cert "$WORK/file.pem" --days 5
 assert_grep "$WORK/file-and-token.out" "^EXPIRING +$WORK/file.pem " "tokens and files together"
-run_rc file-missing 1 check --no-tokens --cert "$WORK/nope.pem"
+run_rc file-missing 3 check --no-tokens --cert "$WORK/nope.pem"
 assert_grep "$WORK/file-missing.err" 'nope.pem' "--cert of a missing file: message"
 
 # --- retired certificates never fail ----------------------------------------------
@@ -114,8 +123,8 @@ chmod 755 "$hook"
 run_rc hook-5 0 check --days 5 --hook "$hook"
 assert_no_file "$WORK/hook.log" "the hook ran although nothing is due"
 run_rc hook-45 0 check --days 45 --hook "$hook" --cert "$WORK/file.pem"
-sed 's/|40|/|39|/; s/|3|/|2|/' "$WORK/hook.log" | sort >"$WORK/hook.sorted"
-printf '%s\n' "$WORK/file.pem|||2|0|$WORK/file.pem" "long|long|mtls-a|39|0|" "short|short|mtls-a|39|0|" \
+sort "$WORK/hook.log" >"$WORK/hook.sorted"
+printf '%s\n' "$WORK/file.pem|||3|0|$WORK/file.pem" "long|long|mtls-a|40|0|" "short|short|mtls-a|40|0|" \
     | sort >"$WORK/hook.want"
 assert_same_file "$WORK/hook.sorted" "$WORK/hook.want" "hook runs (one per due key, none for short.old)"
 rm -f "$WORK/hook.log"
@@ -124,12 +133,12 @@ assert_grep "$WORK/hook-fails.err" 'exited with 3' "a failing hook: message"
 run_ok renew-long mks renew --label long --out "$WORK/long-next.csr"
 rm -f "$WORK/hook.log"
 run_rc hook-pending 0 check --days 45 --hook "$hook"
-assert_grep "$WORK/hook.log" '^long\|long\|mtls-a\|(39|40)\|1\|$' "the hook is not told a renewal is pending"
+assert_grep "$WORK/hook.log" '^long\|long\|mtls-a\|40\|1\|$' "the hook is not told a renewal is pending"
 
 # --- usage errors ---------------------------------------------------------------------
 run_rc bad-days 2 check --days soon
 run_rc json-quiet 2 check --json --quiet
 run_rc no-tokens-alone 2 check --no-tokens
 run_rc hook-relative 2 check --hook hook.sh
-run_rc hook-missing 1 check --hook "$WORK/no-such-hook"
+run_rc hook-missing 3 check --hook "$WORK/no-such-hook"
 note "check: ok"

@@ -7,7 +7,11 @@
 # - A wrong PIN fails cleanly, with an error that names the token, the PKCS#11
 #   call and CKR_PIN_INCORRECT, leaves no output file, and the right PIN works
 #   afterwards (the token was not locked by retries).
+# - A PIN file open to group or others still works, with a warning naming the
+#   file and chmod 600; an empty answer at the terminal prompt says the PIN
+#   was empty (not "run on a terminal").
 . "$(dirname "$0")/../lib/common.sh"
+. "$(dirname "$0")/../lib/tpm.sh" # run_pty
 
 setup_test
 new_token mtls-a
@@ -64,6 +68,28 @@ assert_no_grep "$WORK/provider-wrong-pin.err" '9999' "provider, wrong PIN: the e
 
 # The token still takes the right PIN.
 sign_check after-wrong ossl dgst -sha256 -sign "$URI"
+# A PIN file others can read: used, with a warning that names it and the fix.
+cp "$PIN_FILE" "$WORK/open-pin"
+chmod 644 "$WORK/open-pin"
+run_ok cli-open-pin "$MTLSKS_CLI" --config "$TOKEN_CNF_NOPIN" --pin-source "file:$WORK/open-pin" \
+    csr --key "$URI" --subject CN=web --out "$WORK/open-pin.csr" </dev/null
+assert_grep "$WORK/cli-open-pin.err" "warning: PIN file '$WORK/open-pin' is open to group or others \\(mode 0644\\)" \
+    "PIN file mode 0644: no warning naming the file"
+assert_grep "$WORK/cli-open-pin.err" "chmod 600 '$WORK/open-pin'" "PIN file mode 0644: the warning does not say chmod 600"
+assert_no_grep "$WORK/cli-pin-source.err" 'warning' "PIN file mode 0600: a warning"
+run_ok provider-open-pin nopin openssl dgst -sha256 -sign "$URI;pin-source=file:$WORK/open-pin" \
+    -out "$WORK/open-pin.sig" "$WORK/data" </dev/null
+assert_grep "$WORK/provider-open-pin.err" "PIN file '$WORK/open-pin' is open to group or others" \
+    "provider, PIN file mode 0644: no warning"
+
+# An empty answer at the terminal prompt: the message says it was empty.
+PTY_RC=1 run_pty pty-empty-pin '' -- env OPENSSL_CONF="$TOKEN_CNF_NOPIN" "$MTLSKS_CLI" csr \
+    --key "$URI" --subject CN=web --out "$WORK/pty-empty.csr"
+assert_grep "$WORK/pty-empty-pin.out" "PIN for token 'mtls-a'" "empty PIN at the prompt: no prompt"
+assert_grep "$WORK/pty-empty-pin.out" 'PIN typed at the prompt was empty' "empty PIN at the prompt: not called empty"
+assert_no_grep "$WORK/pty-empty-pin.out" 'run on a terminal' "empty PIN at the prompt: suggests a terminal"
+assert_no_file "$WORK/pty-empty.csr" "empty PIN at the prompt: CSR written"
+
 # No option takes the PIN itself: `--pin 1234` is a usage error, not an
 # abbreviation of --pin-source that reads a file named 1234 (and then prints
 # the would-be PIN in its error message).

@@ -6,7 +6,8 @@
 #   KEY PEM, mode 0600; the SANs are there.
 # - --persist: the key is also at a persistent handle; list --tpm (text and
 #   JSON) shows it with its tpmkey: URI; csr --key takes that URI and the file.
-# - The TCTI comes from the config's tpm2-tcti; --tcti overrides it; an
+# - The TCTI comes from the config's tpm2-tcti; --tcti overrides it (errors
+#   name the one used, and a TCTI name no library answers to); an
 #   unreachable TPM fails with exit 1 and a message that names the TCTI and
 #   how to set it.
 # - Bad input is a usage error (exit 2) and leaves nothing behind; an
@@ -132,7 +133,16 @@ run_rc tcti-dead-flag 1 mks --tcti "swtpm:host=127.0.0.1,port=$dead" enroll --tp
     --out "$WORK/dead.csr" --key-ref "$WORK/dead.key.pem"
 assert_grep "$WORK/tcti-dead-flag.err" "no TPM answers on the TCTI swtpm:host=127.0.0.1,port=$dead given with --tcti" \
     "unreachable TPM (--tcti)"
+assert_no_grep "$WORK/tcti-dead-flag.err" 'openssl\.cnf' "unreachable TPM (--tcti): points to openssl.cnf as well"
 assert_no_file "$WORK/dead.key.pem" "unreachable TPM: key file"
+# A TCTI name no library answers to: said so, not "Functionality not supported".
+run_rc tcti-bogus 1 mks --tcti bogus:xyz enroll --tpm --subject CN=x \
+    --out "$WORK/dead.csr" --key-ref "$WORK/dead.key.pem"
+assert_grep "$WORK/tcti-bogus.err" "there is no TCTI named 'bogus' in TCTI 'bogus:xyz' \\(libtss2-tcti-bogus\\.so\\.0 cannot be loaded\\)" \
+    "unknown TCTI: not named"
+assert_grep "$WORK/tcti-bogus.err" 'given with --tcti' "unknown TCTI: its source is not named"
+assert_no_grep "$WORK/tcti-bogus.err" 'Functionality not supported|openssl\.cnf' "unknown TCTI: tctildr's reason or a wrong source"
+assert_no_file "$WORK/dead.key.pem" "unknown TCTI: key file"
 run_rc tcti-dead-csr 1 mks --tcti "swtpm:host=127.0.0.1,port=$dead" csr \
     --key "$WORK/k-ec-P-256.key.pem" --subject CN=x --out "$WORK/dead.csr"
 assert_grep "$WORK/tcti-dead-csr.err" "cannot reach the TPM through TCTI 'swtpm:host=127.0.0.1,port=$dead'" \

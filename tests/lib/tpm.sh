@@ -234,9 +234,9 @@ PY
 # controlling terminal, so that it prompts), types each ANSWER and Enter when
 # CMD shows a prompt (output ending in ": ") and has turned the terminal's
 # echo off (it must, within 10 s), and keeps what the terminal showed in
-# $WORK/STEP.out. CMD must exit 0.
+# $WORK/STEP.out. CMD must exit 0, or $PTY_RC when that is set.
 run_pty() {
-    local step=$1 answers=() rc=0
+    local step=$1 answers=() rc=0 want=${PTY_RC:-0}
     shift
     while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
         answers+=("$1")
@@ -278,8 +278,8 @@ _, status = os.waitpid(pid, 0)
 sys.stdout.write(shown.decode(errors="replace"))
 sys.exit(os.waitstatus_to_exitcode(status))
 PY
-    if [ "$rc" -ne 0 ]; then
+    if [ "$rc" -ne "$want" ]; then
         _show_output "$step"
-        fail "$step: exit $rc, expected 0 (on a terminal): $(_quote "$@")"
+        fail "$step: exit $rc, expected $want (on a terminal): $(_quote "$@")"
     fi
 }

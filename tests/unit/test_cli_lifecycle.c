@@ -1,6 +1,6 @@
 /*
  * What the lifecycle commands build on: the labels of a renewal, URIs for
- * the objects around a key, certificate facts (days left rounded down, also
+ * the objects around a key, certificate facts (days left rounded up, also
  * below zero; SANs, usages, key), certificate files, and the JSON writer.
  */
 #include <setjmp.h>
@@ -169,7 +169,7 @@ static void test_cert_info(void **state)
     assert_string_equal(ci.issuer, ci.subject);
     assert_string_equal(ci.serial, "1abc");
     assert_int_equal(ci.seconds_left, 10 * 86400 + 5);
-    assert_int_equal(ci.days_left, 10);
+    assert_int_equal(ci.days_left, 11);
     assert_int_equal(ci.sans.n, 4);
     assert_string_equal(ci.sans.v[0], "DNS:web.example");
     assert_string_equal(ci.sans.v[1], "IP:192.0.2.1");
@@ -194,16 +194,14 @@ static void test_cert_info(void **state)
     cli_cert_info_clear(&ci);
     OPENSSL_free(der);
 
-    /* Days are rounded to the nearest while valid (a certificate issued for
-     * 10 days a moment ago has 10 left), and down once expired. */
+    /* Days are rounded up (a day begun counts), also once expired. */
     {
         static const struct {
             long secs;
             long long days;
         } cases[] = {
-            {10 * 86400 - 5, 10}, {86400, 1}, {86399, 1}, {43200, 1},
-            {43199, 0},           {1, 0},     {-1, -1},   {-86400, -1},
-            {-86401, -2},
+            {2 * 86400 - 1, 2}, {86401, 2},   {86400, 1},    {86399, 1}, {1, 1}, {0, 0}, {-1, 0},
+            {-86400, -1},       {-86401, -1}, {-172800, -2},
         };
 
         for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -214,6 +212,10 @@ static void test_cert_info(void **state)
             cli_cert_info_clear(&ci);
             OPENSSL_free(der);
         }
+        assert_string_equal(cli_days_word(1), "day");
+        assert_string_equal(cli_days_word(-1), "day");
+        assert_string_equal(cli_days_word(0), "days");
+        assert_string_equal(cli_days_word(2), "days");
     }
 
     der = make_cert(now, 86400, 1, NULL, &len);

@@ -97,9 +97,13 @@ void mks_ctx_free(mks_ctx *ctx);
  * Asks for a PIN. Writes at most bufsize-1 bytes into buf (NUL-terminated),
  * stores the length in *len. token_label names the token for a prompt, or is
  * MKS_PIN_FOR_TPM_KEY when a TPM key's password is asked for.
- * Returns 1 with a PIN, 0 when none can be had (no terminal, cancelled).
+ * Returns 1 with a PIN, 0 when none can be had (no terminal, cancelled),
+ * MKS_PIN_EMPTY when the user was asked and answered with an empty line (the
+ * error then says so instead of suggesting a terminal).
  */
 typedef int mks_pin_cb(char *buf, size_t bufsize, size_t *len, const char *token_label, void *arg);
+
+#define MKS_PIN_EMPTY (-1)
 
 #define MKS_PIN_FOR_TPM_KEY "TPM key"
 
@@ -402,7 +406,8 @@ void mks_tss2_key_clear(mks_tss2_key *key);
 /* Helpers                                                                   */
 
 /* Reads a PIN from a pin-source ("file:PATH" or a plain path): the first
- * line, without its line ending. buf is wiped on failure. */
+ * line, without its line ending. buf is wiped on failure. A regular file open
+ * to group or others is still read, with a warning on stderr. */
 MKS_WUR mks_rv mks_pin_from_source(const char *source, char *buf, size_t bufsize, size_t *len);
 
 /* How often this process has called the PKCS#11 function `name` ("C_Sign"),
