@@ -477,7 +477,7 @@ int cmd_enroll(cli_globals *g, int argc, char **argv)
     session = cli_session_open(&s, g, CMD);
     if (!session)
         goto done;
-    if (!cli_session_find_token(&s, o.slot, o.token, &token_uri, token_label))
+    if (!cli_session_find_token(&s, o.slot, o.token, 1, &token_uri, token_label))
         goto done;
 
     rv = mks_keygen(s.ks, token_uri, &kp, &s.pin_ui, &key);

@@ -159,51 +159,6 @@ int cli_find_objects(cli_session *s, const char *token_uri, const char *label,
     return rv == MKS_OK;
 }
 
-/*
- * The commands on existing keys take --token, never --slot: a --token that
- * names no usable token (or several) is reported here, with the --token
- * values that would do. 1 when exactly one usable token has the label.
- */
-static int token_label_check(cli_session *s, const mks_slot_info *slots, size_t count,
-                             const char *token)
-{
-    size_t i;
-    int matches = 0, unusable = 0, any = 0;
-
-    for (i = 0; i < count; i++) {
-        if (!slots[i].token_present || strcmp(slots[i].token_label, token) != 0)
-            continue;
-        if (slots[i].index < 0)
-            unusable++;
-        else
-            matches++;
-    }
-    if (matches == 1 && unusable == 0)
-        return 1;
-    if (matches > 1)
-        cli_fail(s->cmd,
-                 "%d tokens are labelled '%s' and --token cannot tell them apart: give each "
-                 "token its own label",
-                 matches, token);
-    else if (unusable > 0)
-        cli_fail(s->cmd, "token '%s' cannot hold keys: it is write-protected or not initialized",
-                 token);
-    else
-        cli_fail(s->cmd, "no token labelled '%s' in %s", token, cli_session_module(s));
-    for (i = 0; i < count; i++) {
-        if (slots[i].index < 0)
-            continue;
-        if (!any)
-            fprintf(stderr, "%s %s: tokens that can hold keys:\n", CLI_PROGRAM, s->cmd);
-        any = 1;
-        fprintf(stderr, "  --token '%s'   (%s)\n", slots[i].token_label, slots[i].slot_description);
-    }
-    if (!any)
-        fprintf(stderr, "%s %s: no token of this module can hold keys; see '%s list'\n",
-                CLI_PROGRAM, s->cmd, CLI_PROGRAM);
-    return 0;
-}
-
 int cli_find_label_token(cli_session *s, const char *const *labels, size_t nlabels,
                          unsigned classes, const char *token, char **token_uri,
                          char token_label[33])
@@ -216,15 +171,13 @@ int cli_find_label_token(cli_session *s, const char *const *labels, size_t nlabe
     int ok = 0;
 
     *token_uri = NULL;
+    /* The commands on existing keys take --token, never --slot. */
+    if (token != NULL)
+        return cli_session_find_token(s, -1, token, 0, token_uri, token_label);
     rv = mks_slots_list(s->ks, &slots, &count);
     if (rv != MKS_OK) {
         cli_fail_ks(s->cmd, rv, "cannot list the slots of %s", cli_session_module(s));
         return 0;
-    }
-    if (token != NULL) {
-        ok = token_label_check(s, slots, count, token) &&
-             cli_session_find_token(s, -1, token, token_uri, token_label);
-        goto done;
     }
     for (i = 0; i < count; i++) {
         int here = 0;

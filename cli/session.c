@@ -460,8 +460,10 @@ done:
     return ok;
 }
 
-static void list_choices(const char *cmd, const mks_slot_info *slots, size_t count)
+/* The choices a command accepts: --slot and --token, or (slot_ok 0) --token only. */
+static void list_choices(const char *cmd, const mks_slot_info *slots, size_t count, int slot_ok)
 {
+    const char *what = slot_ok ? "slot" : "token";
     size_t i;
     int any = 0;
 
@@ -469,18 +471,22 @@ static void list_choices(const char *cmd, const mks_slot_info *slots, size_t cou
         if (slots[i].index < 0)
             continue;
         if (!any)
-            fprintf(stderr, "%s %s: slots that can hold keys:\n", CLI_PROGRAM, cmd);
+            fprintf(stderr, "%s %s: %ss that can hold keys:\n", CLI_PROGRAM, cmd, what);
         any = 1;
-        fprintf(stderr, "  --slot %d   --token '%s'   (%s)\n", slots[i].index, slots[i].token_label,
-                slots[i].slot_description);
+        if (slot_ok)
+            fprintf(stderr, "  --slot %d   --token '%s'   (%s)\n", slots[i].index,
+                    slots[i].token_label, slots[i].slot_description);
+        else
+            fprintf(stderr, "  --token '%s'   (%s)\n", slots[i].token_label,
+                    slots[i].slot_description);
     }
     if (!any)
-        fprintf(stderr, "%s %s: no slot of this module can hold keys; see '%s list'\n", CLI_PROGRAM,
-                cmd, CLI_PROGRAM);
+        fprintf(stderr, "%s %s: no %s of this module can hold keys; see '%s list'\n", CLI_PROGRAM,
+                cmd, what, CLI_PROGRAM);
 }
 
-int cli_session_find_token(cli_session *s, int slot_index, const char *label, char **token_uri,
-                           char token_label[33])
+int cli_session_find_token(cli_session *s, int slot_index, const char *label, int slot_ok,
+                           char **token_uri, char token_label[33])
 {
     mks_slot_info *slots = NULL, *found = NULL;
     size_t count = 0, i;
@@ -501,7 +507,7 @@ int cli_session_find_token(cli_session *s, int slot_index, const char *label, ch
                          "token '%s' (%s) cannot hold keys: it is write-protected or not "
                          "initialized",
                          slots[i].token_label, slots[i].slot_description);
-                list_choices(s->cmd, slots, count);
+                list_choices(s->cmd, slots, count, slot_ok);
                 goto done;
             }
             if (found == NULL)
@@ -514,12 +520,18 @@ int cli_session_find_token(cli_session *s, int slot_index, const char *label, ch
             cli_fail(s->cmd, "no token labelled '%s' in %s", label, cli_session_module(s));
         else
             cli_fail(s->cmd, "no slot %d in %s", slot_index, cli_session_module(s));
-        list_choices(s->cmd, slots, count);
+        list_choices(s->cmd, slots, count, slot_ok);
         goto done;
     }
     if (matches > 1) {
-        cli_fail(s->cmd, "%d tokens are labelled '%s'; choose one with --slot", matches, label);
-        list_choices(s->cmd, slots, count);
+        if (slot_ok)
+            cli_fail(s->cmd, "%d tokens are labelled '%s'; choose one with --slot", matches, label);
+        else
+            cli_fail(s->cmd,
+                     "%d tokens are labelled '%s' and --token cannot tell them apart: give each "
+                     "token its own label",
+                     matches, label);
+        list_choices(s->cmd, slots, count, slot_ok);
         goto done;
     }
     if (found->token_uri == NULL) {

@@ -188,11 +188,13 @@ int cli_session_make_csr(cli_session *s, mks_key *key, const cli_csr_req *req, c
 /*
  * Finds the token that --slot INDEX (slot_index >= 0) or --token LABEL names
  * among the slots that can hold keys. An unknown index or label, or a label
- * that several tokens carry, is reported with the slots to choose from.
- * Returns 1 with *token_uri (malloc'd) and token_label filled, or 0.
+ * that several tokens carry, is reported with the slots to choose from:
+ * as --slot and --token when the command takes both (slot_ok), else as
+ * --token only. Returns 1 with *token_uri (malloc'd) and token_label
+ * filled, or 0.
  */
-int cli_session_find_token(cli_session *s, int slot_index, const char *label, char **token_uri,
-                           char token_label[33]);
+int cli_session_find_token(cli_session *s, int slot_index, const char *label, int slot_ok,
+                           char **token_uri, char token_label[33]);
 
 /* Frees everything: library context first (its keys hold the keystore), then the keystore. */
 void cli_session_close(cli_session *s);
