@@ -28,7 +28,8 @@ typedef enum bench_alg {
 
 typedef struct bench_opts {
     const char *cmd;  /* subcommand */
-    const char *impl; /* raw, keystore, provider, engine, soft, tpm2-openssl */
+    const char *impl; /* raw, raw-token, keystore, provider, p11prov, engine, soft,
+                          tpm2-openssl */
     bench_alg alg;
     const char *alg_name;
     const char *key;      /* URI, label or file, by impl */
@@ -108,8 +109,11 @@ int bench_load_config(const char *path);
 int bench_load_tpm2_provider(void);
 /* What o->impl needs loaded first: our config, tpm2-openssl. */
 int bench_load_providers(const bench_opts *o);
-/* A private key by URI or file through OSSL_STORE (any loaded provider). */
-EVP_PKEY *bench_store_load(const char *uri);
+/* A private key by URI or file through OSSL_STORE; propq ("?provider=NAME")
+ * prefers one provider's loader where several take pkcs11: URIs. */
+EVP_PKEY *bench_store_load(const char *uri, const char *propq);
+/* The OSSL_STORE properties of a path: ours, pkcs11-provider's or none. */
+const char *bench_impl_propq(const char *impl);
 /* A new software key in the default provider for alg. */
 EVP_PKEY *bench_soft_key(bench_alg alg);
 /* One EVP_DigestSign of a 128-byte message; sig gets up to *siglen bytes. */
@@ -124,8 +128,10 @@ int cmd_startup(const bench_opts *o);
 
 /* ---- sign_p11.c -------------------------------------------------------------- */
 
-/* The ceiling's path: the module by dlopen, a session per thread. */
-int raw_path_setup(const bench_opts *o, bench_path *path);
+/* The ceiling's paths, "raw" (a session-object copy of the key) and
+ * "raw-token" (the token object): the module by dlopen, a session per
+ * thread. */
+int raw_path_setup(const bench_opts *o, const char *impl, bench_path *path);
 
 /* ---- engine.c ------------------------------------------------------------------ */
 

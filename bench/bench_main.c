@@ -13,11 +13,12 @@ static const char usage_text[] =
     "Usage: mtlsks-bench COMMAND [OPTIONS]\n"
     "\n"
     "Commands (one row each; one JSON object on stdout):\n"
-    "  sign        signatures per second: --impl raw | keystore | provider | engine |\n"
+    "  sign        signatures per second: --impl raw (a session-object copy of the key) |\n"
+    "              raw-token | keystore | provider | p11prov (pkcs11-provider) | engine |\n"
     "              soft | tpm2-openssl, or several separated by commas: they run in\n"
     "              one process taking turns (--slice), one JSON line each\n"
-    "  tls         mutual-TLS 1.3 handshakes per second over memory BIOs:\n"
-    "              --impl provider | engine | soft | tpm2-openssl (--key server, --key2 client)\n"
+    "  tls         mutual-TLS 1.3 handshakes per second over memory BIOs: --impl provider |\n"
+    "              p11prov | engine | soft | tpm2-openssl (--key server, --key2 client)\n"
     "  startup     provider/engine load, key load, first signature; VmRSS\n"
     "  tpm-keygen  make a TPM key with the keystore (TSS2 PRIVATE KEY file): --tcti --out\n"
     "  pcap-count FILE   TPM commands in a pcapng file written by the pcap TCTI\n"
@@ -25,13 +26,15 @@ static const char usage_text[] =
     "Options:\n"
     "  --impl NAME        the path to the key (see above)\n"
     "  --alg ALG          ec (ECDSA P-256), rsa-pkcs1, rsa-pss (RSA-2048); default ec\n"
-    "  --key SPEC         raw, engine: pkcs11: URI; keystore, provider, tpm2-openssl: pkcs11:\n"
-    "                     URI or key file; soft: key file (default, or with a URI: a new key)\n"
+    "  --key SPEC         raw, engine: pkcs11: URI; keystore, provider, p11prov, tpm2-openssl:\n"
+    "                     pkcs11: URI or key file; soft: key file (default, or with a URI:\n"
+    "                     a new key)\n"
     "  --key2 SPEC        tls: the client's key\n"
     "  --module PATH      PKCS#11 module (raw, keystore, engine)\n"
     "  --pin-file PATH    user PIN, first line (raw, keystore, engine)\n"
-    "  --config FILE      openssl.cnf loading the provider (provider; with another impl: loaded\n"
-    "                     all the same, to see what it costs that impl)\n"
+    "  --config FILE      openssl.cnf loading the provider (provider; p11prov: pkcs11-provider;\n"
+    "                     with another impl: loaded all the same, to see what it costs that\n"
+    "                     impl)\n"
     "  --shim PATH        count token calls through mtlsks-p11shim.so (it must be the module)\n"
     "  --tcti CONF        TPM TCTI (keystore, tpm-keygen)\n"
     "  --out FILE         tpm-keygen output\n"
@@ -63,6 +66,26 @@ static int parse_alg(const char *s, bench_opts *o)
     return 1;
 }
 
+/* The command's exit status: 0 done, 1 failed, 2 usage. */
+static int run(const bench_opts *o, const char *arg)
+{
+    int ok;
+
+    if (strcmp(o->cmd, "sign") == 0)
+        ok = cmd_sign(o);
+    else if (strcmp(o->cmd, "tls") == 0)
+        ok = cmd_tls(o);
+    else if (strcmp(o->cmd, "startup") == 0)
+        ok = cmd_startup(o);
+    else if (strcmp(o->cmd, "tpm-keygen") == 0)
+        ok = cmd_tpm_keygen(o);
+    else if (strcmp(o->cmd, "pcap-count") == 0 && arg != NULL)
+        ok = cmd_pcap_count(o, arg);
+    else
+        return usage(2);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -88,7 +111,7 @@ int main(int argc, char **argv)
     };
     bench_opts o = {0};
     const char *arg = NULL;
-    int c, ok;
+    int c;
 
     o.alg = BENCH_EC;
     o.alg_name = "ec";
@@ -178,17 +201,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "mtlsks-bench: %s needs --impl\n", o.cmd);
         return 2;
     }
-    if (strcmp(o.cmd, "sign") == 0)
-        ok = cmd_sign(&o);
-    else if (strcmp(o.cmd, "tls") == 0)
-        ok = cmd_tls(&o);
-    else if (strcmp(o.cmd, "startup") == 0)
-        ok = cmd_startup(&o);
-    else if (strcmp(o.cmd, "tpm-keygen") == 0)
-        ok = cmd_tpm_keygen(&o);
-    else if (strcmp(o.cmd, "pcap-count") == 0 && arg != NULL)
-        ok = cmd_pcap_count(&o, arg);
-    else
-        return usage(2);
-    return ok ? 0 : 1;
+    return run(&o, arg);
 }

@@ -71,9 +71,20 @@ int bench_load_providers(const bench_opts *o)
            (strstr(o->impl, "tpm2-openssl") == NULL || bench_load_tpm2_provider());
 }
 
-EVP_PKEY *bench_store_load(const char *uri)
+const char *bench_impl_propq(const char *impl)
 {
-    OSSL_STORE_CTX *st = OSSL_STORE_open_ex(uri, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+    /* Preferences, not requirements: a key file is read by the default
+     * provider's file loader whichever provider then decodes it. */
+    if (strcmp(impl, "provider") == 0)
+        return "?provider=mtlsks";
+    if (strcmp(impl, "p11prov") == 0)
+        return "?provider=pkcs11";
+    return NULL;
+}
+
+EVP_PKEY *bench_store_load(const char *uri, const char *propq)
+{
+    OSSL_STORE_CTX *st = OSSL_STORE_open_ex(uri, NULL, propq, NULL, NULL, NULL, NULL, NULL);
     EVP_PKEY *pkey = NULL;
 
     if (st == NULL) {
@@ -143,6 +154,15 @@ EVP_PKEY *bench_public_copy(EVP_PKEY *pkey)
         pub = d2i_PUBKEY_ex(NULL, &p, n, NULL, "provider=default");
     }
     OPENSSL_free(der);
+    /* pkcs11-provider 1.2 exports EC keys with explicit curve parameters
+     * (pkcs11-provider#709); a certificate carrying them fails verification
+     * in TLS 1.3. A CA issues for the named curve. */
+    if (pub != NULL && EVP_PKEY_is_a(pub, "EC") &&
+        !EVP_PKEY_set_utf8_string_param(pub, OSSL_PKEY_PARAM_EC_ENCODING,
+                                        OSSL_PKEY_EC_ENCODING_GROUP)) {
+        EVP_PKEY_free(pub);
+        pub = NULL;
+    }
     if (pub == NULL)
         bench_report_errors("copying the public key");
     return pub;
@@ -199,16 +219,15 @@ static int evp_init_op(void *p, int thread)
  * (our provider) is loaded already. */
 static EVP_PKEY *path_key(const bench_opts *o, const char *impl)
 {
-    if (strcmp(impl, "provider") == 0)
-        return bench_store_load(o->key);
-    if (strcmp(impl, "tpm2-openssl") == 0)
-        return bench_store_load(o->key);
+    if (strcmp(impl, "provider") == 0 || strcmp(impl, "p11prov") == 0 ||
+        strcmp(impl, "tpm2-openssl") == 0)
+        return bench_store_load(o->key, bench_impl_propq(impl));
     if (strcmp(impl, "engine") == 0) {
         void *e = bench_engine_open(o->module, o->pin_file);
         return e != NULL ? bench_engine_load(e, o->key) : NULL;
     }
     if (strcmp(impl, "soft") == 0)
-        return o->key != NULL && strncmp(o->key, "pkcs11:", 7) != 0 ? bench_store_load(o->key)
+        return o->key != NULL && strncmp(o->key, "pkcs11:", 7) != 0 ? bench_store_load(o->key, NULL)
                                                                     : bench_soft_key(o->alg);
     fprintf(stderr, "mtlsks-bench: unknown impl '%s'\n", impl);
     return NULL;
@@ -227,8 +246,8 @@ static int path_setup(const bench_opts *o, const char *impl, path_state *ps)
     size_t siglen = sizeof(sig);
 
     ps->verified = -1;
-    if (strcmp(impl, "raw") == 0)
-        return raw_path_setup(o, &ps->path);
+    if (strcmp(impl, "raw") == 0 || strcmp(impl, "raw-token") == 0)
+        return raw_path_setup(o, impl, &ps->path);
     if (strcmp(impl, "keystore") == 0)
         return (ps->keystore = keystore_path_setup(o, &ps->path));
     ps->evp.alg = o->alg;
@@ -244,6 +263,26 @@ static int path_setup(const bench_opts *o, const char *impl, path_state *ps)
 }
 
 /*
+ * The order the paths of one process load their keys in. A path that copies
+ * its key into a session object (raw; ours and pkcs11-provider when they
+ * cache keys) adds an object that matches the key's URI for the rest of the
+ * process: libp11's engine lists every object, so it loads first, and the
+ * raw copies are made last. Our keystore searches token objects only.
+ */
+static const char *const setup_order[] = {"engine",   "p11prov", "tpm2-openssl", "provider",
+                                          "keystore", "soft",    "raw-token",    "raw"};
+
+static int setup_rank(const char *impl)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(setup_order) / sizeof(setup_order[0]); i++)
+        if (strcmp(setup_order[i], impl) == 0)
+            return (int)i;
+    return -1;
+}
+
+/*
  * sign --impl A[,B...]: signatures per second through each path. Several
  * paths run in one process, taking turns (bench_run_paths), so that their
  * ratios hold on a busy machine.
@@ -253,18 +292,26 @@ int cmd_sign(const bench_opts *o)
     static path_state ps[BENCH_MAX_PATHS];
     bench_path paths[BENCH_MAX_PATHS];
     bench_result r[BENCH_MAX_PATHS];
+    const char *names[BENCH_MAX_PATHS];
     char list[256], *name, *save = NULL;
-    int n = 0, k, ok;
+    int n = 0, k, rank, ok;
 
     snprintf(list, sizeof(list), "%s", o->impl);
     if (!bench_load_providers(o))
         return 0;
     for (name = strtok_r(list, ",", &save); name != NULL; name = strtok_r(NULL, ",", &save)) {
-        if (n == BENCH_MAX_PATHS || !path_setup(o, name, &ps[n]))
+        if (n == BENCH_MAX_PATHS || setup_rank(name) < 0) {
+            fprintf(stderr, "mtlsks-bench: unknown impl '%s' (or too many)\n", name);
             return 0;
-        paths[n] = ps[n].path;
-        n++;
+        }
+        names[n++] = name;
     }
+    for (rank = 0; rank < (int)(sizeof(setup_order) / sizeof(setup_order[0])); rank++)
+        for (k = 0; k < n; k++)
+            if (setup_rank(names[k]) == rank && !path_setup(o, names[k], &ps[k]))
+                return 0;
+    for (k = 0; k < n; k++)
+        paths[k] = ps[k].path;
     if (n == 0 || (n > 1 && o->count > 0)) {
         fprintf(stderr, "mtlsks-bench: --count takes one --impl\n");
         return 0;
@@ -314,7 +361,7 @@ int cmd_startup(const bench_opts *o)
     int ok = 0;
 
     t0 = bench_now();
-    if (strcmp(o->impl, "provider") == 0)
+    if (strcmp(o->impl, "provider") == 0 || strcmp(o->impl, "p11prov") == 0)
         ok = bench_load_config(o->config);
     else if (strcmp(o->impl, "tpm2-openssl") == 0)
         ok = bench_load_config(NULL) && bench_load_tpm2_provider();
@@ -325,7 +372,8 @@ int cmd_startup(const bench_opts *o)
         ok = bench_load_config(NULL);
     t1 = bench_now();
     if (ok)
-        pkey = engine != NULL ? bench_engine_load(engine, o->key) : bench_store_load(o->key);
+        pkey = engine != NULL ? bench_engine_load(engine, o->key)
+                              : bench_store_load(o->key, bench_impl_propq(o->impl));
     t2 = bench_now();
     ok = pkey != NULL && bench_evp_sign(pkey, o->alg, sig, &siglen);
     t3 = bench_now();

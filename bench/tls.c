@@ -133,8 +133,8 @@ static int tls_keys(const bench_opts *o, const char *impl, EVP_PKEY **skey, EVP_
     if (strcmp(impl, "soft") == 0) {
         *skey = bench_soft_key(o->alg);
         *ckey = bench_soft_key(o->alg);
-    } else if (strcmp(impl, "provider") == 0 || strcmp(impl, "tpm2-openssl") == 0 ||
-               strcmp(impl, "engine") == 0) {
+    } else if (strcmp(impl, "provider") == 0 || strcmp(impl, "p11prov") == 0 ||
+               strcmp(impl, "tpm2-openssl") == 0 || strcmp(impl, "engine") == 0) {
         void *e = NULL;
         if (o->key == NULL || o->key2 == NULL) {
             fprintf(stderr, "mtlsks-bench: tls needs --key (server) and --key2 (client)\n");
@@ -142,8 +142,10 @@ static int tls_keys(const bench_opts *o, const char *impl, EVP_PKEY **skey, EVP_
         }
         if (strcmp(impl, "engine") == 0 && (e = bench_engine_open(o->module, o->pin_file)) == NULL)
             return 0;
-        *skey = e != NULL ? bench_engine_load(e, o->key) : bench_store_load(o->key);
-        *ckey = e != NULL ? bench_engine_load(e, o->key2) : bench_store_load(o->key2);
+        *skey = e != NULL ? bench_engine_load(e, o->key)
+                          : bench_store_load(o->key, bench_impl_propq(impl));
+        *ckey = e != NULL ? bench_engine_load(e, o->key2)
+                          : bench_store_load(o->key2, bench_impl_propq(impl));
     } else {
         fprintf(stderr, "mtlsks-bench: tls: unknown impl '%s'\n", impl);
     }

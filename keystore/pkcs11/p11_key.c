@@ -220,13 +220,27 @@ static int lookup_put(p11_token *tok, CK_SESSION_HANDLE s, mks_rv rv, unsigned *
     return 1;
 }
 
+#define FIND_TMPL_MAX 16
+
+/*
+ * One search, for token objects only: session objects are copies of keys
+ * held for speed (ours, or another library's in the same process, as
+ * pkcs11-provider's cache-keys makes) and match the same URI.
+ */
 static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                            CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *count)
 {
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE t[FIND_TMPL_MAX + 1];
     CK_RV crv;
 
     *count = 0;
-    crv = P11(tok->ctx, C_FindObjectsInit, s, tmpl, n);
+    if (n > FIND_TMPL_MAX)
+        return mks_error(MKS_ERR_ARG, "a PKCS#11 URI with more than %d attributes", FIND_TMPL_MAX);
+    if (n > 0)
+        memcpy(t, tmpl, n * sizeof(*t));
+    t[n++] = (CK_ATTRIBUTE){CKA_TOKEN, &yes, sizeof(yes)};
+    crv = P11(tok->ctx, C_FindObjectsInit, s, t, n);
     if (crv != CKR_OK)
         return p11_fail(crv, "C_FindObjectsInit", tok);
     crv = P11(tok->ctx, C_FindObjects, s, out, max, count);
@@ -837,7 +851,10 @@ mks_rv mks_pubkey_open(mks_ctx *ctx, const char *uri, mks_key **out)
 static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK_OBJECT_HANDLE *h)
 {
     CK_OBJECT_CLASS cls = key->is_private ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY;
-    CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, key->id, key->id_len}};
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_ID, key->id, key->id_len},
+                         {CKA_TOKEN, &yes, sizeof(yes)}};
     CK_OBJECT_HANDLE found[2];
     CK_ULONG n = 0;
     CK_RV crv;
@@ -856,7 +873,7 @@ static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK
         t[1].pValue = key->label;
         t[1].ulValueLen = strlen(key->label);
     }
-    crv = P11(key->ctx, C_FindObjectsInit, s, t, 2);
+    crv = P11(key->ctx, C_FindObjectsInit, s, t, 3);
     if (crv != CKR_OK)
         return crv;
     crv = P11(key->ctx, C_FindObjects, s, found, 2, &n);
