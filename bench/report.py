@@ -338,21 +338,23 @@ def main():
                   "engine": "both keys on the token, libp11 engine",
                   "soft": "software keys",
                   "soft-loaded": "software keys, mtlsks.so loaded (not used)",
+                  "soft-p11prov-loaded": "software keys, pkcs11-provider loaded (not used)",
                   "soft-tpm2-loaded": "software keys, tpm2-openssl loaded (not used)"}
         tls_in = {i: per_op("tls", i, "ec", ic.get("tls")) for i in labels}
         body, notes = [], []
         for i, x in tls_in.items():
             if x is None and i == "soft-tpm2-loaded" and not str(meta.get("tpm")).startswith("swtpm"):
                 continue
-            if x is None and i == "p11prov" and not has_p11prov:
+            if x is None and i in ("p11prov", "soft-p11prov-loaded") and not has_p11prov:
                 continue
             extra = (f"+{(x - tls_in['soft']) / 1e6:.2f} ({100 * (x - tls_in['soft']) / tls_in['soft']:.1f}%)"
                      if x and tls_in["soft"] and i != "soft" else "")
             body.append([labels[i], f"{x / 1e6:.2f}" if x else "FAILED", extra])
         table("Instructions per mutual-TLS 1.3 handshake, ECDSA P-256 keys (millions, both sides)",
               ["path", "Minstr", "vs software keys"], body,
-              ["a loaded provider with EC and RSA key management makes OpenSSL 3.0 build larger "
-               "decoder chains for every certificate it parses"])
+              ["a loaded provider with EC and RSA key management and key-file decoders makes "
+               "OpenSSL 3.0 build larger",
+               "decoder chains for every certificate it parses (docs/performance.md)"])
         if tls_in["soft-loaded"] and tls_in["soft"]:
             extra = (tls_in["soft-loaded"] - tls_in["soft"]) / tls_in["soft"]
             targets.append({"target": f"a loaded, unused mtlsks.so adds <= {100 * LOADED_TARGET:.0f}% "

@@ -9,11 +9,22 @@
  *
  * Two steps, because OpenSSL 3.0 builds its decoder chains by name:
  *   "DER" input=pem: the first PEM block, when it has one of our labels,
- *         -> its DER, with data structure "pk11uri" or "mtlsks-tss2". Named
- *         "DER" so that the file: store (openssl pkey -in FILE), which
- *         collects only decoders named after input types it knows, has it.
- *   "RSA"/"EC" input=der, structure=...: DER -> the key, passed on as an
+ *         -> its DER, with data structure "mtlsks-key". Named "DER" so that
+ *         the file: store (openssl pkey -in FILE), which collects only
+ *         decoders named after input types it knows, has it.
+ *   "EC" input=der, structure=mtlsks-key: DER -> the key (RSA or EC, a key
+ *         reference or a TPM key: the DER says which), passed on as an
  *         object reference exactly as the store does.
+ *
+ * Two decoders and no more: OpenSSL 3.0 builds a decoder chain for every
+ * certificate it parses (x509_pubkey_ex_d2i_ex), and OSSL_DECODER_CTX_add_extra
+ * walks every decoder of every provider, twice per decoder already in the
+ * chain, whatever their properties and selections say. Each decoder costs
+ * every certificate parse of the process, keys in hardware or not (bench/:
+ * "software keys, mtlsks.so loaded"). The second one's name only decides
+ * when OpenSSL considers it: a key-file decode (PEM_read_bio_PrivateKey, the
+ * file: store) asks every key type, so "EC" has it for RSA keys too; the data
+ * type it passes on picks the KEYMGMT.
  * Anything else is passed over (return 1 without calling back), so other
  * decoders try it. Once input is ours, a failure stops the decoding (return
  * 0): trying on would only ask the token again, and a PIN the token
@@ -36,20 +47,16 @@ static OSSL_FUNC_decoder_newctx_fn mks_decoder_newctx;
 static OSSL_FUNC_decoder_freectx_fn mks_decoder_freectx;
 static OSSL_FUNC_decoder_does_selection_fn mks_key_pem_decoder_does_selection;
 static OSSL_FUNC_decoder_decode_fn mks_key_pem_decoder_decode;
-static OSSL_FUNC_decoder_does_selection_fn mks_key_decoder_does_selection;
-static OSSL_FUNC_decoder_decode_fn mks_rsa_keyref_decoder_decode;
-static OSSL_FUNC_decoder_decode_fn mks_ec_keyref_decoder_decode;
-static OSSL_FUNC_decoder_decode_fn mks_rsa_tss2_decoder_decode;
-static OSSL_FUNC_decoder_decode_fn mks_ec_tss2_decoder_decode;
+static OSSL_FUNC_decoder_does_selection_fn mks_key_der_decoder_does_selection;
+static OSSL_FUNC_decoder_decode_fn mks_key_der_decoder_decode;
 static OSSL_FUNC_decoder_export_object_fn mks_decoder_export_object;
 
-/* The PEM labels we take, and the data structure each DER is passed on with. */
+/* The PEM labels we take. */
 static const struct {
     const char *label;
-    const char *structure;
 } pem_kinds[] = {
-    [MKS_PEM_KEYREF] = {MKS_KEYREF_PEM_LABEL, MKS_KEYREF_STRUCTURE},
-    [MKS_PEM_TSS2] = {MKS_TSS2_PEM_LABEL, MKS_TSS2_STRUCTURE},
+    [MKS_PEM_KEYREF] = {MKS_KEYREF_PEM_LABEL},
+    [MKS_PEM_TSS2] = {MKS_TSS2_PEM_LABEL},
 };
 
 /* ---- PEM parsing (pure) ----------------------------------------------------- */
@@ -276,7 +283,7 @@ static int mks_key_pem_decoder_does_selection(void *provctx, int selection)
     return selection == 0 || (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0;
 }
 
-static int mks_key_decoder_does_selection(void *provctx, int selection)
+static int mks_key_der_decoder_does_selection(void *provctx, int selection)
 {
     return mks_key_pem_decoder_does_selection(provctx, selection);
 }
@@ -303,7 +310,7 @@ static int mks_key_pem_decoder_decode(void *ctx, OSSL_CORE_BIO *cin, int selecti
     }
     params[0] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, der_len);
     params[1] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE,
-                                                 (char *)pem_kinds[kind].structure, 0);
+                                                 (char *)MKS_KEY_STRUCTURE, 0);
     params[2] = OSSL_PARAM_construct_end();
     ret = data_cb(params, data_cbarg);
 done:
@@ -350,9 +357,8 @@ static mks_key_type tpm_public_type(const unsigned char *pub, size_t len)
     return alg == 0x0001 ? MKS_KEY_RSA : alg == 0x0023 ? MKS_KEY_EC : MKS_KEY_NONE;
 }
 
-/* Hands an opened key on, typed as what it is: a key reference does not say
- * whether it names an RSA or an EC key, and whichever of the two decoders
- * runs first opens it once for both (the data type picks the KEYMGMT). */
+/* Hands an opened key on, typed as what it is (the data type picks the
+ * KEYMGMT). */
 static int pass_key(mks_prov *prov, mks_key *key, const char *desc, OSSL_CALLBACK *data_cb,
                     void *data_cbarg)
 {
@@ -377,22 +383,22 @@ static int pass_failure(mks_prov *prov, mks_key_type want, mks_rv rv, const char
     return mks_objref_pass(k, desc, data_cb, data_cbarg);
 }
 
-static int keyref_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
+/* A key reference does not say whether it names an RSA or an EC key: a key
+ * that cannot be opened is handed on as an EC stand-in, whose KEYMGMT load
+ * raises why. */
+static int keyref_decode(mks_prov *prov, const unsigned char *der, size_t der_len,
                          OSSL_CALLBACK *data_cb, void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb,
                          void *pw_cbarg)
 {
+    const mks_key_type want = MKS_KEY_EC;
     mks_pw pw = {pw_cb, pw_cbarg};
     mks_pin_ui ui = mks_pin_ui_from_pw(&pw);
-    unsigned char *der = NULL;
-    size_t der_len = 0;
     char *uri = NULL;
     mks_key *key = NULL;
     mks_ctx *ks;
     mks_rv rv;
     int ret = 1;
 
-    if (!read_input(prov, cin, 0, &der, &der_len) || !looks_like_keyref(der, der_len))
-        goto done; /* not ours */
     ERR_set_mark();
     rv = mks_keyref_decode_der(der, der_len, &uri);
     ERR_pop_to_mark();
@@ -417,26 +423,22 @@ static int keyref_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
     ret = pass_key(prov, key, uri, data_cb, data_cbarg);
 done:
     free(uri);
-    OPENSSL_free(der);
     return ret;
 }
 
-static int tss2_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
+static int tss2_decode(mks_prov *prov, const unsigned char *der, size_t der_len,
                        OSSL_CALLBACK *data_cb, void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb,
                        void *pw_cbarg)
 {
     mks_pw pw = {pw_cb, pw_cbarg};
     mks_pin_ui ui = mks_pin_ui_from_pw(&pw);
     mks_tss2_key file = {0};
-    unsigned char *der = NULL;
-    size_t der_len = 0;
     mks_key *key = NULL;
+    mks_key_type want = MKS_KEY_EC;
     mks_ctx *ks;
     mks_rv rv;
     int ret = 1;
 
-    if (!read_input(prov, cin, 0, &der, &der_len) || !looks_like_tss2(der, der_len))
-        goto done; /* not ours */
     ERR_set_mark();
     rv = mks_tss2_decode_der(der, der_len, &file);
     ERR_pop_to_mark();
@@ -445,8 +447,9 @@ static int tss2_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
         goto done;
     }
     /* Loading a key into the TPM costs commands and maybe a password
-     * prompt: look at its type first. */
-    if (tpm_public_type(file.pub, file.pub_len) != want)
+     * prompt: a key of neither type is passed over before that. */
+    want = tpm_public_type(file.pub, file.pub_len);
+    if (want == MKS_KEY_NONE)
         goto done;
     ks = mks_prov_keystore(prov);
     if (ks == NULL) {
@@ -463,36 +466,26 @@ static int tss2_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
     ret = pass_key(prov, key, "TPM key", data_cb, data_cbarg);
 done:
     mks_tss2_key_clear(&file);
-    OPENSSL_free(der);
     return ret;
 }
 
-static int mks_rsa_keyref_decoder_decode(void *ctx, OSSL_CORE_BIO *cin, int selection,
-                                         OSSL_CALLBACK *data_cb, void *data_cbarg,
-                                         OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
-{
-    return keyref_decode(ctx, MKS_KEY_RSA, cin, data_cb, data_cbarg, pw_cb, pw_cbarg);
-}
-
-static int mks_ec_keyref_decoder_decode(void *ctx, OSSL_CORE_BIO *cin, int selection,
-                                        OSSL_CALLBACK *data_cb, void *data_cbarg,
-                                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
-{
-    return keyref_decode(ctx, MKS_KEY_EC, cin, data_cb, data_cbarg, pw_cb, pw_cbarg);
-}
-
-static int mks_rsa_tss2_decoder_decode(void *ctx, OSSL_CORE_BIO *cin, int selection,
-                                       OSSL_CALLBACK *data_cb, void *data_cbarg,
-                                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
-{
-    return tss2_decode(ctx, MKS_KEY_RSA, cin, data_cb, data_cbarg, pw_cb, pw_cbarg);
-}
-
-static int mks_ec_tss2_decoder_decode(void *ctx, OSSL_CORE_BIO *cin, int selection,
+static int mks_key_der_decoder_decode(void *ctx, OSSL_CORE_BIO *cin, int selection,
                                       OSSL_CALLBACK *data_cb, void *data_cbarg,
                                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
-    return tss2_decode(ctx, MKS_KEY_EC, cin, data_cb, data_cbarg, pw_cb, pw_cbarg);
+    mks_prov *prov = ctx;
+    unsigned char *der = NULL;
+    size_t der_len = 0;
+    int ret = 1; /* not ours */
+
+    if (!read_input(prov, cin, 0, &der, &der_len))
+        return 1;
+    if (looks_like_keyref(der, der_len))
+        ret = keyref_decode(prov, der, der_len, data_cb, data_cbarg, pw_cb, pw_cbarg);
+    else if (looks_like_tss2(der, der_len))
+        ret = tss2_decode(prov, der, der_len, data_cb, data_cbarg, pw_cb, pw_cbarg);
+    OPENSSL_free(der);
+    return ret;
 }
 
 static int mks_decoder_export_object(void *ctx, const void *objref, size_t objref_sz,
@@ -509,38 +502,11 @@ const OSSL_DISPATCH mks_key_pem_decoder_functions[] = {
     {0, NULL},
 };
 
-const OSSL_DISPATCH mks_rsa_keyref_decoder_functions[] = {
+const OSSL_DISPATCH mks_key_der_decoder_functions[] = {
     {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))mks_decoder_newctx},
     {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))mks_decoder_freectx},
-    {OSSL_FUNC_DECODER_DOES_SELECTION, (void (*)(void))mks_key_decoder_does_selection},
-    {OSSL_FUNC_DECODER_DECODE, (void (*)(void))mks_rsa_keyref_decoder_decode},
-    {OSSL_FUNC_DECODER_EXPORT_OBJECT, (void (*)(void))mks_decoder_export_object},
-    {0, NULL},
-};
-
-const OSSL_DISPATCH mks_ec_keyref_decoder_functions[] = {
-    {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))mks_decoder_newctx},
-    {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))mks_decoder_freectx},
-    {OSSL_FUNC_DECODER_DOES_SELECTION, (void (*)(void))mks_key_decoder_does_selection},
-    {OSSL_FUNC_DECODER_DECODE, (void (*)(void))mks_ec_keyref_decoder_decode},
-    {OSSL_FUNC_DECODER_EXPORT_OBJECT, (void (*)(void))mks_decoder_export_object},
-    {0, NULL},
-};
-
-const OSSL_DISPATCH mks_rsa_tss2_decoder_functions[] = {
-    {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))mks_decoder_newctx},
-    {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))mks_decoder_freectx},
-    {OSSL_FUNC_DECODER_DOES_SELECTION, (void (*)(void))mks_key_decoder_does_selection},
-    {OSSL_FUNC_DECODER_DECODE, (void (*)(void))mks_rsa_tss2_decoder_decode},
-    {OSSL_FUNC_DECODER_EXPORT_OBJECT, (void (*)(void))mks_decoder_export_object},
-    {0, NULL},
-};
-
-const OSSL_DISPATCH mks_ec_tss2_decoder_functions[] = {
-    {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))mks_decoder_newctx},
-    {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))mks_decoder_freectx},
-    {OSSL_FUNC_DECODER_DOES_SELECTION, (void (*)(void))mks_key_decoder_does_selection},
-    {OSSL_FUNC_DECODER_DECODE, (void (*)(void))mks_ec_tss2_decoder_decode},
+    {OSSL_FUNC_DECODER_DOES_SELECTION, (void (*)(void))mks_key_der_decoder_does_selection},
+    {OSSL_FUNC_DECODER_DECODE, (void (*)(void))mks_key_der_decoder_decode},
     {OSSL_FUNC_DECODER_EXPORT_OBJECT, (void (*)(void))mks_decoder_export_object},
     {0, NULL},
 };

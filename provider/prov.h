@@ -31,10 +31,10 @@
 /* Property string of every algorithm we register. */
 #define MKS_PROPS "provider=" MKS_PROVIDER_NAME
 
-/* The data structure names our PEM stage gives the DER it passes on (our own,
- * so that peers' decoders and ours do not take each other's halves). */
-#define MKS_KEYREF_STRUCTURE "pk11uri"
-#define MKS_TSS2_STRUCTURE "mtlsks-tss2"
+/* The data structure our PEM stage gives the DER it passes on, key
+ * references and TPM keys alike (our own name, so that peers' decoders and
+ * ours do not take each other's halves). */
+#define MKS_KEY_STRUCTURE "mtlsks-key"
 
 /* Digests the signature and cipher code needs again and again, fetched once. */
 enum { MKS_MD_SHA1, MKS_MD_SHA224, MKS_MD_SHA256, MKS_MD_SHA384, MKS_MD_SHA512, MKS_MD_COUNT };
@@ -216,10 +216,7 @@ int mks_key_pem_parse(const char *buf, size_t len, int *kind, unsigned char **de
 extern const OSSL_DISPATCH mks_pkcs11_store_functions[];
 extern const OSSL_DISPATCH mks_tpmkey_store_functions[];
 extern const OSSL_DISPATCH mks_key_pem_decoder_functions[];
-extern const OSSL_DISPATCH mks_rsa_keyref_decoder_functions[];
-extern const OSSL_DISPATCH mks_ec_keyref_decoder_functions[];
-extern const OSSL_DISPATCH mks_rsa_tss2_decoder_functions[];
-extern const OSSL_DISPATCH mks_ec_tss2_decoder_functions[];
+extern const OSSL_DISPATCH mks_key_der_decoder_functions[];
 extern const OSSL_DISPATCH mks_private_key_encoder_functions[];
 extern const OSSL_DISPATCH mks_rsa_keymgmt_functions[];
 extern const OSSL_DISPATCH mks_ec_keymgmt_functions[];

@@ -256,19 +256,14 @@ static const OSSL_ALGORITHM store_algs[] = {
 /*
  * Two decoding steps, as OpenSSL 3.0's chains need them (see decoder.c):
  * PEM -> DER for our two PEM labels (named "DER", so the file: store picks
- * it up), then DER with our data structure -> key object, per key type.
+ * it up), then DER with our data structure -> key object, RSA or EC. Two
+ * decoders only: each one costs every certificate parse in the process.
  */
 static const OSSL_ALGORITHM decoder_algs[] = {
     {"DER", MKS_PROPS ",input=pem", mks_key_pem_decoder_functions,
      "PKCS#11 PROVIDER URI and TSS2 PRIVATE KEY PEM to DER"},
-    {RSA_NAMES, MKS_PROPS ",input=der,structure=" MKS_KEYREF_STRUCTURE,
-     mks_rsa_keyref_decoder_functions, "RSA key reference"},
-    {EC_NAMES, MKS_PROPS ",input=der,structure=" MKS_KEYREF_STRUCTURE,
-     mks_ec_keyref_decoder_functions, "EC key reference"},
-    {RSA_NAMES, MKS_PROPS ",input=der,structure=" MKS_TSS2_STRUCTURE,
-     mks_rsa_tss2_decoder_functions, "RSA TPM key"},
-    {EC_NAMES, MKS_PROPS ",input=der,structure=" MKS_TSS2_STRUCTURE, mks_ec_tss2_decoder_functions,
-     "EC TPM key"},
+    {"EC", MKS_PROPS ",input=der,structure=" MKS_KEY_STRUCTURE, mks_key_der_decoder_functions,
+     "key references and TPM keys, RSA and EC"},
     {NULL, NULL, NULL, NULL},
 };
 
