@@ -108,28 +108,6 @@ static int same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
-/* "mtls-keystore [global options] " as the user ran it, for suggested commands. */
-static void print_prog(const cli_globals *g)
-{
-    fputs("  " CLI_PROGRAM, stderr);
-    if (g->config != NULL) {
-        fputs(" --config ", stderr);
-        cli_shell_quote(stderr, g->config);
-    }
-    if (g->module != NULL) {
-        fputs(" --module ", stderr);
-        cli_shell_quote(stderr, g->module);
-    }
-    if (g->pin_source != NULL) {
-        fputs(" --pin-source ", stderr);
-        cli_shell_quote(stderr, g->pin_source);
-    }
-    if (g->tcti != NULL) {
-        fputs(" --tcti ", stderr);
-        cli_shell_quote(stderr, g->tcti);
-    }
-}
-
 /* " --subject ... --out FILE [--force]" of the csr command that finishes an enroll. */
 static void print_csr_args(const enroll_opts *o)
 {
@@ -163,7 +141,7 @@ static void explain_leftover_key(const cli_globals *g, const enroll_opts *o, mks
     cli_fail(CMD, "the key pair '%s' was made in token '%s' and is still there:", o->label, token);
     fprintf(stderr, "  %s\n", mks_key_get0_uri(key));
     fprintf(stderr, "To finish, make its CSR:\n");
-    print_prog(g);
+    cli_globals_print_prog(g);
     fputs(" csr --key ", stderr);
     cli_shell_quote(stderr, key_ref_written ? o->key_ref : mks_key_get0_uri(key));
     print_csr_args(o);
@@ -171,7 +149,7 @@ static void explain_leftover_key(const cli_globals *g, const enroll_opts *o, mks
     if (!key_ref_written) {
         fprintf(stderr, "  (its key reference file is not written: once the CA has issued the\n"
                         "  certificate, import it and write the file with\n");
-        print_prog(g);
+        cli_globals_print_prog(g);
         fputs(" import-cert --label ", stderr);
         cli_shell_quote(stderr, o->label);
         fputs(" --token ", stderr);
@@ -181,7 +159,7 @@ static void explain_leftover_key(const cli_globals *g, const enroll_opts *o, mks
         fputs(" CERT.pem\n  or point programs at the URI)\n", stderr);
     }
     fprintf(stderr, "Or remove it:\n");
-    print_prog(g);
+    cli_globals_print_prog(g);
     fputs(" delete --label ", stderr);
     cli_shell_quote(stderr, o->label);
     fputs(" --token ", stderr);
@@ -208,7 +186,7 @@ static void explain_leftover_tpm_key(const cli_session *s, const cli_globals *g,
     else
         cli_fail(CMD, "the TPM key is in %s", o->key_ref);
     fprintf(stderr, "To finish, make its CSR:\n");
-    print_prog(g);
+    cli_globals_print_prog(g);
     fputs(" csr --key ", stderr);
     if (key_ref_written) {
         cli_shell_quote(stderr, o->key_ref);
@@ -399,7 +377,7 @@ static int enroll_tpm(cli_globals *g, enroll_opts *o, const mks_keygen_params *k
         return CLI_EXIT_FAIL;
     s.tpm_auth.source = o->password_source;
     s.tpm_auth.key_name = o->key_ref;
-    if (!cli_session_tpm_new_password(&s))
+    if (!cli_tpm_auth_new_password(&s.tpm_auth, CMD))
         goto done;
     if (!cli_session_tpm_keygen(&s, kp, o->handle, &key_pem, &key_len, &key))
         goto done;

@@ -285,7 +285,7 @@ static int renew_tpm(cli_globals *g, const renew_opts *o)
         }
     } else {
         s.tpm_auth.key_name = o->key_out;
-        if (!cli_session_tpm_new_password(&s) ||
+        if (!cli_tpm_auth_new_password(&s.tpm_auth, CMD) ||
             !cli_session_tpm_keygen(&s, &kp, 0, &key_pem, &key_len, &key))
             goto done;
         /* The key exists only in this file: written first, and kept if the CSR
