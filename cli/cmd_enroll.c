@@ -15,7 +15,6 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 #include "csr.h"
@@ -97,16 +96,6 @@ enum {
     OPT_PERSIST,
     OPT_PASSWORD_SOURCE
 };
-
-static int same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-
-    if (strcmp(a, b) == 0)
-        return 1;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-           sa.st_ino == sb.st_ino;
-}
 
 /* " --subject ... --out FILE [--force]" of the csr command that finishes an enroll. */
 static void print_csr_args(const enroll_opts *o)
@@ -334,7 +323,7 @@ static int parse_options(cli_globals *g, int argc, char **argv, enroll_opts *o, 
         cli_fail(CMD, "--out FILE.csr and --key-ref FILE.pem are required");
         return 0;
     }
-    if (same_file(o->out, o->key_ref)) {
+    if (cli_same_file(o->out, o->key_ref)) {
         cli_fail(CMD, "--out and --key-ref name the same file %s", o->out);
         return 0;
     }
