@@ -28,6 +28,7 @@
 #define MKS_CONF_PKCS11_MODULE "pkcs11-module"
 #define MKS_CONF_PIN_SOURCE "pkcs11-pin-source"
 #define MKS_CONF_TPM2_TCTI "tpm2-tcti"
+#define MKS_CONF_CACHE_KEYS "pkcs11-cache-keys"
 
 static OSSL_FUNC_provider_teardown_fn mks_teardown;
 static OSSL_FUNC_provider_gettable_params_fn mks_gettable_params;
@@ -409,20 +410,46 @@ static int conf_dup(const char *value, const char **out)
     return *out != NULL;
 }
 
+/* pkcs11-cache-keys: yes (the default) or no. */
+static int conf_cache_keys(mks_prov *prov, const char *value)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false",
+                                                                                "off", "0"};
+    size_t i;
+
+    for (i = 0; value != NULL && i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (OPENSSL_strcasecmp(value, yes[i]) == 0)
+            return 1;
+        if (OPENSSL_strcasecmp(value, no[i]) == 0) {
+            prov->cfg.no_key_cache = 1;
+            return 1;
+        }
+    }
+    if (value == NULL || *value == '\0')
+        return 1;
+    mks_raise(prov, MKS_R_CONFIG,
+              "%s = '%s' in the provider's section of openssl.cnf: use yes or no",
+              MKS_CONF_CACHE_KEYS, value);
+    return 0;
+}
+
 /* Reads our section of openssl.cnf. */
 static int read_config(mks_prov *prov, OSSL_FUNC_core_get_params_fn *core_get_params)
 {
-    char *module = NULL, *pin_source = NULL, *tcti = NULL;
-    OSSL_PARAM params[4];
+    char *module = NULL, *pin_source = NULL, *tcti = NULL, *cache_keys = NULL;
+    OSSL_PARAM params[5];
 
     params[0] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_PKCS11_MODULE, &module, 0);
     params[1] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_PIN_SOURCE, &pin_source, 0);
     params[2] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_TPM2_TCTI, &tcti, 0);
-    params[3] = OSSL_PARAM_construct_end();
+    params[3] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_CACHE_KEYS, &cache_keys, 0);
+    params[4] = OSSL_PARAM_construct_end();
     if (core_get_params == NULL || !core_get_params(prov->handle, params)) {
         mks_raise(prov, MKS_R_CONFIG, "cannot read the provider's configuration");
         return 0;
     }
+    if (!conf_cache_keys(prov, cache_keys))
+        return 0;
     if (!conf_dup(module, &prov->cfg.pkcs11_module) ||
         !conf_dup(pin_source, &prov->cfg.pin_source) || !conf_dup(tcti, &prov->cfg.tpm2_tcti)) {
         mks_raise(prov, MKS_R_NOMEM, "cannot copy the provider's configuration");

@@ -10,7 +10,8 @@
  * Fork: an atfork child handler (p11_token.c) marks every context stale and
  * re-creates its locks; the first call in the child initialises the module
  * again and each token then reopens sessions, logs in again with the PIN it
- * kept, and each key finds its object again.
+ * kept, and each key finds its object again and copies it again into a
+ * session object (p11_cache.c).
  */
 #ifndef MTLSKS_P11_H
 #define MTLSKS_P11_H
@@ -43,6 +44,7 @@ struct mks_ctx {
     unsigned long fork_gen; /* generation the module was initialised in */
     atomic_ulong ready_gen; /* fork_gen once the module is ready; 0 before */
     int initialized;
+    int key_cache; /* sign with session-object copies of the keys (p11_cache.c) */
     p11_token *tokens;
     struct tpm2_state *tpm2; /* NULL until a TPM key is used */
     struct mks_ctx *next_registered;
@@ -59,7 +61,12 @@ struct p11_token {
     size_t nfree; /* sessions idle in pool[0..nfree) */
     size_t nopen; /* sessions open, idle or in use */
     size_t max_sessions;
-    unsigned long gen; /* bumped whenever sessions/handles become invalid */
+    /* Bumped whenever object handles or session objects may have become
+     * invalid: fork, a login (a lost one gone with its private session
+     * objects), a session the token forgot, a token removed. Handles found
+     * and copies made in an older generation are found and made again. */
+    unsigned long gen;
+    atomic_int copy_refused; /* the token has no C_CopyObject: no copies */
     int logged_in;
     int pin_rejected; /* the token said CKR_PIN_INCORRECT: never try again */
     char pin[P11_MAX_PIN];
@@ -97,6 +104,7 @@ CK_RV p11_take_fail(void);
     X(C_FindObjects)                                                                               \
     X(C_FindObjectsFinal)                                                                          \
     X(C_GetAttributeValue)                                                                         \
+    X(C_CopyObject)                                                                                \
     X(C_SignInit)                                                                                  \
     X(C_Sign)                                                                                      \
     X(C_DecryptInit)                                                                               \
@@ -155,6 +163,46 @@ int p11_token_pin_available(p11_token *tok, const char *uri_pin_source);
 
 /* URI naming the token: model, manufacturer, serial, token label. malloc'd. */
 char *p11_token_uri(const CK_TOKEN_INFO *info);
+
+/* Whether calls into the module are allowed now: not in a child that has not
+ * initialised it again, not while the process exits (SoftHSM 2.6.1 crashes
+ * in calls made after its destructors ran). */
+int p11_ctx_callable(mks_ctx *ctx);
+
+/* ---- p11_cache.c: session-object copies of private keys --------------------- */
+
+/* A key's copy; guarded by the key's lock. */
+typedef struct p11_key_cache {
+    CK_OBJECT_HANDLE copy; /* CK_INVALID_HANDLE: none */
+    unsigned long gen;     /* the token generation the copy belongs to */
+    int refused;           /* this key is not copied (token or key said no) */
+} p11_key_cache;
+
+/* The handle to sign with in generation gen: the copy when there is one for
+ * gen, else obj (the token object). *make is set when a copy should be made
+ * first (p11_cache_make_locked). */
+CK_OBJECT_HANDLE p11_cache_pick_locked(const p11_key_cache *kc, const p11_token *tok,
+                                       unsigned long gen, CK_OBJECT_HANDLE obj, int *make);
+
+/*
+ * Copies obj (a private key allowed to be copied) into a session object in
+ * session s and checks the copy: CKA_SENSITIVE TRUE, CKA_EXTRACTABLE FALSE,
+ * CKA_TOKEN FALSE, else it is destroyed. *h gets the copy, or obj when the
+ * token refused (remembered: this key, or every key of a token without
+ * C_CopyObject, is not tried again). Returns CKR_OK, or the CKR of a lost
+ * session, login or handle for the caller to recover from (nothing is
+ * remembered then).
+ */
+CK_RV p11_cache_make_locked(p11_key_cache *kc, p11_token *tok, CK_SESSION_HANDLE s,
+                            unsigned long gen, CK_OBJECT_HANDLE obj, CK_OBJECT_HANDLE *h);
+
+/* The copy's handle is no longer valid (the token said so). */
+void p11_cache_forget_locked(p11_key_cache *kc);
+
+/* Destroys the copy when it belongs to this process's current generation of
+ * the token (never a token object), and forgets it. Takes a session: call it
+ * on a copy of the key's cache taken under the key's lock, not holding it. */
+void p11_cache_destroy(p11_key_cache *kc, p11_token *tok);
 
 /* ---- p11_key.c: objects ---------------------------------------------------- */
 

@@ -19,9 +19,10 @@
 typedef struct p11_key {
     p11_token *tok;
     char *pin_source;     /* the URI's pin-source, if any */
-    pthread_mutex_t lock; /* guards handle and gen */
+    pthread_mutex_t lock; /* guards handle, gen and cache */
     CK_OBJECT_HANDLE handle;
     unsigned long gen;
+    p11_key_cache cache; /* its session-object copy (p11_cache.c) */
 } p11_key;
 
 #define P11K(key) ((p11_key *)(key)->be)
@@ -679,7 +680,11 @@ static mks_rv key_new(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, C
     pk->tok = tok;
     pk->handle = h;
     pk->gen = gen;
+    pk->cache.copy = CK_INVALID_HANDLE;
     key->is_private = cls == CKO_PRIVATE_KEY;
+    /* Public keys verify in software, and a key the token says may not be
+     * copied is not. */
+    pk->cache.refused = !key->is_private || get_bool(tok, s, h, CKA_COPYABLE) == 0;
     snprintf(key->token_label, sizeof(key->token_label), "%s", tok->label);
     rv = key_public(tok, s, h, cls, &key->type, &key->bits, key->curve, sizeof(key->curve),
                     &key->spki, &key->spki_len);
@@ -718,6 +723,7 @@ static void p11_key_free_be(mks_key *key)
 
     if (pk == NULL)
         return;
+    p11_cache_destroy(&pk->cache, pk->tok);
     free(pk->pin_source);
     pthread_mutex_destroy(&pk->lock);
     free(pk);
@@ -827,9 +833,10 @@ mks_rv mks_pubkey_open(mks_ctx *ctx, const char *uri, mks_key **out)
     return open_one(ctx, uri, CKO_PUBLIC_KEY, NULL, out);
 }
 
-/* The key's object handle valid for this generation of the token's handles:
- * after fork or a lost token, the object is found again by class and CKA_ID. */
-static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK_OBJECT_HANDLE *h)
+/* The token object of the key, found again by class and CKA_ID (or label):
+ * after fork, a new login or a lost token, handles of the older generation
+ * are not trusted. */
+static CK_RV key_find(mks_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
 {
     CK_OBJECT_CLASS cls = key->is_private ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY;
     CK_BBOOL yes = CK_TRUE;
@@ -840,15 +847,6 @@ static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK
     CK_ULONG n = 0;
     CK_RV crv;
 
-    p11_key *pk = P11K(key);
-
-    pthread_mutex_lock(&pk->lock);
-    if (pk->gen == gen) {
-        *h = pk->handle;
-        pthread_mutex_unlock(&pk->lock);
-        return CKR_OK;
-    }
-    pthread_mutex_unlock(&pk->lock);
     if (key->id_len == 0) {
         t[1].type = CKA_LABEL;
         t[1].pValue = key->label;
@@ -863,20 +861,60 @@ static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK
         return crv;
     if (n != 1)
         return CKR_KEY_HANDLE_INVALID;
-    pthread_mutex_lock(&pk->lock);
-    pk->handle = found[0];
-    pk->gen = gen;
-    pthread_mutex_unlock(&pk->lock);
     *h = found[0];
     return CKR_OK;
 }
 
+/*
+ * The handle to sign or decrypt with in this generation of the token's
+ * handles: the key's session copy (made now, once per generation, where the
+ * token allows one), else the token object (found again when the
+ * generation changed). Steady state: one lock, no token call.
+ */
+static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK_OBJECT_HANDLE *h,
+                        const char **call)
+{
+    p11_key *pk = P11K(key);
+    CK_OBJECT_HANDLE obj;
+    CK_RV crv = CKR_OK;
+    int found, make = 0;
+
+    pthread_mutex_lock(&pk->lock);
+    found = pk->gen == gen;
+    if (found)
+        *h = p11_cache_pick_locked(&pk->cache, pk->tok, gen, pk->handle, &make);
+    pthread_mutex_unlock(&pk->lock);
+    if (found && !make)
+        return CKR_OK;
+    if (!found) {
+        *call = "C_FindObjects";
+        crv = key_find(key, s, &obj);
+        if (crv != CKR_OK)
+            return crv;
+        pthread_mutex_lock(&pk->lock);
+        pk->handle = obj;
+        pk->gen = gen;
+        pthread_mutex_unlock(&pk->lock);
+    }
+    /* Under the key's lock: threads signing with the key at the same time
+     * make one copy between them. */
+    *call = "C_CopyObject";
+    pthread_mutex_lock(&pk->lock);
+    *h = p11_cache_pick_locked(&pk->cache, pk->tok, gen, pk->handle, &make);
+    if (make)
+        crv = p11_cache_make_locked(&pk->cache, pk->tok, s, gen, pk->handle, h);
+    pthread_mutex_unlock(&pk->lock);
+    return crv;
+}
+
+/* The token said a handle is invalid: the copy's or the token object's. */
 static void key_forget_handle(mks_key *key)
 {
     p11_key *pk = P11K(key);
 
     pthread_mutex_lock(&pk->lock);
     pk->gen = 0;
+    p11_cache_forget_locked(&pk->cache);
     pthread_mutex_unlock(&pk->lock);
 }
 
@@ -1002,8 +1040,7 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
         rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, &gen);
         if (rv != MKS_OK)
             return rv;
-        call = "C_FindObjects";
-        crv = key_handle(key, s, gen, &h);
+        crv = key_handle(key, s, gen, &h, &call);
         if (crv == CKR_OK) {
             call = decrypt ? "C_DecryptInit" : "C_SignInit";
             crv = decrypt ? P11(key->ctx, C_DecryptInit, s, &m.mech, h)
@@ -1213,6 +1250,7 @@ done:
 static mks_rv p11_key_destroy(mks_key *key)
 {
     p11_token *tok = P11K(key)->tok;
+    p11_key_cache copy;
     CK_SESSION_HANDLE s;
     mks_rv rv;
     CK_OBJECT_CLASS classes[2] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
@@ -1222,6 +1260,11 @@ static mks_rv p11_key_destroy(mks_key *key)
     if (key->id_len == 0)
         return mks_error(MKS_ERR_ARG, "key '%s' has no CKA_ID; not destroying by label alone",
                          key->label);
+    pthread_mutex_lock(&P11K(key)->lock);
+    copy = P11K(key)->cache;
+    p11_cache_forget_locked(&P11K(key)->cache);
+    pthread_mutex_unlock(&P11K(key)->lock);
+    p11_cache_destroy(&copy, tok);
     rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, NULL);
     if (rv != MKS_OK)
         return rv;

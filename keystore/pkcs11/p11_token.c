@@ -197,6 +197,7 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
         return mks_error(MKS_ERR_NOMEM, "out of memory");
     atomic_init(&ctx->refs, 1);
     pthread_mutex_init(&ctx->lock, NULL);
+    ctx->key_cache = cfg == NULL || !cfg->no_key_cache;
     if (cfg != NULL) {
         if ((cfg->pkcs11_module != NULL && *cfg->pkcs11_module != '\0' &&
              (ctx->module_path = strdup(cfg->pkcs11_module)) == NULL) ||
@@ -254,8 +255,7 @@ void mks_ctx_free(mks_ctx *ctx)
     /* At exit the module's destructors may have run already (SoftHSM 2.6.1
      * crashes in C_CloseSession then); in a child after fork the sessions
      * are the parent's. In both cases leave the module alone. */
-    touch_module = !atomic_load(&process_exiting) && ctx->initialized && ctx->fl != NULL &&
-                   ctx->fork_gen == atomic_load(&fork_generation);
+    touch_module = p11_ctx_callable(ctx);
     for (tok = ctx->tokens; tok != NULL; tok = next) {
         next = tok->next;
         token_free(tok, touch_module);
@@ -303,6 +303,12 @@ static mks_rv module_open_locked(mks_ctx *ctx)
      * it runs before them and mks_ctx_free can tell the process is exiting. */
     atexit(on_exit_handler);
     return MKS_OK;
+}
+
+int p11_ctx_callable(mks_ctx *ctx)
+{
+    return !atomic_load(&process_exiting) && ctx->initialized && ctx->fl != NULL &&
+           ctx->fork_gen == atomic_load(&fork_generation);
 }
 
 mks_rv p11_ctx_ready(mks_ctx *ctx)
@@ -644,7 +650,10 @@ static mks_rv login_locked(p11_token *tok, CK_SESSION_HANDLE s, const char *uri_
         return rv;
     crv = P11(ctx, C_Login, s, CKU_USER, (CK_UTF8CHAR_PTR)tok->pin, (CK_ULONG)tok->pin_len);
     if (crv == CKR_OK || crv == CKR_USER_ALREADY_LOGGED_IN) {
+        /* Private session objects of an earlier login (the keys' copies)
+         * did not outlive it. */
         tok->logged_in = 1;
+        tok->gen++;
         return MKS_OK;
     }
     /* Whatever went wrong, this PIN is not tried again automatically. */
@@ -720,8 +729,10 @@ void p11_session_put(p11_token *tok, CK_SESSION_HANDLE s, CK_RV last)
     switch (last) {
     case CKR_SESSION_HANDLE_INVALID:
     case CKR_SESSION_CLOSED:
-        /* The token forgot this session; so may it have the others. */
+        /* The token forgot this session, and the session objects made in
+         * it; so may it have the others. */
         tok->nopen--;
+        tok->gen++;
         break;
     case CKR_DEVICE_REMOVED:
     case CKR_TOKEN_NOT_PRESENT:

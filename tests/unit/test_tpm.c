@@ -46,7 +46,7 @@ static int stop_swtpm(void **state)
 
 static mks_ctx *new_ctx(void)
 {
-    mks_config cfg = {"/usr/lib/softhsm/libsofthsm2.so", NULL, tpm.tcti};
+    mks_config cfg = {"/usr/lib/softhsm/libsofthsm2.so", NULL, tpm.tcti, 0};
     mks_ctx *ctx = NULL;
 
     assert_int_equal(mks_ctx_new(&cfg, &ctx), MKS_OK);

@@ -81,7 +81,7 @@ static void stop_swtpm(void)
 
 static int setup(void **state)
 {
-    mks_config cfg = {SOFTHSM_MODULE, NULL, NULL};
+    mks_config cfg = {SOFTHSM_MODULE, NULL, NULL, 0};
 
     if (start_swtpm() != 0)
         return -1;

@@ -74,6 +74,12 @@ typedef struct mks_config {
     const char *pin_source;
     /* TPM TCTI string ("device:/dev/tpmrm0", "swtpm:host=...,port=..."). NULL = default. */
     const char *tpm2_tcti;
+    /* 1: sign and decrypt with the token objects themselves. 0 (default):
+     * after each login, each private key in use is copied into a session
+     * object (C_CopyObject, CKA_TOKEN=FALSE) where the token allows it, and
+     * the copy signs: SoftHSM re-reads a token object's file at every use,
+     * networked HSMs fetch it again. */
+    int no_key_cache;
 } mks_config;
 
 /*
