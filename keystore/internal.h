@@ -1,5 +1,5 @@
 /*
- * Keystore internals shared between the front (keystore.c, keyref.c,
+ * Keystore internals shared between the front (ctx.c, keystore.c, keyref.c,
  * tss2key.c, spki.c) and the backends (pkcs11/, tpm2/). Not installed.
  */
 #ifndef MTLSKS_INTERNAL_H
@@ -79,6 +79,8 @@ struct mks_key {
 
 /* A zeroed key with one reference, holding a reference on ctx. */
 mks_key *mks_key_alloc(mks_ctx *ctx, const mks_key_ops *ops);
+
+/* ---- ctx.c: the context ---------------------------------------------------- */
 
 /* Takes a reference on the context (for backends). */
 void mks_ctx_up_ref(mks_ctx *ctx);

@@ -140,14 +140,14 @@ mks_rv p11_get_attr(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_
 
     *val = NULL;
     *len = 0;
-    crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    crv = P11(tok->mod, C_GetAttributeValue, s, o, &a, 1);
     if (crv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
         return p11_fail(crv == CKR_OK ? CKR_ATTRIBUTE_TYPE_INVALID : crv, "C_GetAttributeValue",
                         tok);
     a.pValue = malloc(a.ulValueLen + 1);
     if (a.pValue == NULL)
         return mks_error(MKS_ERR_NOMEM, "out of memory");
-    crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    crv = P11(tok->mod, C_GetAttributeValue, s, o, &a, 1);
     if (crv != CKR_OK) {
         free(a.pValue);
         return p11_fail(crv, "C_GetAttributeValue", tok);
@@ -164,7 +164,7 @@ static mks_rv get_ulong(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
                         CK_ATTRIBUTE_TYPE type, CK_ULONG *out)
 {
     CK_ATTRIBUTE a = {type, out, sizeof(*out)};
-    CK_RV crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    CK_RV crv = P11(tok->mod, C_GetAttributeValue, s, o, &a, 1);
 
     if (crv != CKR_OK)
         return p11_fail(crv, "C_GetAttributeValue", tok);
@@ -176,7 +176,7 @@ static int get_bool(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_
     CK_BBOOL v = CK_FALSE;
     CK_ATTRIBUTE a = {type, &v, sizeof(v)};
 
-    if (P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1) != CKR_OK)
+    if (P11(tok->mod, C_GetAttributeValue, s, o, &a, 1) != CKR_OK)
         return -1;
     return v == CK_TRUE;
 }
@@ -226,11 +226,11 @@ static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
     CK_RV crv;
 
     *count = 0;
-    crv = P11(tok->ctx, C_FindObjectsInit, s, tmpl, n);
+    crv = P11(tok->mod, C_FindObjectsInit, s, tmpl, n);
     if (crv != CKR_OK)
         return p11_fail(crv, "C_FindObjectsInit", tok);
-    crv = P11(tok->ctx, C_FindObjects, s, out, max, count);
-    P11(tok->ctx, C_FindObjectsFinal, s);
+    crv = P11(tok->mod, C_FindObjects, s, out, max, count);
+    P11(tok->mod, C_FindObjectsFinal, s);
     if (crv != CKR_OK)
         return p11_fail(crv, "C_FindObjects", tok);
     return MKS_OK;
@@ -241,7 +241,7 @@ static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
 static mks_rv spki_rsa(mks_ctx *ctx, const unsigned char *n, size_t nlen, const unsigned char *e,
                        size_t elen, unsigned char **spki, size_t *len, int *bits)
 {
-    mks_rv rv = mks_spki_rsa(ctx->libctx, n, nlen, e, elen, spki, len, bits);
+    mks_rv rv = mks_spki_rsa(mks_ctx_libctx(ctx), n, nlen, e, elen, spki, len, bits);
 
     if (rv != MKS_OK)
         mks_error_prefix("RSA key on the token");
@@ -264,7 +264,7 @@ static mks_rv spki_ec(mks_ctx *ctx, const struct curve_def *cd, const unsigned c
         point = ASN1_STRING_get0_data(os);
         plen = (size_t)ASN1_STRING_length(os);
     }
-    rv = mks_spki_ec(ctx->libctx, cd->name, point, plen, spki, len);
+    rv = mks_spki_ec(mks_ctx_libctx(ctx), cd->name, point, plen, spki, len);
     ASN1_OCTET_STRING_free(os);
     return rv;
 }
@@ -294,7 +294,7 @@ static mks_rv spki_describe(mks_ctx *ctx, const unsigned char *spki, size_t len,
                             int *bits, char *curve, size_t curvesz)
 {
     const unsigned char *p = spki;
-    EVP_PKEY *pkey = d2i_PUBKEY_ex(NULL, &p, (long)len, ctx->libctx, NULL);
+    EVP_PKEY *pkey = d2i_PUBKEY_ex(NULL, &p, (long)len, mks_ctx_libctx(ctx), NULL);
     char group[64];
 
     if (pkey == NULL)
@@ -581,7 +581,7 @@ static mks_rv tokens_for_uri(mks_ctx *ctx, P11KitUri *uri, p11_token ***out, siz
     }
     for (i = 0; i < n; i++) {
         CK_TOKEN_INFO tinfo;
-        if (P11(ctx, C_GetTokenInfo, slots[i], &tinfo) != CKR_OK)
+        if (P11(mks_ctx_p11(ctx), C_GetTokenInfo, slots[i], &tinfo) != CKR_OK)
             continue;
         rv = p11_token_for_slot(ctx, slots[i], &tinfo, &toks[m]);
         if (rv != MKS_OK)
@@ -837,11 +837,11 @@ static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK
         t[1].pValue = key->label;
         t[1].ulValueLen = strlen(key->label);
     }
-    crv = P11(key->ctx, C_FindObjectsInit, s, t, 2);
+    crv = P11(pk->tok->mod, C_FindObjectsInit, s, t, 2);
     if (crv != CKR_OK)
         return crv;
-    crv = P11(key->ctx, C_FindObjects, s, found, 2, &n);
-    P11(key->ctx, C_FindObjectsFinal, s);
+    crv = P11(pk->tok->mod, C_FindObjects, s, found, 2, &n);
+    P11(pk->tok->mod, C_FindObjectsFinal, s);
     if (crv != CKR_OK)
         return crv;
     if (n != 1)
@@ -989,13 +989,13 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
         crv = key_handle(key, s, gen, &h);
         if (crv == CKR_OK) {
             call = decrypt ? "C_DecryptInit" : "C_SignInit";
-            crv = decrypt ? P11(key->ctx, C_DecryptInit, s, &m.mech, h)
-                          : P11(key->ctx, C_SignInit, s, &m.mech, h);
+            crv = decrypt ? P11(tok->mod, C_DecryptInit, s, &m.mech, h)
+                          : P11(tok->mod, C_SignInit, s, &m.mech, h);
         }
         if (crv == CKR_OK) {
             call = decrypt ? "C_Decrypt" : "C_Sign";
-            crv = decrypt ? P11(key->ctx, C_Decrypt, s, (CK_BYTE_PTR)in, inlen, out, &len)
-                          : P11(key->ctx, C_Sign, s, (CK_BYTE_PTR)in, inlen, out, &len);
+            crv = decrypt ? P11(tok->mod, C_Decrypt, s, (CK_BYTE_PTR)in, inlen, out, &len)
+                          : P11(tok->mod, C_Sign, s, (CK_BYTE_PTR)in, inlen, out, &len);
         }
         p11_session_put(tok, s, crv);
         if (crv == CKR_OK) {
@@ -1160,7 +1160,7 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
     rv = label_taken(tok, s, kp->label);
     if (rv != MKS_OK)
         goto done;
-    crv = P11(ctx, C_GenerateKeyPair, s, &mech, pubt, npub, privt, npriv, &pub, &priv);
+    crv = P11(tok->mod, C_GenerateKeyPair, s, &mech, pubt, npub, privt, npriv, &pub, &priv);
     if (crv != CKR_OK) {
         rv = p11_fail(crv, "C_GenerateKeyPair", tok);
         if (rv == MKS_ERR_NO_SPACE)
@@ -1171,20 +1171,20 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
      * If that fails the pair is destroyed, never left without its ID. */
     rv = key_public(tok, s, pub, CKO_PUBLIC_KEY, &t, &b, c, sizeof(c), &spki, &spki_len);
     if (rv == MKS_OK)
-        rv = mks_spki_id(ctx->libctx, spki, spki_len, id);
+        rv = mks_spki_id(mks_ctx_libctx(ctx), spki, spki_len, id);
     if (rv == MKS_OK) {
         CK_ATTRIBUTE ida = {CKA_ID, id, sizeof(id)};
-        crv = P11(ctx, C_SetAttributeValue, s, pub, &ida, 1);
+        crv = P11(tok->mod, C_SetAttributeValue, s, pub, &ida, 1);
         if (crv == CKR_OK)
-            crv = P11(ctx, C_SetAttributeValue, s, priv, &ida, 1);
+            crv = P11(tok->mod, C_SetAttributeValue, s, priv, &ida, 1);
         if (crv != CKR_OK)
             rv = p11_fail(crv, "C_SetAttributeValue(CKA_ID)", tok);
     }
     if (rv == MKS_OK)
         rv = key_new(tok, s, priv, CKO_PRIVATE_KEY, gen, NULL, out);
     if (rv != MKS_OK) {
-        P11(ctx, C_DestroyObject, s, priv);
-        P11(ctx, C_DestroyObject, s, pub);
+        P11(tok->mod, C_DestroyObject, s, priv);
+        P11(tok->mod, C_DestroyObject, s, pub);
         mks_error_prefix("key generation undone");
     }
 done:
@@ -1215,7 +1215,7 @@ static mks_rv p11_key_destroy(mks_key *key)
         CK_ULONG n = 0, j;
         rv = find_handles(tok, s, t, 2, found, FIND_MAX, &n);
         for (j = 0; rv == MKS_OK && j < n; j++) {
-            crv = P11(key->ctx, C_DestroyObject, s, found[j]);
+            crv = P11(tok->mod, C_DestroyObject, s, found[j]);
             if (crv != CKR_OK)
                 rv = p11_fail(crv, "C_DestroyObject", tok);
         }
@@ -1257,8 +1257,8 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
         goto done;
     {
         const unsigned char *a = spki, *b = key->spki;
-        EVP_PKEY *ka = d2i_PUBKEY_ex(NULL, &a, (long)spki_len, ctx->libctx, NULL);
-        EVP_PKEY *kb = d2i_PUBKEY_ex(NULL, &b, (long)key->spki_len, ctx->libctx, NULL);
+        EVP_PKEY *ka = d2i_PUBKEY_ex(NULL, &a, (long)spki_len, mks_ctx_libctx(ctx), NULL);
+        EVP_PKEY *kb = d2i_PUBKEY_ex(NULL, &b, (long)key->spki_len, mks_ctx_libctx(ctx), NULL);
         int same = ka != NULL && kb != NULL && EVP_PKEY_eq(ka, kb) == 1;
         EVP_PKEY_free(ka);
         EVP_PKEY_free(kb);
@@ -1318,7 +1318,7 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
             {CKA_SERIAL_NUMBER, serial, (CK_ULONG)serial_len},
             {CKA_VALUE, (void *)der, der_len},
         };
-        crv = P11(ctx, C_CreateObject, s, t, sizeof(t) / sizeof(t[0]), &h);
+        crv = P11(tok->mod, C_CreateObject, s, t, sizeof(t) / sizeof(t[0]), &h);
         if (crv != CKR_OK)
             rv = p11_fail(crv, "C_CreateObject(certificate)", tok);
     }
