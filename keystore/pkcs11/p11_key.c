@@ -28,44 +28,17 @@ typedef struct p11_key {
 
 static const mks_key_ops p11_key_ops;
 
-struct curve_def {
-    const char *name; /* our name */
-    const char *sn;   /* OpenSSL group name */
-    int nid;
-    int bits;
-};
-
-static const struct curve_def curves[] = {
-    {"P-256", "prime256v1", NID_X9_62_prime256v1, 256},
-    {"P-384", "secp384r1", NID_secp384r1, 384},
-    {"P-521", "secp521r1", NID_secp521r1, 521},
-};
-
-static const struct curve_def *curve_by_name(const char *name)
-{
-    size_t i;
-
-    for (i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
-        if (strcmp(curves[i].name, name) == 0 || strcmp(curves[i].sn, name) == 0)
-            return &curves[i];
-    return NULL;
-}
-
-static const struct curve_def *curve_by_params(const unsigned char *der, size_t len)
+static const mks_curve_def *curve_by_params(const unsigned char *der, size_t len)
 {
     const unsigned char *p = der;
     ASN1_OBJECT *oid = d2i_ASN1_OBJECT(NULL, &p, (long)len);
     int nid;
-    size_t i;
 
     if (oid == NULL)
         return NULL;
     nid = OBJ_obj2nid(oid);
     ASN1_OBJECT_free(oid);
-    for (i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
-        if (curves[i].nid == nid)
-            return &curves[i];
-    return NULL;
+    return mks_curve_by_nid(nid);
 }
 
 /* ---- URIs -------------------------------------------------------------- */
@@ -248,7 +221,7 @@ static mks_rv spki_rsa(mks_ctx *ctx, const unsigned char *n, size_t nlen, const 
     return rv;
 }
 
-static mks_rv spki_ec(mks_ctx *ctx, const struct curve_def *cd, const unsigned char *point,
+static mks_rv spki_ec(mks_ctx *ctx, const mks_curve_def *cd, const unsigned char *point,
                       size_t plen, unsigned char **spki, size_t *len)
 {
     mks_rv rv;
@@ -304,11 +277,11 @@ static mks_rv spki_describe(mks_ctx *ctx, const unsigned char *spki, size_t len,
     if (EVP_PKEY_is_a(pkey, "RSA")) {
         *type = MKS_KEY_RSA;
     } else if (EVP_PKEY_is_a(pkey, "EC")) {
-        const struct curve_def *cd;
+        const mks_curve_def *cd;
         *type = MKS_KEY_EC;
         if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
                                            NULL) &&
-            (cd = curve_by_name(group)) != NULL)
+            (cd = mks_curve_by_name(group)) != NULL)
             snprintf(curve, curvesz, "%s", cd->name);
     } else {
         *type = MKS_KEY_NONE;
@@ -331,7 +304,7 @@ static mks_rv key_public(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o
     CK_KEY_TYPE kt = (CK_ULONG)-1;
     unsigned char *a = NULL, *b = NULL, *id = NULL;
     size_t alen, blen, idlen;
-    const struct curve_def *cd;
+    const mks_curve_def *cd;
     CK_OBJECT_HANDLE found[2];
     CK_ULONG nfound;
 
@@ -1016,6 +989,20 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
 static mks_rv p11_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in,
                            size_t inlen, unsigned char *sig, size_t *siglen)
 {
+    unsigned char di[MKS_DIGEST_INFO_MAX];
+    const mks_hash_def *hd;
+    mks_rv rv;
+
+    /* PKCS#1 v1.5 over a hash: CKM_RSA_PKCS signs DigestInfo { algorithm, hash }. */
+    if (p->mech == MKS_MECH_RSA_PKCS1 && p->hash != MKS_HASH_NONE && sig != NULL) {
+        hd = mks_hash_get(p->hash);
+        if (hd == NULL)
+            return mks_error(MKS_ERR_UNSUPPORTED, "no DigestInfo for hash %d", (int)p->hash);
+        rv = mks_digest_info(hd, in, inlen, di, &inlen);
+        if (rv != MKS_OK)
+            return rv;
+        in = di;
+    }
     return key_op(key, p, 0, in, inlen, sig, siglen);
 }
 
@@ -1086,7 +1073,7 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
     CK_ULONG bits = 0;
     CK_BYTE e65537[] = {0x01, 0x00, 0x01};
     unsigned char ecparams[16];
-    const struct curve_def *cd = NULL;
+    const mks_curve_def *cd = NULL;
     CK_MECHANISM mech = {0, NULL, 0};
     CK_RV crv = CKR_OK;
     unsigned char *spki = NULL;
@@ -1108,7 +1095,7 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
         unsigned char *p = ecparams;
         ASN1_OBJECT *oid;
         int n;
-        cd = kp->curve != NULL ? curve_by_name(kp->curve) : curve_by_name("P-256");
+        cd = kp->curve != NULL ? mks_curve_by_name(kp->curve) : mks_curve_by_name("P-256");
         if (cd == NULL || cd->bits == 521)
             return mks_error(MKS_ERR_UNSUPPORTED, "EC curve '%s' is not supported (P-256, P-384)",
                              kp->curve);

@@ -320,14 +320,16 @@ typedef enum mks_hash {
 
 typedef enum mks_mech {
     MKS_MECH_ECDSA,     /* in: the hash; out: r||s, each the field size */
-    MKS_MECH_RSA_PKCS1, /* in: DigestInfo DER (caller builds it); out: signature */
+    MKS_MECH_RSA_PKCS1, /* in: the hash, params.hash its digest (the keystore signs its
+                         * DigestInfo); with MKS_HASH_NONE, what is signed as it is
+                         * (a DigestInfo the caller built); out: signature */
     MKS_MECH_RSA_PSS,   /* in: the hash; params below */
     MKS_MECH_RSA_OAEP,  /* decrypt only; params below */
 } mks_mech;
 
 typedef struct mks_mech_params {
     mks_mech mech;
-    mks_hash hash;              /* PSS/OAEP: the message hash */
+    mks_hash hash;              /* PKCS#1/PSS/OAEP: the message hash */
     mks_hash mgf1_hash;         /* PSS/OAEP: MGF1 hash */
     size_t salt_len;            /* PSS: salt length in bytes */
     const unsigned char *label; /* OAEP label, may be NULL */
