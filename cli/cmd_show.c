@@ -195,10 +195,7 @@ static void json_object(cli_json *j, const mks_object *o, time_t now)
             cli_json_string(j, "error", err.msg);
         }
     } else {
-        cli_json_string(j, "key_type",
-                        o->key_type == MKS_KEY_RSA  ? "rsa"
-                        : o->key_type == MKS_KEY_EC ? "ec"
-                                                    : NULL);
+        cli_json_string(j, "key_type", cli_key_type_name(o->key_type));
         cli_json_string(j, "curve", o->curve[0] != '\0' ? o->curve : NULL);
         if (o->bits > 0)
             cli_json_int(j, "bits", o->bits);
