@@ -39,7 +39,7 @@ CK_OBJECT_HANDLE p11_cache_pick_locked(const p11_key_cache *kc, const p11_token 
     *make = 0;
     if (kc->copy != CK_INVALID_HANDLE && kc->gen == gen)
         return kc->copy;
-    *make = tok->ctx->key_cache && !kc->refused && !atomic_load(&tok->copy_refused);
+    *make = tok->mod->key_cache && !kc->refused && !atomic_load(&tok->copy_refused);
     return obj;
 }
 
@@ -51,7 +51,7 @@ static CK_RV copy_checked(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
     CK_ATTRIBUTE a[3] = {{CKA_SENSITIVE, &sensitive, sizeof(sensitive)},
                          {CKA_EXTRACTABLE, &extractable, sizeof(extractable)},
                          {CKA_TOKEN, &token, sizeof(token)}};
-    CK_RV crv = P11(tok->ctx, C_GetAttributeValue, s, copy, a, 3);
+    CK_RV crv = P11(tok->mod, C_GetAttributeValue, s, copy, a, 3);
 
     *good = crv == CKR_OK && sensitive == CK_TRUE && extractable == CK_FALSE && token == CK_FALSE;
     return crv;
@@ -71,12 +71,12 @@ CK_RV p11_cache_make_locked(p11_key_cache *kc, p11_token *tok, CK_SESSION_HANDLE
      * another object by now (a module initialised again after fork numbers
      * its objects anew), and a lost session or login took it along. */
     kc->copy = CK_INVALID_HANDLE;
-    crv = P11(tok->ctx, C_CopyObject, s, obj, &session_object, 1, &copy);
+    crv = P11(tok->mod, C_CopyObject, s, obj, &session_object, 1, &copy);
     if (crv == CKR_OK) {
         crv = copy_checked(tok, s, copy, &good);
         if (!good && !is_loss(crv))
             /* Just made by us: whatever it is, it goes. */
-            P11(tok->ctx, C_DestroyObject, s, copy);
+            P11(tok->mod, C_DestroyObject, s, copy);
     }
     if (is_loss(crv))
         return crv;
@@ -110,16 +110,16 @@ void p11_cache_destroy(p11_key_cache *kc, p11_token *tok)
     unsigned long gen = 0;
     CK_RV crv = CKR_OK;
 
-    if (kc->copy == CK_INVALID_HANDLE || !p11_ctx_callable(tok->ctx) ||
+    if (kc->copy == CK_INVALID_HANDLE || !p11_module_callable(tok->mod) ||
         p11_session_get(tok, 0, NULL, NULL, &s, &gen) != MKS_OK) {
         p11_cache_forget_locked(kc);
         return;
     }
     /* Only our copy of this generation, and never a token object. */
     if (gen == kc->gen) {
-        crv = P11(tok->ctx, C_GetAttributeValue, s, kc->copy, &a, 1);
+        crv = P11(tok->mod, C_GetAttributeValue, s, kc->copy, &a, 1);
         if (crv == CKR_OK && token == CK_FALSE)
-            crv = P11(tok->ctx, C_DestroyObject, s, kc->copy);
+            crv = P11(tok->mod, C_DestroyObject, s, kc->copy);
     }
     p11_session_put(tok, s, crv);
     p11_cache_forget_locked(kc);
