@@ -97,7 +97,7 @@ static mks_rv open_key(mks_ctx *ctx, const char *spec, mks_key **key)
 static mks_rv new_ctx(const bench_opts *o, mks_ctx **ctx)
 {
     char pin_source[4096];
-    mks_config cfg = {o->module, NULL, o->tcti};
+    mks_config cfg = {.pkcs11_module = o->module, .tpm2_tcti = o->tcti};
 
     if (o->pin_file != NULL) {
         snprintf(pin_source, sizeof(pin_source), "file:%s", o->pin_file);

@@ -34,7 +34,6 @@ struct mks_ctx {
     atomic_int refs;
     char *module_path; /* NULL: p11-kit-proxy */
     char *pin_source;
-    char *tpm2_tcti;
     CK_FUNCTION_LIST *fl;
     void *dl;             /* dlopen handle when the module is not loaded through p11-kit */
     OSSL_LIB_CTX *libctx; /* our own, so our crypto never loops into the provider */
@@ -44,7 +43,7 @@ struct mks_ctx {
     atomic_ulong ready_gen; /* fork_gen once the module is ready; 0 before */
     int initialized;
     p11_token *tokens;
-    struct tpm2_state *tpm2; /* NULL until a TPM key is used */
+    struct tpm2_state *tpm2; /* the TPM backend; connects at first use */
     struct mks_ctx *next_registered;
 };
 

@@ -200,10 +200,14 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
     if (cfg != NULL) {
         if ((cfg->pkcs11_module != NULL && *cfg->pkcs11_module != '\0' &&
              (ctx->module_path = strdup(cfg->pkcs11_module)) == NULL) ||
-            (cfg->pin_source != NULL && (ctx->pin_source = strdup(cfg->pin_source)) == NULL) ||
-            (cfg->tpm2_tcti != NULL && (ctx->tpm2_tcti = strdup(cfg->tpm2_tcti)) == NULL))
+            (cfg->pin_source != NULL && (ctx->pin_source = strdup(cfg->pin_source)) == NULL))
             goto done;
     }
+    /* The TPM backend keeps its own settings (no connection yet). */
+    rv = tpm2_state_new(cfg, &ctx->tpm2);
+    if (rv != MKS_OK)
+        goto done;
+    rv = MKS_ERR_NOMEM;
     ctx->libctx = OSSL_LIB_CTX_new();
     if (ctx->libctx == NULL || (ctx->deflt = OSSL_PROVIDER_load(ctx->libctx, "default")) == NULL) {
         rv = mks_error(MKS_ERR_GENERAL, "cannot set up OpenSSL's default provider");
@@ -223,7 +227,7 @@ done:
         OSSL_LIB_CTX_free(ctx->libctx);
         free(ctx->module_path);
         free(ctx->pin_source);
-        free(ctx->tpm2_tcti);
+        tpm2_state_free(ctx->tpm2, 0);
         pthread_mutex_destroy(&ctx->lock);
         free(ctx);
     }
@@ -271,7 +275,6 @@ void mks_ctx_free(mks_ctx *ctx)
     OSSL_LIB_CTX_free(ctx->libctx);
     free(ctx->module_path);
     free(ctx->pin_source);
-    free(ctx->tpm2_tcti);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);
 }
@@ -765,12 +768,6 @@ unsigned long mks_fork_generation(void)
 
 mks_rv mks_ctx_tpm2(mks_ctx *ctx, struct tpm2_state **out)
 {
-    mks_rv rv = MKS_OK;
-
-    pthread_mutex_lock(&ctx->lock);
-    if (ctx->tpm2 == NULL)
-        rv = tpm2_state_new(ctx->tpm2_tcti, &ctx->tpm2);
     *out = ctx->tpm2;
-    pthread_mutex_unlock(&ctx->lock);
-    return rv;
+    return MKS_OK;
 }

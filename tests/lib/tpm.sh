@@ -151,14 +151,22 @@ tpm_transient_count() {
     tpm2_getcap handles-transient -T "$1" 2>/dev/null | grep -c '0x80' || true
 }
 
-# tpm_assert_no_transient TCTI WHAT: no transient object is left in the TPM
-# (every process flushed what it loaded).
+# tpm_session_count TCTI: sessions open in the TPM now (loaded or saved).
+tpm_session_count() {
+    { tpm2_getcap handles-loaded-session -T "$1" 2>/dev/null
+      tpm2_getcap handles-saved-session -T "$1" 2>/dev/null; } | grep -c '0x0[23]' || true
+}
+
+# tpm_assert_no_transient TCTI WHAT: no transient object and no session is
+# left in the TPM (every process flushed what it loaded or started).
 tpm_assert_no_transient() {
-    local n
+    local n s
     n=$(tpm_transient_count "$1")
-    [ "$n" = 0 ] || {
+    s=$(tpm_session_count "$1")
+    [ "$n" = 0 ] && [ "$s" = 0 ] || {
         tpm2_getcap handles-transient -T "$1" | sed 's/^/    transient| /' >&2
-        fail "$2: $n transient objects left in the TPM"
+        tpm2_getcap handles-loaded-session -T "$1" | sed 's/^/    session| /' >&2
+        fail "$2: $n transient objects and $s sessions left in the TPM"
     }
 }
 
@@ -207,7 +215,8 @@ tpm_pcap_commands() {
     python3 - "$1" <<'PY'
 import struct, sys
 CC = {0x120: "EvictControl", 0x131: "CreatePrimary", 0x153: "Create", 0x157: "Load",
-      0x159: "RSA_Decrypt", 0x15d: "Sign", 0x165: "FlushContext", 0x173: "ReadPublic",
+      0x159: "RSA_Decrypt", 0x15d: "Sign", 0x161: "ContextLoad", 0x162: "ContextSave",
+      0x165: "FlushContext", 0x173: "ReadPublic", 0x176: "StartAuthSession",
       0x17a: "GetCapability"}
 data = open(sys.argv[1], "rb").read()
 off, cmds = 0, []

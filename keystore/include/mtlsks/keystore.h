@@ -74,6 +74,12 @@ typedef struct mks_config {
     const char *pin_source;
     /* TPM TCTI string ("device:/dev/tpmrm0", "swtpm:host=...,port=..."). NULL = default. */
     const char *tpm2_tcti;
+    /* Whether a loaded TPM key stays loaded between operations: "auto" (NULL:
+     * yes behind a resource manager -- tabrmd, /dev/tpmrmN -- else each
+     * operation loads and flushes it), "yes", "no". */
+    const char *tpm2_hold_objects;
+    /* HMAC sessions: "auto" (NULL: for keys with a password), "always". */
+    const char *tpm2_sessions;
 } mks_config;
 
 /*
