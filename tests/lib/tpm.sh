@@ -19,8 +19,8 @@
 # gets an empty SoftHSM token directory; TOKEN_CNF (what `mks` and `ossl`
 # use) names the module and the TPM's TCTI.
 
-# Nothing from the caller's environment may pick the TPM.
-unset TPM2TOOLS_TCTI TPM2OPENSSL_TCTI TCTI_PCAP_FILE
+# Nothing from the caller's environment may pick the TPM or a D-Bus bus.
+unset TPM2TOOLS_TCTI TPM2OPENSSL_TCTI TCTI_PCAP_FILE DBUS_SESSION_BUS_ADDRESS
 # tpm2-tss logs to stderr unless told not to.
 export TSS2_LOG=all+none
 
@@ -123,6 +123,61 @@ start_swtpm() {
     fail "swtpm $name did not start"
 }
 
+# require_tabrmd: Debian's resource manager (tpm2-abrmd, its TCTI
+# libtss2-tcti-tabrmd0) and a D-Bus daemon to run it on.
+require_tabrmd() {
+    command -v tpm2-abrmd >/dev/null 2>&1 ||
+        skip "tpm2-abrmd is not installed (Debian package tpm2-abrmd)"
+    command -v dbus-daemon >/dev/null 2>&1 ||
+        skip "dbus-daemon is not installed (Debian package dbus-daemon)"
+    [ -r /usr/share/dbus-1/session.conf ] ||
+        skip "no D-Bus session bus configuration (Debian package dbus-session-bus-common)"
+    tcti_installed tabrmd || skip "the tabrmd TCTI is not installed (Debian package libtss2-tcti-tabrmd0)"
+}
+
+# tcti_installed NAME: 0 when tpm2-tss's TCTI library NAME is installed.
+tcti_installed() {
+    local d
+    for d in /usr/lib/*-linux-gnu /usr/lib64 /usr/lib /usr/local/lib; do
+        [ -e "$d/libtss2-tcti-$1.so.0" ] && return 0
+    done
+    return 1
+}
+
+# start_tabrmd TCTI: a resource manager in front of the TPM at TCTI:
+# dbus-daemon with a private session bus (its address exported in
+# DBUS_SESSION_BUS_ADDRESS, for every program the test starts), then
+# tpm2-abrmd on that bus. Sets TABRMD_TCTI (tabrmd:bus_type=session),
+# TABRMD_PID and DBUS_PID; cleanup stops both by PID. The system bus and
+# any other tabrmd are never touched.
+start_tabrmd() {
+    local dir=$WORK/tabrmd root=()
+    mkdir -p "$dir"
+    dbus-daemon --session --fork --print-address=3 --print-pid=4 \
+        3>"$dir/bus.address" 4>"$dir/bus.pid" </dev/null >"$dir/dbus.log" 2>&1 ||
+        fail "dbus-daemon --session did not start: $(cat "$dir/dbus.log")"
+    DBUS_PID=$(head -n1 "$dir/bus.pid")
+    _SERVER_PIDS+=("$DBUS_PID")
+    DBUS_SESSION_BUS_ADDRESS=$(head -n1 "$dir/bus.address")
+    export DBUS_SESSION_BUS_ADDRESS
+    [ "$(id -u)" -ne 0 ] || root=(--allow-root)
+    tpm2-abrmd --session "${root[@]}" --logger=stdout --tcti="$1" \
+        </dev/null >"$dir/tabrmd.log" 2>&1 &
+    TABRMD_PID=$!
+    _SERVER_PIDS+=("$TABRMD_PID")
+    TABRMD_TCTI=tabrmd:bus_type=session
+    for _ in $(seq 100); do
+        kill -0 "$TABRMD_PID" 2>/dev/null || break
+        if tpm2_getcap properties-fixed -T "$TABRMD_TCTI" >/dev/null 2>&1; then
+            note "tpm2-abrmd: pid $TABRMD_PID on the session bus $DBUS_SESSION_BUS_ADDRESS (dbus-daemon $DBUS_PID), in front of $1"
+            return 0
+        fi
+        sleep 0.1
+    done
+    sed 's/^/    tabrmd| /' "$dir/tabrmd.log" >&2
+    fail "tpm2-abrmd did not answer on the session bus"
+}
+
 # tpm_cnf FILE TCTI [PIN_SOURCE]: an openssl.cnf as write_openssl_cnf writes
 # it, with tpm2-tcti = TCTI in the provider's section.
 tpm_cnf() {
@@ -202,11 +257,7 @@ pubkey_via() {
 # another TCTI ("pcap:swtpm:host=...") and records every command and
 # response in the pcapng file TCTI_PCAP_FILE names.
 tpm_pcap_available() {
-    local d
-    for d in /usr/lib/*-linux-gnu /usr/lib64 /usr/lib /usr/local/lib; do
-        [ -e "$d/libtss2-tcti-pcap.so.0" ] && return 0
-    done
-    return 1
+    tcti_installed pcap
 }
 
 # tpm_pcap_commands PCAP: the TPM commands in a pcap TCTI capture, by name in
