@@ -177,8 +177,7 @@ if [ "$SRV_CNF" != "$TOKEN_CNF" ]; then
     cli_cmds=$(tpm_pcap_commands "$WORK/client.pcap")
     note "TPM commands of s_server over $ROUNDS handshakes ($RM): $srv_cmds"
     note "TPM commands of one s_client process ($RM): $cli_cmds"
-    signs=$(printf '%s\n' "$srv_cmds" | grep -o Sign | wc -l)
-    assert_eq "$signs" "$ROUNDS" "server: TPM2_Sign per handshake"
+    assert_eq "$(tpm_count_of Sign "$srv_cmds")" "$ROUNDS" "server: TPM2_Sign per handshake"
     if [ "$RM" = tabrmd ]; then
         # Held: the server loads its key once (standard primary, load, flush
         # the primary), one TPM2_Sign per handshake, flush at exit. A client

@@ -201,6 +201,13 @@ tpm_reset_lockout() {
     run_ok "lockout-reset-$RANDOM" tpm2_dictionarylockout --clear-lockout -T "$1"
 }
 
+# tpm_lockout_counter TCTI: the TPM's dictionary-attack failure counter.
+tpm_lockout_counter() {
+    local v
+    v=$(tpm2_getcap properties-variable -T "$1" | sed -n "s/^ *TPM2_PT_LOCKOUT_COUNTER: *//p")
+    printf "%d" "$v"
+}
+
 # tpm_transient_count TCTI: transient objects loaded in the TPM now.
 tpm_transient_count() {
     tpm2_getcap handles-transient -T "$1" 2>/dev/null | grep -c '0x80' || true
@@ -261,7 +268,10 @@ tpm_pcap_available() {
 }
 
 # tpm_pcap_commands PCAP: the TPM commands in a pcap TCTI capture, by name in
-# order, on one line, after their number ("5 CreatePrimary Load ...").
+# order, on one line, after their number ("5 CreatePrimary Load ..."). A
+# command the TPM answered with TPM_RC_RETRY (libtpms does, for the first use
+# of an algorithm after startup, while it tests it), which tpm2-tss sends
+# again by itself, is named NAME:RETRY; count commands with tpm_count_of.
 tpm_pcap_commands() {
     python3 - "$1" <<'PY'
 import struct, sys
@@ -281,13 +291,21 @@ while off + 12 <= len(data):
         tcp = pkt[(pkt[0] & 0x0f) * 4:]
         payload = tcp[(tcp[12] >> 4) * 4:]
         # Commands go to the TPM's port 2321; responses come from it.
-        if struct.unpack_from(">H", tcp, 2)[0] == 2321 and len(payload) >= 10 \
-                and payload[:2] in (b"\x80\x01", b"\x80\x02"):
-            cc = struct.unpack_from(">I", payload, 6)[0]
-            cmds.append(CC.get(cc, hex(cc)))
+        if len(payload) >= 10 and payload[:2] in (b"\x80\x01", b"\x80\x02"):
+            code = struct.unpack_from(">I", payload, 6)[0]
+            if struct.unpack_from(">H", tcp, 2)[0] == 2321:
+                cmds.append(CC.get(code, hex(code)))
+            elif code == 0x922 and cmds:
+                cmds[-1] += ":RETRY"
     off += blen
 print(len(cmds), " ".join(cmds))
 PY
+}
+
+# tpm_count_of NAME COMMANDS: how often NAME is in a tpm_pcap_commands line
+# (resent commands not counted).
+tpm_count_of() {
+    printf '%s\n' "$2" | tr ' ' '\n' | grep -cx "$1" || true
 }
 
 # run_pty STEP ANSWER... -- CMD...: runs CMD on a new pseudo-terminal (its
