@@ -34,6 +34,8 @@ static const char usage_text[] =
     "                     all the same, to see what it costs that impl)\n"
     "  --shim PATH        count token calls through mtlsks-p11shim.so (it must be the module)\n"
     "  --tcti CONF        TPM TCTI (keystore, tpm-keygen)\n"
+    "  --pass-file PATH   TPM key password, first line (keystore, provider, tls; tpm-keygen:\n"
+    "                     the new key's)\n"
     "  --out FILE         tpm-keygen output\n"
     "  --threads N        threads (default 1)\n"
     "  --warmup S         unmeasured seconds first (default 0.5)\n"
@@ -63,32 +65,43 @@ static int parse_alg(const char *s, bench_opts *o)
     return 1;
 }
 
+/* The subcommand: 0 done, 1 failed, 2 usage. */
+static int run(const bench_opts *o, const char *arg)
+{
+    int ok;
+
+    if (strcmp(o->cmd, "sign") == 0)
+        ok = cmd_sign(o);
+    else if (strcmp(o->cmd, "tls") == 0)
+        ok = cmd_tls(o);
+    else if (strcmp(o->cmd, "startup") == 0)
+        ok = cmd_startup(o);
+    else if (strcmp(o->cmd, "tpm-keygen") == 0)
+        ok = cmd_tpm_keygen(o);
+    else if (strcmp(o->cmd, "pcap-count") == 0 && arg != NULL)
+        ok = cmd_pcap_count(o, arg);
+    else
+        return usage(2);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"impl", required_argument, NULL, 'i'},
-        {"alg", required_argument, NULL, 'a'},
-        {"key", required_argument, NULL, 'k'},
-        {"key2", required_argument, NULL, 'K'},
-        {"module", required_argument, NULL, 'm'},
-        {"pin-file", required_argument, NULL, 'p'},
-        {"config", required_argument, NULL, 'c'},
-        {"shim", required_argument, NULL, 'S'},
-        {"tcti", required_argument, NULL, 'T'},
-        {"out", required_argument, NULL, 'o'},
-        {"threads", required_argument, NULL, 'n'},
-        {"warmup", required_argument, NULL, 'w'},
-        {"seconds", required_argument, NULL, 's'},
-        {"count", required_argument, NULL, 'N'},
-        {"note", required_argument, NULL, 'x'},
-        {"init-only", no_argument, NULL, 'I'},
-        {"slice", required_argument, NULL, 'L'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"impl", required_argument, NULL, 'i'},   {"alg", required_argument, NULL, 'a'},
+        {"key", required_argument, NULL, 'k'},    {"key2", required_argument, NULL, 'K'},
+        {"module", required_argument, NULL, 'm'}, {"pin-file", required_argument, NULL, 'p'},
+        {"config", required_argument, NULL, 'c'}, {"shim", required_argument, NULL, 'S'},
+        {"tcti", required_argument, NULL, 'T'},   {"pass-file", required_argument, NULL, 'P'},
+        {"out", required_argument, NULL, 'o'},    {"threads", required_argument, NULL, 'n'},
+        {"warmup", required_argument, NULL, 'w'}, {"seconds", required_argument, NULL, 's'},
+        {"count", required_argument, NULL, 'N'},  {"note", required_argument, NULL, 'x'},
+        {"init-only", no_argument, NULL, 'I'},    {"slice", required_argument, NULL, 'L'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     bench_opts o = {0};
     const char *arg = NULL;
-    int c, ok;
+    int c;
 
     o.alg = BENCH_EC;
     o.alg_name = "ec";
@@ -134,6 +147,9 @@ int main(int argc, char **argv)
         case 'T':
             o.tcti = optarg;
             break;
+        case 'P':
+            o.pass_file = optarg;
+            break;
         case 'o':
             o.out = optarg;
             break;
@@ -178,17 +194,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "mtlsks-bench: %s needs --impl\n", o.cmd);
         return 2;
     }
-    if (strcmp(o.cmd, "sign") == 0)
-        ok = cmd_sign(&o);
-    else if (strcmp(o.cmd, "tls") == 0)
-        ok = cmd_tls(&o);
-    else if (strcmp(o.cmd, "startup") == 0)
-        ok = cmd_startup(&o);
-    else if (strcmp(o.cmd, "tpm-keygen") == 0)
-        ok = cmd_tpm_keygen(&o);
-    else if (strcmp(o.cmd, "pcap-count") == 0 && arg != NULL)
-        ok = cmd_pcap_count(&o, arg);
-    else
-        return usage(2);
-    return ok ? 0 : 1;
+    return run(&o, arg);
 }
