@@ -65,27 +65,8 @@ static int parse_alg(const char *s, bench_opts *o)
     return 1;
 }
 
-/* The subcommand: 0 done, 1 failed, 2 usage. */
-static int run(const bench_opts *o, const char *arg)
-{
-    int ok;
-
-    if (strcmp(o->cmd, "sign") == 0)
-        ok = cmd_sign(o);
-    else if (strcmp(o->cmd, "tls") == 0)
-        ok = cmd_tls(o);
-    else if (strcmp(o->cmd, "startup") == 0)
-        ok = cmd_startup(o);
-    else if (strcmp(o->cmd, "tpm-keygen") == 0)
-        ok = cmd_tpm_keygen(o);
-    else if (strcmp(o->cmd, "pcap-count") == 0 && arg != NULL)
-        ok = cmd_pcap_count(o, arg);
-    else
-        return usage(2);
-    return ok ? 0 : 1;
-}
-
-int main(int argc, char **argv)
+/* The options after COMMAND into o; 0 when they end the program (*rc). */
+static int parse_options(int argc, char **argv, bench_opts *o, int *rc)
 {
     static const struct option longopts[] = {
         {"impl", required_argument, NULL, 'i'},   {"alg", required_argument, NULL, 'a'},
@@ -99,9 +80,85 @@ int main(int argc, char **argv)
         {"init-only", no_argument, NULL, 'I'},    {"slice", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
+    int c;
+
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'i':
+            o->impl = optarg;
+            break;
+        case 'a':
+            if (!parse_alg(optarg, o)) {
+                fprintf(stderr, "mtlsks-bench: unknown --alg '%s'\n", optarg);
+                *rc = 2;
+                return 0;
+            }
+            break;
+        case 'k':
+            o->key = optarg;
+            break;
+        case 'K':
+            o->key2 = optarg;
+            break;
+        case 'm':
+            o->module = optarg;
+            break;
+        case 'p':
+            o->pin_file = optarg;
+            break;
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'S':
+            o->shim = optarg;
+            break;
+        case 'T':
+            o->tcti = optarg;
+            break;
+        case 'P':
+            o->pass_file = optarg;
+            break;
+        case 'o':
+            o->out = optarg;
+            break;
+        case 'n':
+            o->threads = atoi(optarg);
+            break;
+        case 'w':
+            o->warmup = atof(optarg);
+            break;
+        case 's':
+            o->seconds = atof(optarg);
+            break;
+        case 'N':
+            o->count = atol(optarg);
+            break;
+        case 'x':
+            o->note = optarg;
+            break;
+        case 'I':
+            o->init_only = 1;
+            break;
+        case 'L':
+            o->slice = atof(optarg);
+            break;
+        case 'h':
+            *rc = usage(0);
+            return 0;
+        default:
+            *rc = usage(2);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
     bench_opts o = {0};
     const char *arg = NULL;
-    int c;
+    int ok, rc;
 
     o.alg = BENCH_EC;
     o.alg_name = "ec";
@@ -114,72 +171,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
         return usage(0);
     o.cmd = argv[1];
-    optind = 2;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'i':
-            o.impl = optarg;
-            break;
-        case 'a':
-            if (!parse_alg(optarg, &o)) {
-                fprintf(stderr, "mtlsks-bench: unknown --alg '%s'\n", optarg);
-                return 2;
-            }
-            break;
-        case 'k':
-            o.key = optarg;
-            break;
-        case 'K':
-            o.key2 = optarg;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 'p':
-            o.pin_file = optarg;
-            break;
-        case 'c':
-            o.config = optarg;
-            break;
-        case 'S':
-            o.shim = optarg;
-            break;
-        case 'T':
-            o.tcti = optarg;
-            break;
-        case 'P':
-            o.pass_file = optarg;
-            break;
-        case 'o':
-            o.out = optarg;
-            break;
-        case 'n':
-            o.threads = atoi(optarg);
-            break;
-        case 'w':
-            o.warmup = atof(optarg);
-            break;
-        case 's':
-            o.seconds = atof(optarg);
-            break;
-        case 'N':
-            o.count = atol(optarg);
-            break;
-        case 'x':
-            o.note = optarg;
-            break;
-        case 'I':
-            o.init_only = 1;
-            break;
-        case 'L':
-            o.slice = atof(optarg);
-            break;
-        case 'h':
-            return usage(0);
-        default:
-            return usage(2);
-        }
-    }
+    if (!parse_options(argc, argv, &o, &rc))
+        return rc;
     if (optind < argc)
         arg = argv[optind];
     if (o.threads < 1 || o.threads > BENCH_MAX_THREADS || o.seconds <= 0 || o.warmup < 0 ||
@@ -194,5 +187,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "mtlsks-bench: %s needs --impl\n", o.cmd);
         return 2;
     }
-    return run(&o, arg);
+    if (strcmp(o.cmd, "sign") == 0)
+        ok = cmd_sign(&o);
+    else if (strcmp(o.cmd, "tls") == 0)
+        ok = cmd_tls(&o);
+    else if (strcmp(o.cmd, "startup") == 0)
+        ok = cmd_startup(&o);
+    else if (strcmp(o.cmd, "tpm-keygen") == 0)
+        ok = cmd_tpm_keygen(&o);
+    else if (strcmp(o.cmd, "pcap-count") == 0 && arg != NULL)
+        ok = cmd_pcap_count(&o, arg);
+    else
+        return usage(2);
+    return ok ? 0 : 1;
 }
