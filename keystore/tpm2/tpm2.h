@@ -81,7 +81,8 @@ TSS2_RC tpm2_trace(const char *name, TSS2_RC rc);
 mks_rv tpm2_fail(TSS2_RC rc, const char *call);
 
 /* The last failure tpm2_trace saw on this thread (TSS2_RC_SUCCESS when none
- * since tpm2_clear_last_rc). */
+ * since tpm2_clear_last_rc). Failed flushes do not count: they are clean-up,
+ * never the reason an operation failed. */
 TSS2_RC tpm2_last_rc(void);
 void tpm2_clear_last_rc(void);
 
@@ -139,7 +140,8 @@ mks_rv tpm2_key_run(mks_ctx *ctx, tpm2_key *tk, TPMA_SESSION attrs, tpm2_key_op 
  * Runs attempt under the ESYS lock, and again while it fails because the
  * TPM is short of room for a moment (other processes' objects in its slots,
  * TPM_RC_RETRY): for up to 2 s, waiting a little longer each time with the
- * lock released. An attempt flushes whatever it loaded before it returns.
+ * lock released. An attempt flushes whatever it loaded before it returns;
+ * when objects are not held, termination signals wait meanwhile.
  */
 typedef mks_rv tpm2_attempt(tpm2_state *st, void *arg);
 mks_rv tpm2_run(mks_ctx *ctx, tpm2_attempt *attempt, void *arg);

@@ -357,8 +357,14 @@ mks_rv tpm2_run(mks_ctx *ctx, tpm2_attempt *attempt, void *arg)
     if (rv != MKS_OK)
         return rv;
     for (;;) {
+        sigset_t old;
+
         tpm2_clear_last_rc();
+        if (!st->hold)
+            hold_signals(&old);
         rv = attempt(st, arg);
+        if (!st->hold)
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (rv == MKS_OK || !tpm2_rc_is_transient(tpm2_last_rc()) ||
             elapsed_ms(&t0) >= RETRY_BUDGET_MS)
             break;
@@ -380,10 +386,7 @@ static mks_rv run_once_locked(tpm2_state *st, tpm2_key *tk, TPMA_SESSION attrs, 
     ESYS_TR primary = ESYS_TR_NONE, key = ESYS_TR_NONE, session = ESYS_TR_PASSWORD;
     mks_rv rv = MKS_OK;
     TSS2_RC rc;
-    sigset_t old;
 
-    if (!st->hold)
-        hold_signals(&old);
     if (tk->auth_len > 0 || st->sessions_always)
         rv = tpm2_session_get_locked(st, &primary, attrs, &session);
     /* Free the primary's slot before the key takes one, when the key can do
@@ -400,8 +403,6 @@ static mks_rv run_once_locked(tpm2_state *st, tpm2_key *tk, TPMA_SESSION attrs, 
     tpm2_session_put_locked(st, &session, rv == MKS_OK);
     if (key != ESYS_TR_NONE)
         key_put_locked(st, tk, key);
-    if (!st->hold)
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rv;
 }
 
