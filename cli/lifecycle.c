@@ -159,67 +159,73 @@ int cli_find_objects(cli_session *s, const char *token_uri, const char *label,
     return rv == MKS_OK;
 }
 
-int cli_find_label_token(cli_session *s, const char *const *labels, size_t nlabels,
-                         unsigned classes, const char *token, char **token_uri,
-                         char token_label[33])
+int cli_relabel(cli_session *s, const char *token_uri, const char *label, const unsigned char *id,
+                size_t id_len, const char *type, const char *new_label)
 {
-    mks_slot_info *slots = NULL;
-    size_t count = 0, i, k, nfound = 0;
-    const mks_slot_info *found = NULL;
-    char names[256] = "";
+    char *uri = cli_object_uri(token_uri, label, id, id_len, type);
     mks_rv rv;
-    int ok = 0;
 
-    *token_uri = NULL;
-    /* The commands on existing keys take --token, never --slot. */
-    if (token != NULL)
-        return cli_session_find_token(s, -1, token, 0, token_uri, token_label);
-    rv = mks_slots_list(s->ks, &slots, &count);
-    if (rv != MKS_OK) {
-        cli_fail_ks(s->cmd, rv, "cannot list the slots of %s", cli_session_module(s));
+    if (uri == NULL) {
+        cli_fail(s->cmd, "out of memory");
         return 0;
     }
-    for (i = 0; i < count; i++) {
-        int here = 0;
+    if (new_label != NULL)
+        rv = mks_objects_set_label(s->ks, uri, MKS_OBJ_ANY, new_label, &s->pin_ui, NULL);
+    else
+        rv = mks_objects_destroy(s->ks, uri, MKS_OBJ_ANY, &s->pin_ui, NULL);
+    if (rv != MKS_OK)
+        cli_fail_ks(s->cmd, rv, "cannot %s %s (run import-cert again to continue)",
+                    new_label != NULL ? "relabel" : "destroy", uri);
+    free(uri);
+    return rv == MKS_OK;
+}
 
-        if (slots[i].index < 0 || slots[i].token_uri == NULL)
-            continue;
-        for (k = 0; k < nlabels && !here; k++) {
-            mks_object *objs = NULL;
-            size_t n = 0;
+/* 1 when objs[i] has an id other than the new key's, and is the first with it. */
+static int first_old_id(const mks_object *objs, size_t i, const unsigned char *new_id,
+                        size_t new_len)
+{
+    size_t j;
 
-            if (!cli_find_objects(s, slots[i].token_uri, labels[k], NULL, 0, NULL, classes, &objs,
-                                  &n))
-                goto done;
-            here = n > 0;
-            mks_objects_free(objs, n);
-        }
-        if (!here)
-            continue;
-        if (nfound++ == 0)
-            found = &slots[i];
-        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s'%s'",
-                 nfound > 1 ? ", " : "", slots[i].token_label);
-    }
-    if (nfound == 0) {
-        cli_fail(s->cmd, "no key or certificate labelled '%s' on any token of %s (see '%s list')",
-                 labels[0], cli_session_module(s), CLI_PROGRAM);
-        goto done;
-    }
-    if (nfound > 1) {
-        cli_fail(s->cmd, "'%s' is on several tokens (%s); choose one with --token LABEL", labels[0],
-                 names);
-        goto done;
-    }
-    *token_uri = strdup(found->token_uri);
-    if (*token_uri == NULL) {
+    if (objs[i].id_len == 0 || cli_same_id(&objs[i], new_id, new_len))
+        return 0;
+    for (j = 0; j < i; j++)
+        if (cli_same_id(&objs[j], objs[i].id, objs[i].id_len))
+            return 0;
+    return 1;
+}
+
+int cli_handover(cli_session *s, const char *token_uri, const char *name, const unsigned char *id,
+                 size_t id_len, cli_handover_files_fn *files, void *arg, size_t *nretired)
+{
+    char *next_label = cli_label_join(name, CLI_SUFFIX_NEXT);
+    char *old_label = cli_label_join(name, CLI_SUFFIX_OLD);
+    mks_object *objs = NULL;
+    size_t n = 0, nold = 0, i;
+    int ok = 0;
+
+    *nretired = 0;
+    if (next_label == NULL || old_label == NULL) {
         cli_fail(s->cmd, "out of memory");
         goto done;
     }
-    snprintf(token_label, 33, "%s", found->token_label);
+    if (!cli_relabel(s, token_uri, next_label, id, id_len, NULL, name) || !files(arg))
+        goto done;
+    if (!cli_find_objects(s, token_uri, name, NULL, 0, NULL, MKS_OBJ_ANY, &objs, &n))
+        goto done;
+    for (i = 0; i < n; i++)
+        nold += first_old_id(objs, i, id, id_len);
+    if (nold > 0 && !cli_relabel(s, token_uri, old_label, NULL, 0, NULL, NULL))
+        goto done;
+    for (i = 0; i < n; i++)
+        if (first_old_id(objs, i, id, id_len) &&
+            !cli_relabel(s, token_uri, name, objs[i].id, objs[i].id_len, NULL, old_label))
+            goto done;
+    *nretired = nold;
     ok = 1;
 done:
-    mks_slots_free(slots, count);
+    mks_objects_free(objs, n);
+    free(next_label);
+    free(old_label);
     return ok;
 }
 
@@ -537,6 +543,26 @@ done:
     sk_X509_pop_free(sk, X509_free);
     BIO_free(bio);
     free(data);
+    return ok;
+}
+
+int cli_write_certs(const char *cmd, const char *path, X509 *x, STACK_OF(X509) * chain)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data;
+    long len;
+    int k, ok;
+
+    ok = bio != NULL && PEM_write_bio_X509(bio, x);
+    for (k = 0; ok && k < sk_X509_num(chain); k++)
+        ok = PEM_write_bio_X509(bio, sk_X509_value(chain, k));
+    if (!ok) {
+        cli_fail_ossl(cmd, "cannot write the certificate as PEM");
+    } else {
+        len = BIO_get_mem_data(bio, &data);
+        ok = cli_write_replacing(cmd, path, data, (size_t)len, 0644);
+    }
+    BIO_free(bio);
     return ok;
 }
 
