@@ -348,7 +348,7 @@ done:
         explain_leftover_key(g, o, key, ref_written);
     if (key != NULL)
         mks_key_free(key);
-    free(ref_pem);
+    mks_free(ref_pem);
     free(csr_pem);
     free(token_uri);
     cli_session_close(&s);

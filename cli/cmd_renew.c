@@ -124,7 +124,8 @@ static X509 *current_cert(cli_session *s, const char *token_uri, const char *lab
     const unsigned char *id = mks_key_get0_id(key, &id_len);
     X509 *best = NULL;
 
-    if (!cli_find_objects(s, token_uri, label, id, id_len, "cert", MKS_OBJ_CERTIFICATE, &objs, &n))
+    if (!cli_find_objects(s, token_uri, label, id, id_len, MKS_OBJ_CERTIFICATE, MKS_OBJ_CERTIFICATE,
+                          &objs, &n))
         return NULL;
     for (i = 0; i < n; i++) {
         const unsigned char *p = objs[i].der;
@@ -152,14 +153,12 @@ static X509 *current_cert(cli_session *s, const char *token_uri, const char *lab
 /* Opens the key labelled `label` on the token; MKS_ERR_NOT_FOUND is returned quietly. */
 static mks_rv open_label(cli_session *s, const char *token_uri, const char *label, mks_key **key)
 {
-    char *uri = cli_object_uri(token_uri, label, NULL, 0, "private");
+    char *uri = cli_uri_object(CMD, token_uri, label, NULL, 0, MKS_OBJ_PRIVATE_KEY);
     mks_rv rv;
 
     *key = NULL;
-    if (uri == NULL) {
-        cli_fail(CMD, "out of memory");
+    if (uri == NULL)
         return MKS_ERR_NOMEM;
-    }
     rv = mks_key_open(s->ks, uri, &s->pin_ui, key);
     if (rv != MKS_OK) {
         *key = NULL;
@@ -172,7 +171,7 @@ static mks_rv open_label(cli_session *s, const char *token_uri, const char *labe
         else if (rv != MKS_ERR_NOT_FOUND)
             cli_fail_ks(CMD, rv, "cannot open the key %s", uri);
     }
-    free(uri);
+    mks_free(uri);
     return rv;
 }
 

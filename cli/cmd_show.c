@@ -62,7 +62,7 @@ static int load_group(cli_session *s, const char *token_uri, const char *label, 
                       group *gr)
 {
     gr->label = label;
-    if (!cli_find_objects(s, token_uri, label, NULL, 0, NULL, classes, &gr->objs, &gr->n))
+    if (!cli_find_objects(s, token_uri, label, NULL, 0, 0, classes, &gr->objs, &gr->n))
         return 0;
     if (gr->n > 1)
         qsort(gr->objs, gr->n, sizeof(*gr->objs), by_class);

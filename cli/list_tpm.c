@@ -82,6 +82,6 @@ int list_tpm(cli_session *s, int json)
         print_json(s, keys, n);
     else
         print_text(s, keys, n);
-    free(keys);
+    mks_free(keys);
     return CLI_EXIT_OK;
 }
