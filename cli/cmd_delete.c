@@ -138,11 +138,7 @@ static int read_options(cli_globals *g, int argc, char **argv, delete_opts *o, i
     };
     int c;
 
-    *exit_now = CLI_EXIT_USAGE;
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, delete_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_LABEL:
             o->label = optarg;
@@ -159,19 +155,10 @@ static int read_options(cli_globals *g, int argc, char **argv, delete_opts *o, i
         case OPT_HANDLE:
             o->handle_arg = optarg;
             break;
-        case 'h':
-            delete_usage(stdout);
-            *exit_now = CLI_EXIT_OK;
-            return 0;
-        default:
-            *exit_now = cli_usage_error(CMD, argv, c);
-            return 0;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
         return 0;
-    }
     return 1;
 }
 

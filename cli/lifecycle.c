@@ -431,12 +431,7 @@ void cli_cert_info_json(cli_json *j, const cli_cert_info *ci)
     json_strlist(j, "key_usage", &ci->key_usage);
     json_strlist(j, "extended_key_usage", &ci->ext_key_usage);
     cli_json_bool(j, "ca", ci->is_ca);
-    cli_json_string(j, "key_type", ci->key_type[0] != '\0' ? ci->key_type : NULL);
-    cli_json_string(j, "curve", ci->curve[0] != '\0' ? ci->curve : NULL);
-    if (ci->key_bits > 0)
-        cli_json_int(j, "bits", ci->key_bits);
-    else
-        cli_json_null(j, "bits");
+    cli_json_key_type(j, ci->key_type[0] != '\0' ? ci->key_type : NULL, ci->curve, ci->key_bits);
     cli_json_string(j, "sha256", ci->sha256);
 }
 
