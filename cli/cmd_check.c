@@ -410,11 +410,7 @@ static int read_options(cli_globals *g, int argc, char **argv, check_opts *o, in
     };
     int c;
 
-    *exit_now = CLI_EXIT_USAGE;
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, check_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_DAYS:
             if (!cli_parse_uint(optarg, &o->days) || o->days > 36500) {
@@ -449,19 +445,10 @@ static int read_options(cli_globals *g, int argc, char **argv, check_opts *o, in
         case OPT_HOOK:
             o->hook = optarg;
             break;
-        case 'h':
-            check_usage(stdout);
-            *exit_now = CLI_EXIT_OK;
-            return 0;
-        default:
-            *exit_now = cli_usage_error(CMD, argv, c);
-            return 0;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
         return 0;
-    }
     return 1;
 }
 

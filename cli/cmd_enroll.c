@@ -158,11 +158,7 @@ static int parse_options(cli_globals *g, int argc, char **argv, enroll_opts *o, 
     };
     int c;
 
-    *exit_now = -1;
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, enroll_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_SLOT:
             if (!cli_parse_uint(optarg, &o->slot)) {
@@ -211,19 +207,10 @@ static int parse_options(cli_globals *g, int argc, char **argv, enroll_opts *o, 
         case OPT_PASSWORD_SOURCE:
             o->password_source = optarg;
             break;
-        case 'h':
-            enroll_usage(stdout);
-            *exit_now = CLI_EXIT_OK;
-            return 0;
-        default:
-            *exit_now = cli_usage_error(CMD, argv, c);
-            return 0;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
         return 0;
-    }
     return check_options(g, o);
 }
 
@@ -348,7 +335,7 @@ done:
         explain_leftover_key(g, o, key, ref_written);
     if (key != NULL)
         mks_key_free(key);
-    free(ref_pem);
+    mks_free(ref_pem);
     free(csr_pem);
     free(token_uri);
     cli_session_close(&s);
@@ -364,7 +351,7 @@ int cmd_enroll(cli_globals *g, int argc, char **argv)
     int exit_now, ret = CLI_EXIT_USAGE;
 
     if (!parse_options(g, argc, argv, &o, &exit_now)) {
-        ret = exit_now >= 0 ? exit_now : CLI_EXIT_USAGE;
+        ret = exit_now;
         goto done;
     }
     if (!(o.tpm ? cli_parse_tpm_key_type
