@@ -19,6 +19,7 @@
 
 #include <openssl/x509.h>
 
+#include "acme/acme.h"
 #include "cli.h"
 #include "json.h"
 #include "lifecycle.h"
@@ -33,6 +34,8 @@ static void check_usage(FILE *f)
     fprintf(f,
             "Usage: %s check [--days N] [--token LABEL] [--cert FILE]... [--no-tokens]\n"
             "         [--json | --quiet] [--hook PROGRAM]\n"
+            "       %s check --renew [--renew-before 33%%|30d|12h|600s] [--json]\n"
+            "         (renews what 'enroll --acme' enrolled; '%s check --renew --help')\n"
             "\n"
             "Lists every certificate on the tokens that can hold keys, and in the files\n"
             "given with --cert, with the days it has left (a day that has begun counts).\n"
@@ -63,7 +66,7 @@ static void check_usage(FILE *f)
             "                  hook exited 0 (and everything was read)\n"
             "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
 }
 
 enum {
@@ -598,6 +601,8 @@ int cmd_check(cli_globals *g, int argc, char **argv)
     int c, json = 0, quiet = 0, no_tokens = 0, session = 0, ret = CLI_EXIT_USAGE, nfail = 0;
     cli_session s;
 
+    if (acme_argv_has(argc, argv, "renew") || acme_argv_has(argc, argv, "renew-before"))
+        return acme_cmd_check_renew(g, argc, argv);
     opterr = 0;
     while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
         if (cli_globals_opt(g, c, optarg))

@@ -23,6 +23,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "acme/acme.h"
 #include "cli.h"
 #include "csr.h"
 #include "lifecycle.h"
@@ -33,7 +34,8 @@
 static void renew_usage(FILE *f)
 {
     fprintf(f,
-            "Usage: %s renew --label NAME --out FILE.csr [--token LABEL] [--same-key]\n"
+            "Usage: %s renew --label NAME [--same-key] [--state-dir DIR]   (ACME-enrolled)\n"
+            "       %s renew --label NAME --out FILE.csr [--token LABEL] [--same-key]\n"
             "         [--key-type TYPE] [--force]\n"
             "       %s renew --tpm --cert CERT.pem --out FILE.csr --key-out NEXT.key.pem\n"
             "         [--key-type TYPE] [--password-source file:PATH] [--force]\n"
@@ -64,8 +66,11 @@ static void renew_usage(FILE *f)
             "--same-key, --key names the current key (its file or tpmkey:handle=), which\n"
             "must be the certificate's, and --password-source its password.\n"
             "\n"
+            "Without --out, renew renews a certificate that 'enroll --acme' enrolled, from its\n"
+            "ACME CA, unattended ('%s renew --label NAME --help' says more).\n"
+            "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
 }
 
 enum {
@@ -371,6 +376,10 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
     cli_err err;
     mks_rv rv;
 
+    if (acme_argv_has(argc, argv, "state-dir") ||
+        (acme_argv_has(argc, argv, "label") && !acme_argv_has(argc, argv, "out") &&
+         !acme_argv_has(argc, argv, "help") && !acme_argv_has(argc, argv, "tpm")))
+        return acme_cmd_renew(g, argc, argv);
     opterr = 0;
     while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
         if (cli_globals_opt(g, c, optarg))
