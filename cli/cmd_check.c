@@ -601,7 +601,7 @@ int cmd_check(cli_globals *g, int argc, char **argv)
     int c, json = 0, quiet = 0, no_tokens = 0, session = 0, ret = CLI_EXIT_USAGE, nfail = 0;
     cli_session s;
 
-    if (acme_argv_has(argc, argv, "renew") || acme_argv_has(argc, argv, "renew-before"))
+    if (acme_check_renew_wanted(argc, argv))
         return acme_cmd_check_renew(g, argc, argv);
     opterr = 0;
     while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {

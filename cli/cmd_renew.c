@@ -376,9 +376,7 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
     cli_err err;
     mks_rv rv;
 
-    if (acme_argv_has(argc, argv, "state-dir") ||
-        (acme_argv_has(argc, argv, "label") && !acme_argv_has(argc, argv, "out") &&
-         !acme_argv_has(argc, argv, "help") && !acme_argv_has(argc, argv, "tpm")))
+    if (acme_renew_wanted(argc, argv))
         return acme_cmd_renew(g, argc, argv);
     opterr = 0;
     while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {

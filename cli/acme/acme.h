@@ -45,6 +45,11 @@
 /* 1 when argv (after argv[0]) holds --opt or --opt=... before any "--". */
 int acme_argv_has(int argc, char **argv, const char *opt);
 
+/* renew: --state-dir, or --label without --out, --tpm and --help. */
+int acme_renew_wanted(int argc, char **argv);
+/* check: --renew or --renew-before. */
+int acme_check_renew_wanted(int argc, char **argv);
+
 /* enroll --acme ...: called by cmd_enroll with its argv. */
 int acme_cmd_enroll(cli_globals *g, int argc, char **argv);
 /* renew --label L without --out: the ACME renewal of what enroll recorded. */

@@ -20,3 +20,15 @@ int acme_argv_has(int argc, char **argv, const char *opt)
     }
     return 0;
 }
+
+int acme_renew_wanted(int argc, char **argv)
+{
+    return acme_argv_has(argc, argv, "state-dir") ||
+           (acme_argv_has(argc, argv, "label") && !acme_argv_has(argc, argv, "out") &&
+            !acme_argv_has(argc, argv, "help") && !acme_argv_has(argc, argv, "tpm"));
+}
+
+int acme_check_renew_wanted(int argc, char **argv)
+{
+    return acme_argv_has(argc, argv, "renew") || acme_argv_has(argc, argv, "renew-before");
+}
