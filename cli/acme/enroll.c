@@ -255,6 +255,11 @@ static int check_sans(const acme_state *st)
             return 0;
         }
         GENERAL_NAME_free(gn);
+        if (st->chal != ACME_CHAL_DNS01 && strncmp(s + 4, "*.", 2) == 0) {
+            cli_fail(CMD, "--san %s: a wildcard can only be validated by dns-01 (--dns-01-hook)",
+                     s);
+            return 0;
+        }
         if (st->chal == ACME_CHAL_DNS01 && strncasecmp(s, "IP:", 3) == 0) {
             cli_fail(CMD,
                      "--san %s: an IP address cannot be validated by dns-01; use --http-01 "

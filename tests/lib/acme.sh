@@ -233,16 +233,71 @@ mks_acme() {
     MTLSKS_STATE_DIR=$ACME_STATE mks "$@"
 }
 
-# acme_enroll NAME [extra args...]: enroll --acme with http-01 on
-# ACME_HTTP_PORT, key NAME on $TOKEN_LABEL (SANs DNS:NAME.test), the
-# certificate in $WORK/NAME.crt, the key reference in $WORK/NAME.key.pem.
-acme_enroll() {
+# acme_enroll NAME [extra args...]: enroll --acme, key NAME on $TOKEN_LABEL
+# (SANs DNS:NAME.test), answering with ACME_CHAL (default: the built-in
+# http-01 responder on ACME_HTTP_PORT), the certificate in $WORK/NAME.crt,
+# the key reference in $WORK/NAME.key.pem. acme_enroll_cmd NAME [...] only
+# sets ACME_CMD to that command (for run_fails and loops).
+ACME_CHAL=()
+acme_enroll_cmd() {
     local name=$1
     shift
-    run_ok "acme-enroll-$name" mks_acme enroll --acme "$ACME_DIR" --acme-ca-bundle "$ACME_CA_BUNDLE" \
-        --token "$TOKEN_LABEL" --label "$name" --san "DNS:$name.test" \
-        --http-01 "127.0.0.1:$ACME_HTTP_PORT" --cert-out "$WORK/$name.crt" \
-        --key-ref "$WORK/$name.key.pem" "$@"
+    [ "${#ACME_CHAL[@]}" -gt 0 ] || ACME_CHAL=(--http-01 "127.0.0.1:$ACME_HTTP_PORT")
+    ACME_CMD=(mks_acme enroll --acme "$ACME_DIR" --acme-ca-bundle "$ACME_CA_BUNDLE"
+        --token "$TOKEN_LABEL" --label "$name" --san "DNS:$name.test" "${ACME_CHAL[@]}"
+        --cert-out "$WORK/$name.crt" --key-ref "$WORK/$name.key.pem" "$@")
+}
+acme_enroll() {
+    acme_enroll_cmd "$@"
+    run_ok "acme-enroll-$1" "${ACME_CMD[@]}"
+}
+
+# acme_nginx_start SERVER_BLOCKS_FILE: nginx (master and one worker, as root
+# when the test is root) with the server blocks in the file, the provider
+# and SoftHSM reachable from its workers; sets NGINX_MASTER (its PID, for
+# reloads) and NGX (its directory). Stopped by PID with the test.
+acme_nginx_start() {
+    local nginx user_line pid
+    nginx=$(command -v nginx || echo /usr/sbin/nginx)
+    [ -x "$nginx" ] || skip "nginx is not installed (Debian package nginx)"
+    NGX=$WORK/nginx
+    mkdir -p "$NGX"
+    user_line="# not root: master and workers run as $(id -un)"
+    [ "$(id -u)" -ne 0 ] || user_line="user root;"
+    {
+        echo "daemon off;"
+        echo "master_process on;"
+        echo "worker_processes 1;"
+        echo "$user_line"
+        echo "pid $NGX/nginx.pid;"
+        echo "error_log $NGX/error.log info;"
+        echo "env OPENSSL_CONF;"
+        echo "env SOFTHSM2_CONF;"
+        echo "events { worker_connections 256; }"
+        echo "http {"
+        echo "    access_log $NGX/access.log;"
+        for t in client_body proxy fastcgi uwsgi scgi; do
+            echo "    ${t}_temp_path $NGX/$t;"
+        done
+        cat "$1"
+        echo "}"
+    } >"$NGX/nginx.conf"
+    rm -f "$NGX/nginx.pid"
+    OPENSSL_CONF=$TOKEN_CNF timeout 900 "$nginx" -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" \
+        </dev/null >"$NGX/master.log" 2>&1 &
+    pid=$!
+    _SERVER_PIDS+=("$pid")
+    for _ in $(seq 200); do
+        [ -s "$NGX/nginx.pid" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -s "$NGX/nginx.pid" ] || {
+        sed 's/^/    nginx| /' "$NGX/master.log" "$NGX/error.log" >&2 || true
+        fail "nginx did not start"
+    }
+    NGINX_MASTER=$(cat "$NGX/nginx.pid")
+    note "nginx: master pid $NGINX_MASTER"
 }
 
 # assert_chains_to_pebble CERT WHAT: CERT (leaf + intermediates) verifies up to
