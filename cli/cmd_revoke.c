@@ -148,7 +148,7 @@ static int revoke(cli_globals *g, const char *dir, const char *label, int reason
     session = cli_session_open(&s, g, CMD);
     if (!session)
         goto done;
-    if (!acme_account_key(&s, &st, dir, NULL, &sg, &err) || !acme_client_open(&c, &st, &sg, &err) ||
+    if (!acme_client_open(&c, &st, &sg, &err) || !acme_account_key(&s, &st, dir, NULL, &sg, &err) ||
         !post_revoke(&c, der, len, reason, &err)) {
         acme_status_clear();
         cli_fail(CMD, "%s", err.msg);

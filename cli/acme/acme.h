@@ -200,7 +200,8 @@ typedef struct acme_client {
     char *account_url;    /* kid; NULL until registered or found */
     int account_created;  /* newAccount answered 201 */
     unsigned long requests;
-    int account_gone; /* the CA answered accountDoesNotExist */
+    unsigned long bad_nonces; /* badNonce answers, retried */
+    int account_gone;         /* the CA answered accountDoesNotExist */
 } acme_client;
 
 /* Connects, reads the directory. */
@@ -279,6 +280,15 @@ void acme_sleep_ms(long ms);
  * TPM: DIR/ACME_ACCOUNT_TPM_FILE). st->account_key is set to what it is. */
 int acme_account_key(cli_session *s, acme_state *st, const char *state_dir, const char *token_uri,
                      acme_signer *sg, cli_err *err);
+
+/*
+ * The CA's part once the certificate key exists (c is open): the CSR signed
+ * by key (which is then freed: a bare TPM has three object slots), the
+ * account key loaded, the order. st->account_url records the account;
+ * is->signatures counts the hardware signatures. Returns 1, or 0 with err.
+ */
+int acme_issue(cli_session *s, acme_client *c, acme_state *st, const char *state_dir,
+               const char *token_uri, mks_key *key, acme_issued *is, cli_err *err);
 
 /* The CSR (DER) for key with the state's SANs and usage, signed through the provider. */
 int acme_csr(cli_session *s, mks_key *key, const acme_state *st, unsigned char **der, size_t *len);

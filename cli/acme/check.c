@@ -118,7 +118,7 @@ static int due(const acme_state *st, const renew_before *rb, time_t now, entry *
         life = (long long)timegm(&b) - (long long)timegm(&a);
     }
     before = rb->percent > 0 ? life * rb->percent / 100 : rb->seconds;
-    is_due = ci.seconds_left < before;
+    is_due = ci.seconds_left <= before;
     if (is_due)
         snprintf(e->reason, sizeof(e->reason), "%lld s left of %lld s", ci.seconds_left, life);
     cli_cert_info_clear(&ci);

@@ -130,6 +130,7 @@ int acme_post(acme_client *c, acme_signer *sg, int use_jwk, const char *url, con
         problem_error(r, "POST", url, what, type, sizeof(type), err);
         if (strcmp(type, ACME_ERR "badNonce") != 0)
             break;
+        c->bad_nonces++;
     }
     if (strcmp(type, ACME_ERR "accountDoesNotExist") == 0)
         c->account_gone = 1;

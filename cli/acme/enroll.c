@@ -517,17 +517,19 @@ static int obtain(cli_globals *g, acme_state *st, const enroll_args *a, const ch
 {
     cli_session s;
     char *token_uri = NULL, token_label[33] = "";
-    unsigned char *csr = NULL, spki[2048];
-    size_t csr_len = 0, spki_len = 0;
-    const unsigned char *sp;
     mks_key *key = NULL;
-    acme_signer sg = {0};
     acme_client c = {0};
     cli_err err;
     int ok = 0;
 
     if (!cli_session_open(&s, g, CMD))
         return 0;
+    /* The CA first: unreachable, it costs no key. */
+    if (!acme_client_open(&c, st, NULL, &err)) {
+        acme_status_clear();
+        cli_fail(CMD, "%s", err.msg);
+        goto done;
+    }
     if (!st->tpm) {
         if (!cli_session_find_token(&s, a->slot, a->token, 1, &token_uri, token_label) ||
             !set_str(&st->token, token_label) || !token_key(&s, st, token_uri, &key))
@@ -536,34 +538,20 @@ static int obtain(cli_globals *g, acme_state *st, const enroll_args *a, const ch
         goto done;
     }
     *key_exists = 1;
-    sp = mks_key_get0_spki(key, &spki_len);
-    if (spki_len > sizeof(spki) || !acme_csr(&s, key, st, &csr, &csr_len))
-        goto done;
-    memcpy(spki, sp, spki_len);
-    /* Sign the CSR, then let go of the key: a bare TPM has three object slots. */
-    mks_key_free(key);
-    key = NULL;
-    if (!acme_account_key(&s, st, dir, token_uri, &sg, &err) ||
-        !acme_client_open(&c, st, &sg, &err) ||
-        !acme_order(&c, csr, csr_len, spki, spki_len, is, &err)) {
-        acme_status_clear();
+    if (!acme_issue(&s, &c, st, dir, token_uri, key, is, &err)) {
+        key = NULL;
         cli_fail(CMD, "%s", err.msg);
         goto done;
     }
-    is->signatures = sg.signatures + 1;
-    if (!set_str(&st->account_url, c.account_url)) {
-        cli_fail(CMD, "out of memory");
-        goto done;
-    }
-    printf("acme:        %s, account %s%s, %lu requests\n", st->directory, c.account_url,
-           c.account_created ? " (new)" : "", c.requests);
+    key = NULL;
+    printf("acme:        %s, account %s%s, %lu requests (%lu nonces rejected and retried)\n",
+           st->directory, c.account_url, c.account_created ? " (new)" : "", c.requests,
+           c.bad_nonces);
     ok = 1;
 done:
     acme_client_close(&c);
-    acme_signer_clear(&sg);
     if (key != NULL)
         mks_key_free(key);
-    OPENSSL_free(csr);
     free(token_uri);
     cli_session_close(&s);
     return ok;

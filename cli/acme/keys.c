@@ -223,6 +223,43 @@ done:
     return ok;
 }
 
+int acme_issue(cli_session *s, acme_client *c, acme_state *st, const char *state_dir,
+               const char *token_uri, mks_key *key, acme_issued *is, cli_err *err)
+{
+    unsigned char *csr = NULL, spki[2048];
+    size_t csr_len = 0, spki_len = 0;
+    const unsigned char *sp = mks_key_get0_spki(key, &spki_len);
+    acme_signer sg = {0};
+    int ok = 0;
+
+    if (spki_len > sizeof(spki) || !acme_csr(s, key, st, &csr, &csr_len)) {
+        cli_err_set(err, "cannot make the CSR (see above)");
+        mks_key_free(key);
+        return 0;
+    }
+    memcpy(spki, sp, spki_len);
+    mks_key_free(key);
+    if (!acme_account_key(s, st, state_dir, token_uri, &sg, err))
+        goto done;
+    c->account = &sg;
+    if (!acme_order(c, csr, csr_len, spki, spki_len, is, err))
+        goto done;
+    free(st->account_url);
+    st->account_url = strdup(c->account_url);
+    if (st->account_url == NULL) {
+        cli_err_set(err, "out of memory");
+        goto done;
+    }
+    is->signatures = sg.signatures + 1;
+    ok = 1;
+done:
+    c->account = NULL;
+    acme_status_clear();
+    acme_signer_clear(&sg);
+    OPENSSL_free(csr);
+    return ok;
+}
+
 /* ---- installing what the CA issued ------------------------------------------ */
 
 /* DIR/LABEL.<suffix> (the label escaped as for the state file). */

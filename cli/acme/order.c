@@ -8,7 +8,6 @@
  */
 #include "acme.h"
 
-#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -32,7 +31,7 @@ typedef struct order_ctx {
     json_object *order;
     acme_pending *pend;
     size_t npend;
-    unsigned long signatures;
+    int refused; /* the CA could not validate an identifier */
 } order_ctx;
 
 static const char *jstr(json_object *o, const char *key)
@@ -212,6 +211,7 @@ static void order_clear(order_ctx *o)
     json_object_put(o->order);
     o->pend = NULL;
     o->npend = 0;
+    o->refused = 0;
     o->url = NULL;
     o->order = NULL;
 }
@@ -334,6 +334,7 @@ static int answer_challenges(order_ctx *o, cli_err *err)
                 if (json_object_object_get_ex(ch, "error", NULL))
                     problem_of(ch, why, sizeof(why));
             }
+            o->refused = 1;
             cli_err_set(err, "the CA could not validate %s (%s, authorization %s is '%s'): %s; %s",
                         o->pend[i].identifier, chal_name(c->st->chal), o->pend[i].authz_url, status,
                         why, chal_hint(c->st));
@@ -439,6 +440,23 @@ static int leaf_matches(const char *chain, const unsigned char *spki, size_t spk
     return ok;
 }
 
+/* After a refused validation: what became of the order, for the message. */
+static void append_order_status(order_ctx *o, cli_err *err)
+{
+    json_object *ord = NULL;
+    acme_resp r = {0};
+    cli_err ignored;
+    size_t n = strlen(err->msg);
+
+    if (post_json(o->c, o->url, NULL, "reading the order", &ord, &r, &ignored) &&
+        jstr(ord, "status") != NULL)
+        snprintf(err->msg + n, sizeof(err->msg) - n,
+                 "; the order %s is '%s' now: the next run places a new one", o->url,
+                 jstr(ord, "status"));
+    json_object_put(ord);
+    acme_resp_clear(&r);
+}
+
 static int order_once(order_ctx *o, const unsigned char *csr, size_t csr_len,
                       const unsigned char *spki, size_t spki_len, char **chain, cli_err *err)
 {
@@ -471,8 +489,11 @@ static int order_once(order_ctx *o, const unsigned char *csr, size_t csr_len,
         if (url == NULL || !read_authz(o, url, err))
             goto done;
     }
-    if (o->npend > 0 && !answer_challenges(o, err))
+    if (o->npend > 0 && !answer_challenges(o, err)) {
+        if (o->refused)
+            append_order_status(o, err);
         goto done;
+    }
     if (!finalize(o, csr, csr_len, chain, err))
         goto done;
     if (!leaf_matches(*chain, spki, spki_len, err)) {

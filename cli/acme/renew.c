@@ -187,11 +187,7 @@ static int obtain(renew_run *r, acme_issued *is)
 {
     cli_session s;
     char *token_uri = NULL, token_label[33];
-    unsigned char *csr = NULL, spki[2048];
-    size_t csr_len = 0, spki_len = 0;
-    const unsigned char *sp;
     mks_key *key = NULL;
-    acme_signer sg = {0};
     acme_client c = {0};
     cli_err err;
     int ok = 0;
@@ -199,6 +195,11 @@ static int obtain(renew_run *r, acme_issued *is)
     if (!cli_session_open(&s, r->g, r->cmd)) {
         fail(r, "cannot open the keystore (see above)");
         return 0;
+    }
+    /* The CA first: unreachable, it costs no key. */
+    if (!acme_client_open(&c, &r->st, NULL, &err)) {
+        fail(r, "%s", err.msg);
+        goto done;
     }
     if (!r->st.tpm) {
         if (!cli_session_find_token(&s, -1, r->st.token, 0, &token_uri, token_label)) {
@@ -210,33 +211,14 @@ static int obtain(renew_run *r, acme_issued *is)
     } else if (!tpm_cert_key(r, &s, &key)) {
         goto done;
     }
-    sp = mks_key_get0_spki(key, &spki_len);
-    if (spki_len > sizeof(spki) || !acme_csr(&s, key, &r->st, &csr, &csr_len)) {
-        fail(r, "cannot make the CSR (see above)");
-        goto done;
-    }
-    memcpy(spki, sp, spki_len);
-    mks_key_free(key);
+    ok = acme_issue(&s, &c, &r->st, r->dir, token_uri, key, is, &err);
     key = NULL;
-    if (!acme_account_key(&s, &r->st, r->dir, token_uri, &sg, &err) ||
-        !acme_client_open(&c, &r->st, &sg, &err) ||
-        !acme_order(&c, csr, csr_len, spki, spki_len, is, &err)) {
+    if (!ok)
         fail(r, "%s", err.msg);
-        goto done;
-    }
-    free(r->st.account_url);
-    r->st.account_url = strdup(c.account_url);
-    if (r->st.account_url == NULL) {
-        fail(r, "out of memory");
-        goto done;
-    }
-    ok = 1;
 done:
     acme_client_close(&c);
-    acme_signer_clear(&sg);
     if (key != NULL)
         mks_key_free(key);
-    OPENSSL_free(csr);
     free(token_uri);
     cli_session_close(&s);
     return ok;

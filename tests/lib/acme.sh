@@ -309,3 +309,91 @@ assert_chains_to_pebble() {
         -untrusted "$cert.untrusted" "$cert"
     assert_grep "$WORK/verify-$(basename "$cert").out" ': OK$' "$what: does not chain to pebble's root"
 }
+
+# acme_proxy_start: an HTTPS proxy in front of pebble (Python), for the one
+# fault pebble cannot produce: a certificate that is not for the key. It
+# forwards every request with its own Host (pebble builds its URLs, and
+# checks each JWS's url, from the Host header), and while
+# $WORK/acme/swap exists answers certificate downloads with the PEM in that
+# file instead. Sets ACME_PROXY_DIR (its directory URL).
+acme_proxy_start() {
+    cat >"$WORK/acme/proxy.py" <<'PY'
+import http.client, http.server, os, ssl, sys
+listen_cert, listen_key, cafile, upstream, swap = sys.argv[1:6]
+up_host, up_port = upstream.split(":")
+ctx_up = ssl.create_default_context(cafile=cafile)
+
+class Proxy(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def relay(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else None
+        hdrs = {k: v for k, v in self.headers.items()
+                if k.lower() in ("content-type", "accept", "host")}
+        c = http.client.HTTPSConnection(up_host, int(up_port), context=ctx_up, timeout=30)
+        c.request(self.command, self.path, body=body, headers=hdrs)
+        r = c.getresponse()
+        data = r.read()
+        ctype = r.getheader("Content-Type") or ""
+        if ctype.startswith("application/pem-certificate-chain") and os.path.exists(swap):
+            data = open(swap, "rb").read()
+        self.send_response(r.status)
+        for k in ("Content-Type", "Replay-Nonce", "Location", "Link", "Retry-After"):
+            for v in r.msg.get_all(k) or []:
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        c.close()
+    do_GET = do_POST = do_HEAD = relay
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(listen_cert, listen_key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print("ACCEPT 127.0.0.1:%d" % srv.server_port, flush=True)
+srv.serve_forever()
+PY
+    start_server "$WORK/acme/proxy.log" python3 "$WORK/acme/proxy.py" "$WORK/acme/tls.pem" \
+        "$WORK/acme/tls.key" "$ACME_CA_BUNDLE" "127.0.0.1:$_ACME_PORT" "$WORK/acme/swap"
+    ACME_PROXY_DIR=https://127.0.0.1:$SERVER_PORT/dir
+    note "proxy in front of pebble: $ACME_PROXY_DIR"
+}
+
+# silent_server_start: accepts TCP connections on 127.0.0.1 and never answers
+# (a CA that hangs). Sets SERVER_PORT.
+silent_server_start() {
+    cat >"$WORK/silent.py" <<'PY'
+import socket, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+print("ACCEPT 127.0.0.1:%d" % s.getsockname()[1], flush=True)
+held = []
+while True:
+    held.append(s.accept()[0])
+PY
+    start_server "$WORK/silent.log" python3 "$WORK/silent.py"
+}
+
+# acme_snapshot NAME / assert_acme_unchanged NAME WHAT: the serving state of
+# an enrollment (--cert-out, --key-ref, the token's key NAME by its id)
+# before a failure, and the check that it is still so after.
+_acme_key_ids() {
+    p11tool_ --token-label "$TOKEN_LABEL" --login --pin "$TEST_PIN" --list-objects --type privkey 2>/dev/null |
+        awk -v l="$1" '/^Private Key Object/{lab=""} /label:/{lab=$2} /ID:/{if (lab==l) print $2}'
+}
+acme_snapshot() {
+    cp "$WORK/$1.crt" "$WORK/$1.crt.before"
+    cp "$WORK/$1.key.pem" "$WORK/$1.key.before"
+    _acme_key_ids "$1" >"$WORK/$1.ids.before"
+}
+assert_acme_unchanged() {
+    assert_same_file "$WORK/$1.crt" "$WORK/$1.crt.before" "$2: --cert-out changed"
+    assert_same_file "$WORK/$1.key.pem" "$WORK/$1.key.before" "$2: --key-ref changed"
+    _acme_key_ids "$1" >"$WORK/$1.ids.after"
+    assert_same_file "$WORK/$1.ids.after" "$WORK/$1.ids.before" "$2: the token's key '$1' changed"
+}
