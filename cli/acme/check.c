@@ -128,12 +128,13 @@ done:
     return is_due;
 }
 
-static void check_one(cli_globals *g, const char *dir, const renew_before *rb, entry *e)
+/* Renews e's certificate when it is due; 0 when something failed. */
+static int check_one(cli_globals *g, const char *dir, const renew_before *rb, entry *e)
 {
     acme_state st;
     cli_err err;
     char *path = acme_state_path(dir, e->label);
-    int rc = path != NULL ? acme_state_load(path, &st, &err) : 0;
+    int ok, rc = path != NULL ? acme_state_load(path, &st, &err) : 0;
 
     free(path);
     e->status = "failed";
@@ -141,22 +142,23 @@ static void check_one(cli_globals *g, const char *dir, const renew_before *rb, e
         snprintf(e->res.err.msg, sizeof(e->res.err.msg), "%s",
                  path == NULL ? "out of memory" : err.msg);
         cli_fail(CMD, "%s", e->res.err.msg);
-        return;
+        return 0;
     }
     if (!due(&st, rb, time(NULL), e)) {
         e->status = "not-due";
         acme_state_clear(&st);
-        return;
+        return 1;
     }
     acme_state_clear(&st);
     printf("renewing:    '%s' (%s)\n", e->label, e->reason);
     fflush(stdout);
-    if (acme_renew_label(g, CMD, dir, e->label, 0, &e->res))
+    ok = acme_renew_label(g, CMD, dir, e->label, 0, &e->res);
+    /* Renewed but the deploy hook failed: in place, and still a failure. */
+    if (e->res.renewed) {
         e->status = "renewed";
-    else if (e->res.renewed)
-        e->status = "renewed"; /* in place; only the deploy hook failed */
-    if (e->res.renewed)
         snprintf(e->not_after, sizeof(e->not_after), "%s", e->res.not_after);
+    }
+    return ok;
 }
 
 static void print_json(const entry *v, size_t n, int ok)
@@ -281,8 +283,7 @@ int acme_cmd_check_renew(cli_globals *g, int argc, char **argv)
             v[i].status = NULL;
             continue;
         }
-        check_one(g, dir, &rb, &v[i]);
-        ok &= strcmp(v[i].status, "failed") != 0;
+        ok &= check_one(g, dir, &rb, &v[i]);
     }
     fflush(stdout);
     if (saved_stdout >= 0) {
