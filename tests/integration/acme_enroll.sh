@@ -12,12 +12,14 @@
 #   chains to pebble's root (management /roots/0);
 # - the state file is 0600 and holds no secret; enrolling the label again is
 #   refused (renew is the way);
-# - no status line when stderr is not a terminal;
+# - no status line when stderr is not a terminal; on a terminal (ec run) one
+#   line, redrawn in place, says what the CA is doing and for how long;
 # - mutual TLS between the ACME-issued server and client certificates
 #   (pebble issues both EKUs), both keys in the token, trusting only
 #   pebble's root (s_server / s_client).
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/acme.sh"
+. "$(dirname "$0")/../lib/tpm.sh" # run_pty
 
 case ${1:-ec} in
 ec) TYPE=ec:P-256 ;;
@@ -85,6 +87,18 @@ run_fails again mks_acme enroll --acme "$ACME_DIR" --acme-ca-bundle "$ACME_CA_BU
     --token acme --label srv --san DNS:srv.test --http-01 "127.0.0.1:$ACME_HTTP_PORT" \
     --cert-out "$WORK/srv2.crt" --key-ref "$WORK/srv2.key.pem"
 assert_grep "$WORK/again.err" "'srv' is enrolled already .*renew --label srv" "no pointer to renew"
+
+if [ "$TYPE" = ec:P-256 ]; then
+    note "on a terminal: the status line"
+    acme_enroll_cmd tty
+    run_pty tty -- env OPENSSL_CONF="$TOKEN_CNF" MTLSKS_STATE_DIR="$ACME_STATE" "$MTLSKS_CLI" \
+        "${ACME_CMD[@]:1}"
+    assert_grep "$WORK/tty.out" $'\r\033\\[Kmtls-keystore: the CA is validating DNS:tty\\.test \\(http-01\\) [0-9]+\\.[0-9] s' \
+        "no status line while the CA validates"
+    assert_grep "$WORK/tty.out" $'\r\033\\[Kmtls-keystore: the CA is issuing the certificate [0-9]+\\.[0-9] s' \
+        "no status line while the CA issues"
+    assert_grep "$WORK/tty.out" '^enrolled: ' "the enrollment on a terminal"
+fi
 
 note "mutual TLS with the ACME-issued certificates, trusting pebble's root only"
 TLS_CAFILE=$ACME_ROOT
