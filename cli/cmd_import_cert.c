@@ -121,16 +121,6 @@ typedef struct import_state {
     int handover;
 } import_state;
 
-static int same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-
-    if (strcmp(a, b) == 0)
-        return 1;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-           sa.st_ino == sb.st_ino;
-}
-
 static int read_input(const import_opts *o, import_state *st)
 {
     STACK_OF(X509) *sk = NULL;
@@ -529,32 +519,6 @@ fail:
     return NULL;
 }
 
-/*
- * Writes a file a server reads, atomically, replacing it. A file replaced
- * keeps its owner, group and mode (a key reference made readable to a
- * service's group stays so); a new one gets `mode`.
- */
-static int write_replacing(const char *path, const void *data, size_t len, mode_t mode)
-{
-    struct stat old;
-    int had = lstat(path, &old) == 0 && S_ISREG(old.st_mode);
-    cli_err err;
-
-    if (!cli_write_file_atomic(path, data, len, had ? (old.st_mode & 0600) : mode, 1, &err)) {
-        cli_fail(CMD, "%s", err.msg);
-        return 0;
-    }
-    if (!had)
-        return 1;
-    if (chown(path, old.st_uid, old.st_gid) != 0 || chmod(path, old.st_mode & 07777) != 0)
-        cli_fail(CMD,
-                 "warning: %s is written, but not with the owner, group and mode of the file "
-                 "it replaced (%u:%u, %o): %s",
-                 path, (unsigned)old.st_uid, (unsigned)old.st_gid, (unsigned)(old.st_mode & 07777),
-                 strerror(errno));
-    return 1;
-}
-
 static int write_files(const import_opts *o, import_state *st)
 {
     if (o->key_ref != NULL) {
@@ -566,7 +530,7 @@ static int write_files(const import_opts *o, import_state *st)
             cli_fail_ks(CMD, rv, "cannot encode the key reference");
             return 0;
         }
-        if (!write_replacing(o->key_ref, pem, len, 0600)) {
+        if (!cli_write_replacing(CMD, o->key_ref, pem, len, 0600)) {
             free(pem);
             return 0;
         }
@@ -584,7 +548,7 @@ static int write_files(const import_opts *o, import_state *st)
             ok = PEM_write_bio_X509(bio, sk_X509_value(chain, k));
         if (ok) {
             len = BIO_get_mem_data(bio, &data);
-            ok = write_replacing(o->cert_out, data, (size_t)len, 0644);
+            ok = cli_write_replacing(CMD, o->cert_out, data, (size_t)len, 0644);
         } else {
             cli_fail_ossl(CMD, "cannot write the certificate as PEM");
         }
@@ -767,9 +731,9 @@ static int parse_options(cli_globals *g, int argc, char **argv, import_opts *o, 
                           "NEXT.key.pem for a renewed key)");
             return 0;
         }
-        if (same_file(o->key_ref, o->cert_out) ||
+        if (cli_same_file(o->key_ref, o->cert_out) ||
             (o->next != NULL &&
-             (same_file(o->next, o->key_ref) || same_file(o->next, o->cert_out)))) {
+             (cli_same_file(o->next, o->key_ref) || cli_same_file(o->next, o->cert_out)))) {
             cli_fail(CMD, "--key-ref, --next and --cert-out must be three files");
             return 0;
         }
@@ -795,7 +759,7 @@ static int parse_options(cli_globals *g, int argc, char **argv, import_opts *o, 
         cli_fail(CMD, "--key-ref, --chain and --cert-out take a file name");
         return 0;
     }
-    if (o->key_ref != NULL && o->cert_out != NULL && same_file(o->key_ref, o->cert_out)) {
+    if (o->key_ref != NULL && o->cert_out != NULL && cli_same_file(o->key_ref, o->cert_out)) {
         cli_fail(CMD, "--key-ref and --cert-out name the same file %s", o->key_ref);
         return 0;
     }
@@ -865,7 +829,7 @@ static int keep_old(const char *path)
     else if (!cli_read_file(path, 1 << 20, &data, &len, &err))
         cli_fail(CMD, "cannot keep %s as %s: %s", path, old, err.msg);
     else
-        ok = write_replacing(old, data, len, sb.st_mode & 0644);
+        ok = cli_write_replacing(CMD, old, data, len, sb.st_mode & 0644);
     if (data != NULL)
         OPENSSL_cleanse(data, len);
     free(data);
@@ -924,10 +888,10 @@ static int import_tpm(cli_globals *g, const import_opts *o)
         goto done;
     }
     len = BIO_get_mem_data(bio, &data);
-    if (!write_replacing(o->cert_out, data, (size_t)len, 0644))
+    if (!cli_write_replacing(CMD, o->cert_out, data, (size_t)len, 0644))
         goto done;
     if (handover) {
-        if (!write_replacing(o->key_ref, next_pem, next_pem_len, 0600))
+        if (!cli_write_replacing(CMD, o->key_ref, next_pem, next_pem_len, 0600))
             goto done;
         if (unlink(o->next) != 0)
             cli_fail(CMD, "warning: %s is in place as %s, but cannot be removed: %s", o->next,

@@ -50,19 +50,6 @@ static void list_usage(FILE *f)
             CLI_PROGRAM, CLI_PROGRAM);
 }
 
-static const char *class_name(mks_obj_class c)
-{
-    switch (c) {
-    case MKS_OBJ_PRIVATE_KEY:
-        return "private-key";
-    case MKS_OBJ_PUBLIC_KEY:
-        return "public-key";
-    case MKS_OBJ_CERTIFICATE:
-        return "certificate";
-    }
-    return "object";
-}
-
 static const char *key_type_name(mks_key_type t)
 {
     switch (t) {
@@ -198,7 +185,7 @@ static void print_object_text(const mks_object *o)
         snprintf(type, sizeof(type), "%s %d", kt, o->bits);
     else if (kt != NULL)
         snprintf(type, sizeof(type), "%s", kt);
-    printf("  %-12s %-10s label '%s'  id %s\n", class_name(o->cls), type,
+    printf("  %-12s %-10s label '%s'  id %s\n", cli_class_name(o->cls), type,
            o->label != NULL ? o->label : "", id != NULL && *id != '\0' ? id : "(none)");
     if (o->cls == MKS_OBJ_CERTIFICATE) {
         char *subject, *not_after;
@@ -307,7 +294,7 @@ static void print_object_json(const mks_object *o)
 
     fputc('{', stdout);
     json_key("class");
-    cli_json_str(stdout, class_name(o->cls));
+    cli_json_str(stdout, cli_class_name(o->cls));
     fputc(',', stdout);
     json_key("key_type");
     cli_json_str(stdout, key_type_name(o->key_type));

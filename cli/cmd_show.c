@@ -56,19 +56,6 @@ typedef struct group {
     size_t n;
 } group;
 
-static const char *class_name(mks_obj_class c)
-{
-    switch (c) {
-    case MKS_OBJ_PRIVATE_KEY:
-        return "private-key";
-    case MKS_OBJ_PUBLIC_KEY:
-        return "public-key";
-    case MKS_OBJ_CERTIFICATE:
-        return "certificate";
-    }
-    return "object";
-}
-
 static int by_class(const void *a, const void *b)
 {
     const mks_object *x = a, *y = b;
@@ -198,7 +185,7 @@ static void json_object(cli_json *j, const mks_object *o, time_t now)
     char *id = cli_hex(o->id, o->id_len);
 
     cli_json_obj_begin(j, NULL);
-    cli_json_string(j, "class", class_name(o->cls));
+    cli_json_string(j, "class", cli_class_name(o->cls));
     cli_json_string(j, "label", o->label != NULL ? o->label : "");
     cli_json_string(j, "id", id != NULL ? id : "");
     cli_json_string(j, "uri", o->uri);

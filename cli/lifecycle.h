@@ -1,8 +1,7 @@
 /*
  * What the lifecycle commands (check, renew, import-cert's hand-over,
  * delete, show) share: the labels a key pair's objects carry through a
- * renewal, URIs naming those objects, certificate facts, and finding the
- * token a label lives on.
+ * renewal, URIs naming those objects, and certificate facts.
  *
  * Labels. A key pair NAME is a private key, a public key and a certificate
  * labelled NAME with one CKA_ID (enroll, import-cert). Around it:
@@ -63,16 +62,6 @@ char *cli_object_uri(const char *token_uri, const char *label, const unsigned ch
 
 /* Same CKA_ID. */
 int cli_same_id(const mks_object *o, const unsigned char *id, size_t id_len);
-
-/*
- * Finds the token for a command on objects labelled labels[0..n): the one
- * --token names (token != NULL), else the one token that can hold keys and
- * has an object (of `classes`) with one of the labels. None, or several,
- * is an error printed for s->cmd. Returns 1 with *token_uri (malloc'd) and
- * token_label, or 0.
- */
-int cli_find_label_token(cli_session *s, const char *const *labels, size_t n, unsigned classes,
-                         const char *token, char **token_uri, char token_label[33]);
 
 /* mks_objects_find on cli_object_uri(...); prints the error for s->cmd. */
 int cli_find_objects(cli_session *s, const char *token_uri, const char *label,

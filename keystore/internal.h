@@ -46,6 +46,7 @@ void mks_copy_padded(char *dst, size_t dstsize, const unsigned char *src, size_t
  */
 typedef struct mks_key_ops {
     const char *backend; /* "pkcs11", "tpm2" */
+    mks_backend kind;
     mks_rv (*sign)(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
                    unsigned char *out, size_t *outlen);
     mks_rv (*decrypt)(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,

@@ -45,7 +45,7 @@
 /* 1 when argv (after argv[0]) holds --opt or --opt=... before any "--". */
 int acme_argv_has(int argc, char **argv, const char *opt);
 
-/* renew: --state-dir, or --label without --out, --tpm and --help. */
+/* renew: --state-dir, or --label without --out and --tpm. */
 int acme_renew_wanted(int argc, char **argv);
 /* check: --renew or --renew-before. */
 int acme_check_renew_wanted(int argc, char **argv);

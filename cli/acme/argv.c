@@ -25,7 +25,7 @@ int acme_renew_wanted(int argc, char **argv)
 {
     return acme_argv_has(argc, argv, "state-dir") ||
            (acme_argv_has(argc, argv, "label") && !acme_argv_has(argc, argv, "out") &&
-            !acme_argv_has(argc, argv, "help") && !acme_argv_has(argc, argv, "tpm"));
+            !acme_argv_has(argc, argv, "tpm"));
 }
 
 int acme_check_renew_wanted(int argc, char **argv)

@@ -437,25 +437,6 @@ static mks_rv obj_list_add(obj_list *l, mks_object **out)
     return MKS_OK;
 }
 
-static void object_clear(mks_object *o)
-{
-    free(o->label);
-    free(o->id);
-    free(o->uri);
-    free(o->der);
-}
-
-void mks_objects_free(mks_object *objs, size_t count)
-{
-    size_t i;
-
-    if (objs == NULL)
-        return;
-    for (i = 0; i < count; i++)
-        object_clear(&objs[i]);
-    free(objs);
-}
-
 static mks_obj_class class_of(CK_OBJECT_CLASS c)
 {
     switch (c) {
@@ -576,7 +557,7 @@ static mks_rv find_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, co
             return rv;
         /* Once more, from where this token's objects began. */
         while (out->n > first)
-            object_clear(&out->v[--out->n]);
+            mks_object_clear(&out->v[--out->n]);
     }
 }
 
@@ -1354,6 +1335,7 @@ done:
 
 static const mks_key_ops p11_key_ops = {
     .backend = "pkcs11",
+    .kind = MKS_BACKEND_PKCS11,
     .sign = p11_key_sign,
     .decrypt = p11_key_decrypt,
     .destroy = p11_key_destroy,

@@ -751,6 +751,7 @@ static mks_rv tpm2_key_destroy(mks_key *key)
 
 static const mks_key_ops tpm2_key_ops = {
     .backend = "tpm2",
+    .kind = MKS_BACKEND_TPM,
     .sign = tpm2_key_sign,
     .decrypt = tpm2_key_decrypt,
     .destroy = tpm2_key_destroy,

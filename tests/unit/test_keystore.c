@@ -130,6 +130,29 @@ static mks_key *gen(mks_ctx *ctx, mks_key_type t, int bits, const char *curve, c
     return key;
 }
 
+/* The URI a key reports is the one mks_uri_object builds from its parts. */
+static void uri_names_key(const mks_key *key, const char *label)
+{
+    mks_uri_parts parts;
+    const unsigned char *id;
+    size_t idlen;
+    char *uri = NULL;
+
+    assert_int_equal(mks_uri_parse(mks_key_get0_uri(key), &parts), MKS_OK);
+    assert_string_equal(parts.label, label);
+    assert_string_equal(parts.token_label, "ks-unit");
+    assert_int_equal(parts.cls, MKS_OBJ_PRIVATE_KEY);
+    id = mks_key_get0_id(key, &idlen);
+    assert_int_equal(parts.id_len, idlen);
+    assert_memory_equal(parts.id, id, idlen);
+    assert_string_equal(parts.token_uri, token_uri);
+    assert_int_equal(mks_uri_object(parts.token_uri, label, id, idlen, MKS_OBJ_PRIVATE_KEY, &uri),
+                     MKS_OK);
+    assert_string_equal(uri, mks_key_get0_uri(key));
+    mks_free(uri);
+    mks_uri_parts_clear(&parts);
+}
+
 static void test_keygen_ec_sign(void **state)
 {
     mks_ctx *ctx = new_ctx(pin_source);
@@ -149,6 +172,8 @@ static void test_keygen_ec_sign(void **state)
     assert_int_equal(idlen, 20);
     assert_non_null(strstr(mks_key_get0_uri(key), "object=ec-one"));
     assert_non_null(strstr(mks_key_get0_uri(key), "type=private"));
+    assert_int_equal(mks_key_backend(key), MKS_BACKEND_PKCS11);
+    uri_names_key(key, "ec-one");
 
     memset(hash, 0x5a, sizeof(hash));
     assert_int_equal(mks_key_sign(key, &mp, hash, sizeof(hash), sig, &siglen), MKS_OK);

@@ -112,6 +112,7 @@ static void test_ec_key_file(void **state)
     assert_non_null(strstr(pem, "-----BEGIN TSS2 PRIVATE KEY-----"));
     assert_int_equal(mks_key_get_type(key), MKS_KEY_EC);
     assert_string_equal(mks_key_get0_curve(key), "P-256");
+    assert_int_equal(mks_key_backend(key), MKS_BACKEND_TPM);
     pk = pubkey_of(key);
     memset(hash, 7, sizeof(hash));
     siglen = sizeof(sig);
