@@ -204,7 +204,12 @@ typedef struct acme_client {
     int account_gone;         /* the CA answered accountDoesNotExist */
 } acme_client;
 
-/* Connects, reads the directory. */
+struct json_object;
+
+/* The string member key of a JSON object; NULL when absent or not a string. */
+const char *acme_jstr(struct json_object *o, const char *key);
+
+/* Connects, reads the directory (account may be set later, before a POST). */
 int acme_client_open(acme_client *c, const acme_state *st, acme_signer *account, cli_err *err);
 void acme_client_close(acme_client *c);
 
@@ -289,6 +294,22 @@ int acme_account_key(cli_session *s, acme_state *st, const char *state_dir, cons
  */
 int acme_issue(cli_session *s, acme_client *c, acme_state *st, const char *state_dir,
                const char *token_uri, mks_key *key, acme_issued *is, cli_err *err);
+
+/*
+ * The private key labelled label in the token: opened (*made 0), or when
+ * there is none and kp is given, made with kp's type (*made 1). Returns 1,
+ * -1 when there is none and kp is NULL, 0 with err.
+ */
+int acme_token_key(cli_session *s, const char *token_uri, const char *label,
+                   const mks_keygen_params *kp, mks_key **out, int *made, cli_err *err);
+
+/*
+ * The TPM key in the file path: opened when it exists (*made 0), else made
+ * (key_type, no password) and written there at once, 0600 (*made 1): the
+ * file is its only name. Returns 1, or 0 with err.
+ */
+int acme_tpm_key(cli_session *s, const char *path, const char *key_type, mks_key **out, int *made,
+                 cli_err *err);
 
 /* The CSR (DER) for key with the state's SANs and usage, signed through the provider. */
 int acme_csr(cli_session *s, mks_key *key, const acme_state *st, unsigned char **der, size_t *len);

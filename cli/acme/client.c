@@ -23,7 +23,7 @@
  * requests still fails. */
 #define ACME_NONCE_RETRIES 25
 
-static const char *jstr(json_object *o, const char *key)
+const char *acme_jstr(json_object *o, const char *key)
 {
     json_object *v;
 
@@ -70,7 +70,8 @@ static void problem_error(const acme_resp *r, const char *method, const char *ur
                           char *type, size_t type_size, cli_err *err)
 {
     json_object *doc = r->body != NULL ? json_tokener_parse(r->body) : NULL;
-    const char *t = jstr(doc, "type"), *detail = jstr(doc, "detail"), *hint = problem_hint(t);
+    const char *t = acme_jstr(doc, "type"), *detail = acme_jstr(doc, "detail"),
+               *hint = problem_hint(t);
 
     snprintf(type, type_size, "%s", t != NULL ? t : "");
     if (t != NULL)
@@ -170,10 +171,10 @@ int acme_client_open(acme_client *c, const acme_state *st, acme_signer *account,
                     st->directory, r.status);
         goto done;
     }
-    v[0] = jstr(dir, "newNonce");
-    v[1] = jstr(dir, "newAccount");
-    v[2] = jstr(dir, "newOrder");
-    v[3] = jstr(dir, "revokeCert");
+    v[0] = acme_jstr(dir, "newNonce");
+    v[1] = acme_jstr(dir, "newAccount");
+    v[2] = acme_jstr(dir, "newOrder");
+    v[3] = acme_jstr(dir, "revokeCert");
     if (v[0] == NULL || v[1] == NULL || v[2] == NULL) {
         cli_err_set(err, "%s is not an ACME directory: newNonce, newAccount or newOrder missing",
                     st->directory);

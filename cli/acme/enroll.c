@@ -407,98 +407,50 @@ static int token_key(cli_session *s, const acme_state *st, const char *token_uri
     mks_keygen_params kp = {0};
     mks_object *certs = NULL;
     size_t n = 0;
-    char *uri = cli_object_uri(token_uri, st->label, NULL, 0, "private");
+    int made = 0;
     cli_err err;
-    mks_rv rv;
-    int ok = 0;
 
-    *key = NULL;
-    if (uri == NULL) {
-        cli_fail(CMD, "out of memory");
+    if (!cli_parse_key_type(st->key_type != NULL ? st->key_type : "ec:P-256", &kp, &err) ||
+        acme_token_key(s, token_uri, st->label, &kp, key, &made, &err) != 1) {
+        cli_fail(CMD, "token '%s': %s", st->token, err.msg);
         return 0;
     }
-    rv = mks_key_open(s->ks, uri, &s->pin_ui, key);
-    if (rv == MKS_OK) {
-        if (!cli_find_objects(s, token_uri, st->label, NULL, 0, "cert", MKS_OBJ_CERTIFICATE, &certs,
-                              &n))
-            goto done;
-        mks_objects_free(certs, n);
-        if (n > 0) {
-            cli_fail(CMD,
-                     "'%s' on token '%s' has a certificate already: renew it with '%s renew "
-                     "--label %s', or choose another --label",
-                     st->label, st->token, CLI_PROGRAM, st->label);
-            goto done;
-        }
-        fprintf(stderr, "%s: continuing with the key '%s' that an earlier enroll made\n",
-                CLI_PROGRAM, st->label);
-        ok = 1;
-        goto done;
+    if (made)
+        return 1;
+    if (!cli_find_objects(s, token_uri, st->label, NULL, 0, "cert", MKS_OBJ_CERTIFICATE, &certs,
+                          &n))
+        goto refuse;
+    mks_objects_free(certs, n);
+    if (n > 0) {
+        cli_fail(CMD,
+                 "'%s' on token '%s' has a certificate already: renew it with '%s renew "
+                 "--label %s', or choose another --label",
+                 st->label, st->token, CLI_PROGRAM, st->label);
+        goto refuse;
     }
-    if (rv != MKS_ERR_NOT_FOUND) {
-        cli_fail_ks(CMD, rv, "cannot open %s", uri);
-        goto done;
-    }
-    if (!cli_parse_key_type(st->key_type != NULL ? st->key_type : "ec:P-256", &kp, &err))
-        goto done;
-    kp.label = st->label;
-    rv = mks_keygen(s->ks, token_uri, &kp, &s->pin_ui, key);
-    if (rv != MKS_OK) {
-        cli_fail_ks(CMD, rv, "cannot make the key pair '%s' in token '%s'", st->label, st->token);
-        goto done;
-    }
-    ok = 1;
-done:
-    if (!ok && *key != NULL) {
-        mks_key_free(*key);
-        *key = NULL;
-    }
-    free(uri);
-    return ok;
+    fprintf(stderr, "%s: continuing with the key '%s' that an earlier enroll made\n", CLI_PROGRAM,
+            st->label);
+    return 1;
+refuse:
+    mks_key_free(*key);
+    *key = NULL;
+    return 0;
 }
 
-/* The TPM key: made and written to --key-ref at once (the file is its only
- * name), or the one an earlier run wrote there. */
+/* The TPM key: made and written to --key-ref at once, or the one an
+ * earlier run wrote there. */
 static int tpm_key(cli_session *s, const acme_state *st, mks_key **key)
 {
-    mks_keygen_params kp = {0};
-    cli_key_arg ka = {0};
-    char *pem = NULL;
-    size_t len = 0;
+    int made = 0;
     cli_err err;
-    int ok = 0;
 
-    *key = NULL;
-    s->tpm_auth.key_name = st->key_ref;
-    if (access(st->key_ref, F_OK) == 0) {
-        if (!cli_key_arg_parse(st->key_ref, &ka, &err) || ka.kind != CLI_KEY_TPM_FILE) {
-            cli_fail(CMD, "--key-ref %s exists and is not a TPM key file: choose another file",
-                     st->key_ref);
-            goto done;
-        }
-        if (!cli_session_open_key(s, &ka, key))
-            goto done;
+    if (!acme_tpm_key(s, st->key_ref, st->key_type, key, &made, &err)) {
+        cli_fail(CMD, "--key-ref: %s", err.msg);
+        return 0;
+    }
+    if (!made)
         fprintf(stderr, "%s: continuing with the TPM key in %s\n", CLI_PROGRAM, st->key_ref);
-        ok = 1;
-        goto done;
-    }
-    if (!cli_parse_tpm_key_type(st->key_type != NULL ? st->key_type : "ec:P-256", &kp, &err) ||
-        !cli_session_tpm_keygen(s, &kp, 0, &pem, &len, key))
-        goto done;
-    if (!cli_write_file_atomic(st->key_ref, pem, len, 0600, 0, &err)) {
-        cli_fail(CMD, "%s; the new TPM key is lost (it existed only in that file)", err.msg);
-        goto done;
-    }
-    ok = 1;
-done:
-    if (!ok && *key != NULL) {
-        mks_key_free(*key);
-        *key = NULL;
-    }
-    if (pem != NULL)
-        OPENSSL_clear_free(pem, len);
-    cli_key_arg_clear(&ka);
-    return ok;
+    return 1;
 }
 
 /* ---- the run ---------------------------------------------------------------------- */

@@ -15,80 +15,64 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/x509.h>
 
+/* base64url is base64 with '-' for '+', '_' for '/' and no padding
+ * (RFC 7515 appendix C): OpenSSL's base64, translated. */
 char *acme_b64url(const unsigned char *p, size_t len)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    char *out = malloc(len / 3 * 4 + 5), *w = out;
-    size_t i;
+    char *out = malloc(4 * ((len + 2) / 3) + 1);
+    int n, i;
 
     if (out == NULL)
         return NULL;
-    for (i = 0; i + 2 < len; i += 3) {
-        *w++ = tab[p[i] >> 2];
-        *w++ = tab[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
-        *w++ = tab[((p[i + 1] & 15) << 2) | (p[i + 2] >> 6)];
-        *w++ = tab[p[i + 2] & 63];
-    }
-    if (len - i == 1) {
-        *w++ = tab[p[i] >> 2];
-        *w++ = tab[(p[i] & 3) << 4];
-    } else if (len - i == 2) {
-        *w++ = tab[p[i] >> 2];
-        *w++ = tab[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
-        *w++ = tab[(p[i + 1] & 15) << 2];
-    }
-    *w = '\0';
+    n = EVP_EncodeBlock((unsigned char *)out, p, (int)len);
+    while (n > 0 && out[n - 1] == '=')
+        n--;
+    out[n] = '\0';
+    for (i = 0; i < n; i++)
+        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
     return out;
-}
-
-static int b64_value(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-' || c == '+')
-        return 62;
-    if (c == '_' || c == '/')
-        return 63;
-    return -1;
 }
 
 int acme_b64url_decode(const char *s, unsigned char **out, size_t *len)
 {
-    size_t n = strlen(s), k = 0;
-    unsigned acc = 0;
-    int bits = 0, v;
+    size_t n = strlen(s), k = 0, i;
+    char *b64 = malloc(n + 4);
     unsigned char *buf = malloc(n / 4 * 3 + 3);
-    const char *p;
+    int m, pad, ok = 0;
 
     *out = NULL;
     *len = 0;
-    if (buf == NULL)
-        return 0;
-    for (p = s; *p != '\0'; p++) {
-        if (*p == '=' || *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+    if (b64 == NULL || buf == NULL)
+        goto done;
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '=')
             continue;
-        if ((v = b64_value((unsigned char)*p)) < 0) {
-            OPENSSL_clear_free(buf, n / 4 * 3 + 3);
-            return 0;
-        }
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[k++] = (unsigned char)(acc >> bits);
-        }
+        if (c == '+' || c == '/')
+            goto done; /* base64, not base64url */
+        b64[k++] = c == '-' ? '+' : c == '_' ? '/' : c;
     }
-    OPENSSL_cleanse(&acc, sizeof(acc));
+    if (k % 4 == 1)
+        goto done;
+    pad = (int)((4 - k % 4) % 4);
+    for (i = 0; i < (size_t)pad; i++)
+        b64[k++] = '=';
+    m = EVP_DecodeBlock(buf, (unsigned char *)b64, (int)k);
+    if (m < 0)
+        goto done;
     *out = buf;
-    *len = k;
-    return 1;
+    *len = (size_t)m - (size_t)pad; /* EVP_DecodeBlock counts the padding's zero bytes */
+    buf = NULL;
+    ok = 1;
+done:
+    if (b64 != NULL)
+        OPENSSL_clear_free(b64, n + 4);
+    if (buf != NULL)
+        OPENSSL_clear_free(buf, n / 4 * 3 + 3);
+    return ok;
 }
 
 /* base64url of a big number's big-endian bytes, padded to size (0: as is). */
@@ -284,102 +268,112 @@ static char *json_quote(const char *s)
     return out;
 }
 
-int acme_jws(acme_signer *sg, const char *kid, const char *nonce, const char *url,
-             const char *payload, char **out, cli_err *err)
+/* A signature of the JWS signing input, base64url (malloc'd), or NULL with err. */
+typedef char *jws_sign_fn(const char *input, void *arg, cli_err *err);
+
+/* The flattened JWS JSON of header hdr over payload (NULL: empty), signed by sign. */
+static int jws_make(const char *hdr, const char *payload, jws_sign_fn *sign, void *arg, char **out,
+                    cli_err *err)
 {
-    char *hdr = NULL, *hdr64 = NULL, *pay64 = NULL, *input = NULL, *sig = NULL;
-    char *qkid = NULL, *qnonce = NULL, *qurl = NULL;
+    char *hdr64 = acme_b64url((const unsigned char *)hdr, strlen(hdr)), *input = NULL, *sig = NULL;
+    char *pay64 =
+        payload != NULL ? acme_b64url((const unsigned char *)payload, strlen(payload)) : strdup("");
     int ok = 0;
 
     *out = NULL;
-    qnonce = json_quote(nonce);
-    qurl = json_quote(url);
-    qkid = kid != NULL ? json_quote(kid) : NULL;
-    if (qnonce == NULL || qurl == NULL || (kid != NULL && qkid == NULL))
-        goto oom;
-    if ((kid != NULL ? asprintf(&hdr, "{\"alg\":\"%s\",\"kid\":%s,\"nonce\":%s,\"url\":%s}",
-                                sg->alg, qkid, qnonce, qurl)
-                     : asprintf(&hdr, "{\"alg\":\"%s\",\"jwk\":%s,\"nonce\":%s,\"url\":%s}",
-                                sg->alg, sg->jwk, qnonce, qurl)) < 0) {
-        hdr = NULL;
-        goto oom;
-    }
-    hdr64 = acme_b64url((const unsigned char *)hdr, strlen(hdr));
-    pay64 =
-        payload != NULL ? acme_b64url((const unsigned char *)payload, strlen(payload)) : strdup("");
     if (hdr64 == NULL || pay64 == NULL || asprintf(&input, "%s.%s", hdr64, pay64) < 0) {
         input = NULL;
-        goto oom;
+        cli_err_set(err, "out of memory");
+        goto done;
     }
-    sig = sign_b64(sg, input, err);
+    sig = sign(input, arg, err);
     if (sig == NULL)
         goto done;
     if (asprintf(out, "{\"protected\":\"%s\",\"payload\":\"%s\",\"signature\":\"%s\"}", hdr64,
                  pay64, sig) < 0) {
         *out = NULL;
-        goto oom;
+        cli_err_set(err, "out of memory");
+        goto done;
     }
     ok = 1;
-    goto done;
-oom:
-    cli_err_set(err, "out of memory");
 done:
-    free(hdr);
     free(hdr64);
     free(pay64);
     free(input);
     free(sig);
+    return ok;
+}
+
+static char *sign_account(const char *input, void *arg, cli_err *err)
+{
+    return sign_b64(arg, input, err);
+}
+
+int acme_jws(acme_signer *sg, const char *kid, const char *nonce, const char *url,
+             const char *payload, char **out, cli_err *err)
+{
+    char *hdr = NULL, *qkid = NULL, *qnonce = json_quote(nonce), *qurl = json_quote(url);
+    int ok = 0;
+
+    *out = NULL;
+    qkid = kid != NULL ? json_quote(kid) : NULL;
+    if (qnonce == NULL || qurl == NULL || (kid != NULL && qkid == NULL) ||
+        (kid != NULL ? asprintf(&hdr, "{\"alg\":\"%s\",\"kid\":%s,\"nonce\":%s,\"url\":%s}",
+                                sg->alg, qkid, qnonce, qurl)
+                     : asprintf(&hdr, "{\"alg\":\"%s\",\"jwk\":%s,\"nonce\":%s,\"url\":%s}",
+                                sg->alg, sg->jwk, qnonce, qurl)) < 0) {
+        hdr = NULL;
+        cli_err_set(err, "out of memory");
+        goto done;
+    }
+    ok = jws_make(hdr, payload, sign_account, sg, out, err);
+done:
+    free(hdr);
     free(qkid);
     free(qnonce);
     free(qurl);
     return ok;
 }
 
+typedef struct mac_key {
+    const unsigned char *key;
+    size_t len;
+} mac_key;
+
+/* HS256: the MAC key is a shared secret, not a hardware key; software HMAC. */
+static char *sign_hmac(const char *input, void *arg, cli_err *err)
+{
+    const mac_key *k = arg;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    size_t mdlen = 0;
+    char *sig = NULL;
+
+    if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, k->key, k->len, (const unsigned char *)input,
+                  strlen(input), md, sizeof(md), &mdlen) == NULL)
+        cli_err_set_ossl(err, "cannot compute the external account binding's HMAC");
+    else if ((sig = acme_b64url(md, mdlen)) == NULL)
+        cli_err_set(err, "out of memory");
+    OPENSSL_cleanse(md, sizeof(md));
+    return sig;
+}
+
 int acme_eab_jws(const char *kid, const unsigned char *mac, size_t mac_len, const char *account_jwk,
                  const char *url, char **out, cli_err *err)
 {
-    char *hdr = NULL, *hdr64 = NULL, *pay64 = NULL, *input = NULL, *sig64 = NULL;
-    char *qkid = json_quote(kid), *qurl = json_quote(url);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
+    char *hdr = NULL, *qkid = json_quote(kid), *qurl = json_quote(url);
+    mac_key k = {mac, mac_len};
     int ok = 0;
 
     *out = NULL;
     if (qkid == NULL || qurl == NULL ||
         asprintf(&hdr, "{\"alg\":\"HS256\",\"kid\":%s,\"url\":%s}", qkid, qurl) < 0) {
         hdr = NULL;
-        goto oom;
-    }
-    hdr64 = acme_b64url((const unsigned char *)hdr, strlen(hdr));
-    pay64 = acme_b64url((const unsigned char *)account_jwk, strlen(account_jwk));
-    if (hdr64 == NULL || pay64 == NULL || asprintf(&input, "%s.%s", hdr64, pay64) < 0) {
-        input = NULL;
-        goto oom;
-    }
-    /* The MAC key is a shared secret, not a hardware key: software HMAC. */
-    if (HMAC(EVP_sha256(), mac, (int)mac_len, (const unsigned char *)input, strlen(input), md,
-             &mdlen) == NULL) {
-        cli_err_set_ossl(err, "cannot compute the external account binding's HMAC");
+        cli_err_set(err, "out of memory");
         goto done;
     }
-    sig64 = acme_b64url(md, mdlen);
-    if (sig64 == NULL ||
-        asprintf(out, "{\"protected\":\"%s\",\"payload\":\"%s\",\"signature\":\"%s\"}", hdr64,
-                 pay64, sig64) < 0) {
-        *out = NULL;
-        goto oom;
-    }
-    ok = 1;
-    goto done;
-oom:
-    cli_err_set(err, "out of memory");
+    ok = jws_make(hdr, account_jwk, sign_hmac, &k, out, err);
 done:
-    OPENSSL_cleanse(md, sizeof(md));
     free(hdr);
-    free(hdr64);
-    free(pay64);
-    free(input);
-    free(sig64);
     free(qkid);
     free(qurl);
     return ok;

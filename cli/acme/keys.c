@@ -153,6 +153,88 @@ done:
     return ok;
 }
 
+int acme_token_key(cli_session *s, const char *token_uri, const char *label,
+                   const mks_keygen_params *kp, mks_key **out, int *made, cli_err *err)
+{
+    char *uri = cli_object_uri(token_uri, label, NULL, 0, "private");
+    mks_keygen_params gp;
+    mks_rv rv;
+    int ret = 0;
+
+    *out = NULL;
+    *made = 0;
+    if (uri == NULL) {
+        cli_err_set(err, "out of memory");
+        return 0;
+    }
+    rv = mks_key_open(s->ks, uri, &s->pin_ui, out);
+    if (rv == MKS_ERR_NOT_FOUND && kp == NULL) {
+        ret = -1;
+    } else if (rv == MKS_ERR_NOT_FOUND) {
+        gp = *kp;
+        gp.label = label;
+        rv = mks_keygen(s->ks, token_uri, &gp, &s->pin_ui, out);
+        *made = rv == MKS_OK;
+    }
+    if (rv == MKS_OK) {
+        ret = 1;
+    } else if (ret == 0) {
+        *out = NULL;
+        cli_err_set(err, "%s '%s': %s",
+                    kp != NULL ? "cannot make the key pair" : "cannot open the key", label,
+                    *mks_last_error() != '\0' ? mks_last_error() : mks_rv_name(rv));
+    }
+    free(uri);
+    return ret;
+}
+
+int acme_tpm_key(cli_session *s, const char *path, const char *key_type, mks_key **out, int *made,
+                 cli_err *err)
+{
+    mks_keygen_params kp = {0};
+    cli_key_arg ka = {0};
+    char *pem = NULL;
+    size_t len = 0;
+    cli_err kerr;
+    int ok = 0;
+
+    *out = NULL;
+    *made = 0;
+    s->tpm_auth.key_name = path;
+    if (access(path, F_OK) == 0) {
+        if (!cli_key_arg_parse(path, &ka, &kerr) || ka.kind != CLI_KEY_TPM_FILE) {
+            cli_err_set(err, "%s exists and is not a TPM key file: choose another file", path);
+            goto done;
+        }
+        if (!cli_session_open_key(s, &ka, out)) {
+            cli_err_set(err, "cannot open the TPM key %s (see above)", path);
+            goto done;
+        }
+        ok = 1;
+        goto done;
+    }
+    if (!cli_parse_tpm_key_type(key_type != NULL ? key_type : "ec:P-256", &kp, &kerr) ||
+        !cli_session_tpm_keygen(s, &kp, 0, &pem, &len, out)) {
+        cli_err_set(err, "cannot make a TPM key (see above)");
+        goto done;
+    }
+    if (!cli_write_file_atomic(path, pem, len, 0600, 0, &kerr)) {
+        cli_err_set(err, "%s; the new TPM key is lost (it existed only in that file)", kerr.msg);
+        goto done;
+    }
+    *made = 1;
+    ok = 1;
+done:
+    if (!ok && *out != NULL) {
+        mks_key_free(*out);
+        *out = NULL;
+    }
+    if (pem != NULL)
+        OPENSSL_clear_free(pem, len);
+    cli_key_arg_clear(&ka);
+    return ok;
+}
+
 /* The request's subject: CN = the first DNS name when it fits, else empty
  * (ACME CAs take the names from the SANs). */
 static X509_NAME *csr_subject(const acme_state *st)

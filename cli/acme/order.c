@@ -34,16 +34,6 @@ typedef struct order_ctx {
     int refused; /* the CA could not validate an identifier */
 } order_ctx;
 
-static const char *jstr(json_object *o, const char *key)
-{
-    json_object *v;
-
-    if (o == NULL || !json_object_object_get_ex(o, key, &v) ||
-        !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -76,8 +66,9 @@ static void problem_of(json_object *o, char *buf, size_t size)
     json_object *p;
 
     if (o != NULL && json_object_object_get_ex(o, "error", &p))
-        snprintf(buf, size, "%s: %s", jstr(p, "type") != NULL ? jstr(p, "type") : "(no type)",
-                 jstr(p, "detail") != NULL ? jstr(p, "detail") : "(no detail)");
+        snprintf(buf, size, "%s: %s",
+                 acme_jstr(p, "type") != NULL ? acme_jstr(p, "type") : "(no type)",
+                 acme_jstr(p, "detail") != NULL ? acme_jstr(p, "detail") : "(no detail)");
     else
         snprintf(buf, size, "the CA gave no reason");
 }
@@ -104,7 +95,7 @@ static int poll_until(order_ctx *o, const char *url, const char *waiting, const 
         json_object_put(*out);
         if (!post_json(c, url, NULL, what, out, &r, err))
             goto done;
-        status = jstr(*out, "status");
+        status = acme_jstr(*out, "status");
         if (status == NULL) {
             cli_err_set(err, "%s (POST %s): the answer has no status", what, url);
             goto done;
@@ -230,10 +221,10 @@ static int read_authz(order_ctx *o, const char *url, cli_err *err)
 
     if (!post_json(c, url, NULL, "reading an authorization", &az, &r, err))
         goto done;
-    status = jstr(az, "status");
+    status = acme_jstr(az, "status");
     json_object_object_get_ex(az, "identifier", &id);
-    type = jstr(id, "type");
-    value = jstr(id, "value");
+    type = acme_jstr(id, "type");
+    value = acme_jstr(id, "value");
     if (status == NULL || type == NULL || value == NULL) {
         cli_err_set(err, "authorization %s: no status or identifier", url);
         goto done;
@@ -253,7 +244,7 @@ static int read_authz(order_ctx *o, const char *url, cli_err *err)
     n = json_object_object_get_ex(az, "challenges", &chals) ? json_object_array_length(chals) : 0;
     for (i = 0; i < n && ch == NULL; i++) {
         json_object *x = json_object_array_get_idx(chals, i);
-        const char *t = jstr(x, "type");
+        const char *t = acme_jstr(x, "type");
 
         if (t != NULL && strcmp(t, want) == 0)
             ch = x;
@@ -261,7 +252,7 @@ static int read_authz(order_ctx *o, const char *url, cli_err *err)
             snprintf(offered + strlen(offered), sizeof(offered) - strlen(offered), "%s%s",
                      *offered != '\0' ? ", " : "", t);
     }
-    if (ch == NULL || jstr(ch, "url") == NULL || jstr(ch, "token") == NULL) {
+    if (ch == NULL || acme_jstr(ch, "url") == NULL || acme_jstr(ch, "token") == NULL) {
         cli_err_set(err, "the CA offers no %s challenge for %s:%s (it offers: %s)%s", want,
                     strcmp(type, "ip") == 0 ? "IP" : "DNS", value, *offered ? offered : "none",
                     c->st->chal == ACME_CHAL_DNS01 ? "; IP addresses cannot be validated by DNS"
@@ -277,10 +268,10 @@ static int read_authz(order_ctx *o, const char *url, cli_err *err)
     if (asprintf(&p->identifier, "%s:%s", strcmp(type, "ip") == 0 ? "IP" : "DNS", value) < 0)
         p->identifier = NULL;
     p->domain = strdup(value);
-    p->token = strdup(jstr(ch, "token"));
-    p->chal_url = strdup(jstr(ch, "url"));
+    p->token = strdup(acme_jstr(ch, "token"));
+    p->chal_url = strdup(acme_jstr(ch, "url"));
     p->authz_url = strdup(url);
-    if (asprintf(&p->key_auth, "%s.%s", jstr(ch, "token"), c->account->thumbprint) < 0)
+    if (asprintf(&p->key_auth, "%s.%s", acme_jstr(ch, "token"), c->account->thumbprint) < 0)
         p->key_auth = NULL;
     if (p->identifier == NULL || p->domain == NULL || p->token == NULL || p->chal_url == NULL ||
         p->authz_url == NULL || p->key_auth == NULL)
@@ -321,7 +312,7 @@ static int answer_challenges(order_ctx *o, cli_err *err)
         json_object_put(obj);
         if (!poll_until(o, o->pend[i].authz_url, "|pending|", "waiting for validation", &obj, err))
             goto done;
-        status = jstr(obj, "status");
+        status = acme_jstr(obj, "status");
         if (strcmp(status, "valid") != 0) {
             json_object *chals, *ch;
             char why[500] = "the CA gave no reason";
@@ -356,7 +347,7 @@ static void order_failed(order_ctx *o, json_object *ord, const char *when, cli_e
 
     problem_of(ord, why, sizeof(why));
     cli_err_set(err, "the order %s is '%s' %s: %s", o->url,
-                jstr(ord, "status") != NULL ? jstr(ord, "status") : "?", when, why);
+                acme_jstr(ord, "status") != NULL ? acme_jstr(ord, "status") : "?", when, why);
 }
 
 /* Finalize with the CSR, wait for the certificate, download the chain. */
@@ -364,7 +355,7 @@ static int finalize(order_ctx *o, const unsigned char *csr, size_t csr_len, char
                     cli_err *err)
 {
     acme_client *c = o->c;
-    const char *fin = jstr(o->order, "finalize"), *status, *cert_url;
+    const char *fin = acme_jstr(o->order, "finalize"), *status, *cert_url;
     json_object *ord = NULL;
     acme_resp r = {0};
     char *csr64 = NULL, *payload = NULL;
@@ -373,7 +364,7 @@ static int finalize(order_ctx *o, const unsigned char *csr, size_t csr_len, char
     acme_status("waiting for the order to be ready");
     if (!poll_until(o, o->url, "|pending|", "waiting for the order", &ord, err))
         goto done;
-    status = jstr(ord, "status");
+    status = acme_jstr(ord, "status");
     if (strcmp(status, "ready") != 0 && strcmp(status, "valid") != 0 &&
         strcmp(status, "processing") != 0) {
         order_failed(o, ord, "after validation", err);
@@ -400,8 +391,8 @@ static int finalize(order_ctx *o, const unsigned char *csr, size_t csr_len, char
     if (!poll_until(o, o->url, "|pending|ready|processing|", "waiting for the certificate", &ord,
                     err))
         goto done;
-    cert_url = jstr(ord, "certificate");
-    if (strcmp(jstr(ord, "status"), "valid") != 0 || cert_url == NULL) {
+    cert_url = acme_jstr(ord, "certificate");
+    if (strcmp(acme_jstr(ord, "status"), "valid") != 0 || cert_url == NULL) {
         order_failed(o, ord, "after finalize", err);
         goto done;
     }
@@ -449,10 +440,10 @@ static void append_order_status(order_ctx *o, cli_err *err)
     size_t n = strlen(err->msg);
 
     if (post_json(o->c, o->url, NULL, "reading the order", &ord, &r, &ignored) &&
-        jstr(ord, "status") != NULL)
+        acme_jstr(ord, "status") != NULL)
         snprintf(err->msg + n, sizeof(err->msg) - n,
                  "; the order %s is '%s' now: the next run places a new one", o->url,
-                 jstr(ord, "status"));
+                 acme_jstr(ord, "status"));
     json_object_put(ord);
     acme_resp_clear(&r);
 }

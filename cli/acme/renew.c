@@ -69,117 +69,62 @@ static int token_cert_key(renew_run *r, cli_session *s, const char *token_uri, m
 {
     mks_keygen_params kp = {0};
     mks_key *cur = NULL;
-    char *uri = NULL;
-    mks_rv rv;
-    int ok = 0;
+    cli_err err;
+    int rc, made = 0;
 
-    *out = NULL;
-    uri = cli_object_uri(token_uri, r->same_key ? r->st.label : r->next_label, NULL, 0, "private");
-    if (uri == NULL)
-        goto oom;
-    rv = mks_key_open(s->ks, uri, &s->pin_ui, out);
-    if (rv == MKS_OK) {
-        if (!r->same_key) {
-            r->pending = 1;
-            fprintf(stderr, "%s %s: continuing with the pending key '%s' an earlier run made\n",
-                    CLI_PROGRAM, r->cmd, r->next_label);
-        }
-        ok = 1;
-        goto done;
+    rc = acme_token_key(s, token_uri, r->same_key ? r->st.label : r->next_label, NULL, out, &made,
+                        &err);
+    if (rc == 1 && !r->same_key) {
+        r->pending = 1;
+        fprintf(stderr, "%s %s: continuing with the pending key '%s' an earlier run made\n",
+                CLI_PROGRAM, r->cmd, r->next_label);
     }
-    if (rv != MKS_ERR_NOT_FOUND || r->same_key) {
-        fail(r, "cannot open %s: %s", uri,
-             *mks_last_error() != '\0' ? mks_last_error() : mks_rv_name(rv));
-        goto done;
-    }
-    free(uri);
-    uri = cli_object_uri(token_uri, r->st.label, NULL, 0, "private");
-    if (uri == NULL)
-        goto oom;
-    rv = mks_key_open(s->ks, uri, &s->pin_ui, &cur);
-    if (rv != MKS_OK) {
-        cur = NULL;
-        fail(r, "cannot open the current key %s: %s%s", uri,
-             *mks_last_error() != '\0' ? mks_last_error() : mks_rv_name(rv),
-             rv == MKS_ERR_AMBIGUOUS ? " (an interrupted hand-over: run renew again once the "
-                                       "cause is fixed, or finish it with import-cert)"
-                                     : "");
-        goto done;
+    if (rc == 1)
+        return 1;
+    /* No pending key: a new one like the current. */
+    if (rc == -1 && !r->same_key)
+        rc = acme_token_key(s, token_uri, r->st.label, NULL, &cur, &made, &err);
+    if (rc != 1 || cur == NULL) {
+        if (rc == 0)
+            fail(r, "token '%s': %s", r->st.token, err.msg);
+        else
+            fail(r, "no private key labelled '%s' in token '%s' (see '%s list')", r->st.label,
+                 r->st.token, CLI_PROGRAM);
+        return 0;
     }
     kp.type = mks_key_get_type(cur);
     kp.bits = kp.type == MKS_KEY_RSA ? mks_key_get_bits(cur) : 0;
     kp.curve = mks_key_get0_curve(cur);
-    kp.label = r->next_label;
-    rv = mks_keygen(s->ks, token_uri, &kp, &s->pin_ui, out);
-    if (rv != MKS_OK) {
-        *out = NULL;
-        fail(r, "cannot make the new key pair '%s' in token '%s': %s", r->next_label, r->st.token,
-             *mks_last_error() != '\0' ? mks_last_error() : mks_rv_name(rv));
-        goto done;
+    rc = acme_token_key(s, token_uri, r->next_label, &kp, out, &made, &err);
+    mks_key_free(cur);
+    if (rc != 1) {
+        fail(r, "token '%s': %s", r->st.token, err.msg);
+        return 0;
     }
     r->pending = 1;
-    ok = 1;
-    goto done;
-oom:
-    fail(r, "out of memory");
-done:
-    if (cur != NULL)
-        mks_key_free(cur);
-    free(uri);
-    return ok;
+    return 1;
 }
 
 /* The same for a TPM key: its file, KEY.next from an earlier run, or a new KEY.next. */
 static int tpm_cert_key(renew_run *r, cli_session *s, mks_key **out)
 {
     const char *path = r->same_key ? r->st.key_ref : r->next_file;
-    mks_keygen_params kp = {0};
-    cli_key_arg ka = {0};
-    char *pem = NULL, type[32] = "";
-    size_t len = 0;
     cli_err err;
-    int ok = 0;
+    int made = 0;
 
-    *out = NULL;
-    s->tpm_auth.key_name = path;
-    if (r->same_key || access(path, F_OK) == 0) {
-        if (!cli_key_arg_parse(path, &ka, &err) || ka.kind != CLI_KEY_TPM_FILE) {
-            fail(r, "%s is not a TPM key file%s%s", path, ka.kind == CLI_KEY_TPM_FILE ? "" : ": ",
-                 ka.kind == CLI_KEY_TPM_FILE ? "" : err.msg);
-            goto done;
-        }
-        if (!cli_session_open_key(s, &ka, out)) {
-            fail(r, "cannot open the TPM key %s (see above)", path);
-            goto done;
-        }
-        r->pending = !r->same_key;
-        if (r->pending)
-            fprintf(stderr, "%s %s: continuing with the pending TPM key %s\n", CLI_PROGRAM, r->cmd,
-                    path);
-        ok = 1;
-        goto done;
+    if (r->same_key && access(path, F_OK) != 0) {
+        fail(r, "the TPM key file %s is gone", path);
+        return 0;
     }
-    snprintf(type, sizeof(type), "%s", r->st.key_type != NULL ? r->st.key_type : "ec:P-256");
-    if (!cli_parse_tpm_key_type(type, &kp, &err) ||
-        !cli_session_tpm_keygen(s, &kp, 0, &pem, &len, out)) {
-        fail(r, "cannot make the new TPM key (see above)");
-        goto done;
+    if (!acme_tpm_key(s, path, r->st.key_type, out, &made, &err)) {
+        fail(r, "%s", err.msg);
+        return 0;
     }
-    if (!cli_write_file_atomic(path, pem, len, 0600, 0, &err)) {
-        fail(r, "%s; the new TPM key is lost (it existed only in that file)", err.msg);
-        goto done;
-    }
-    r->pending = 1;
-    ok = 1;
-done:
-    if (!ok && *out != NULL) {
-        mks_key_free(*out);
-        *out = NULL;
-    }
-    if (pem != NULL)
-        OPENSSL_clear_free(pem, len);
-    cli_key_arg_clear(&ka);
-    return ok;
+    r->pending = !r->same_key;
+    if (r->pending && !made)
+        fprintf(stderr, "%s %s: continuing with the pending TPM key %s\n", CLI_PROGRAM, r->cmd,
+                path);
+    return 1;
 }
 
 /* The new key, its CSR, the order: everything that needs the session. */
