@@ -42,17 +42,7 @@ assert_file "$WORK/www/.well-known/other" "someone else's file in .well-known"
 [ -z "$(ls -A "$WORK/www/.well-known/acme-challenge")" ] || fail "challenge files left in the webroot"
 
 note "--dns-01-hook through challtestsrv, with a wildcard"
-cat >"$WORK/dns-hook" <<EOF
-#!/bin/sh
-# dns-hook add|remove NAME VALUE: the TXT record in pebble-challtestsrv.
-echo "\$*" >>"$WORK/dns-hook.log"
-case \$1 in
-add) curl -fsS -X POST -d "{\"host\":\"\$2.\",\"value\":\"\$3\"}" "$ACME_CTS/set-txt" ;;
-remove) curl -fsS -X POST -d "{\"host\":\"\$2.\"}" "$ACME_CTS/clear-txt" ;;
-*) exit 2 ;;
-esac
-EOF
-chmod +x "$WORK/dns-hook"
+acme_dns_hook good
 ACME_CHAL=(--dns-01-hook "$WORK/dns-hook")
 acme_enroll dns --san 'DNS:*.dns.test'
 assert_chains_to_pebble "$WORK/dns.crt" "the dns-01 certificate"

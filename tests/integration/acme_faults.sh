@@ -43,29 +43,6 @@ key_labels() {
         sed -n 's/^ *label: *//p' | sort
 }
 
-# dns_hook_write MODE: the dns-01 hook ($WORK/dns-hook); MODE good sets the
-# right TXT value, bad a wrong one, pause waits (once) for the test to
-# restart pebble. The mode is read from $WORK/dns-mode at each call.
-dns_hook_write() {
-    echo "$1" >"$WORK/dns-mode"
-    cat >"$WORK/dns-hook" <<EOF
-#!/bin/sh
-echo "\$*" >>"$WORK/dns-hook.log"
-mode=\$(cat "$WORK/dns-mode")
-value=\$3
-[ "\$mode" = bad ] && value=wrong-value
-if [ "\$1" = add ] && [ "\$mode" = pause ] && [ ! -e "$WORK/restarted" ]; then
-    : >"$WORK/paused"
-    for i in \$(seq 600); do [ -e "$WORK/restarted" ] && break; sleep 0.1; done
-fi
-case \$1 in
-add) curl -fsS -X POST -d "{\"host\":\"\$2.\",\"value\":\"\$value\"}" "$ACME_CTS/set-txt" ;;
-remove) curl -fsS -X POST -d "{\"host\":\"\$2.\"}" "$ACME_CTS/clear-txt" ;;
-esac
-EOF
-    chmod +x "$WORK/dns-hook"
-}
-
 case $SCENARIO in
 problem)
     ACME_BLOCKLIST=blocked.test acme_start
@@ -134,7 +111,7 @@ timeout)
     ;;
 restart)
     acme_start
-    dns_hook_write pause
+    acme_dns_hook pause
     ACME_CHAL=(--dns-01-hook "$WORK/dns-hook")
     acme_enroll_cmd mid
     ("${ACME_CMD[@]}" >"$WORK/mid.out" 2>"$WORK/mid.err"; echo $? >"$WORK/mid.rc") &
@@ -157,11 +134,11 @@ restart)
     ;;
 invalid)
     acme_start
-    dns_hook_write good
+    acme_dns_hook good
     ACME_CHAL=(--dns-01-hook "$WORK/dns-hook")
     acme_enroll dnsx
     acme_snapshot dnsx
-    dns_hook_write bad
+    acme_dns_hook bad
     run_fails renew-bad mks_acme renew --label dnsx
     assert_grep "$WORK/renew-bad.err" "the CA could not validate DNS:dnsx\.test \(dns-01, authorization https://[^ ]+ is 'invalid'\): urn:ietf:params:acme:error:[a-zA-Z]+: .*the order https://[^ ]+ is 'invalid' now" \
         "the invalid authorization and order are not shown"
@@ -170,7 +147,7 @@ invalid)
         "the pending key is not named"
     assert_acme_unchanged dnsx "after the invalid order"
     spki_from_token dnsx.next "$WORK/next.pub.pem"
-    dns_hook_write good
+    acme_dns_hook good
     run_ok renew-good mks_acme renew --label dnsx
     assert_grep "$WORK/renew-good.err" "continuing with the pending key 'dnsx\.next'" "the pending key was not reused"
     run_ok new-pub plain_ossl x509 -in "$WORK/dnsx.crt" -noout -pubkey -out "$WORK/new.pub.pem"

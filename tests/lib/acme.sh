@@ -397,3 +397,29 @@ assert_acme_unchanged() {
     _acme_key_ids "$1" >"$WORK/$1.ids.after"
     assert_same_file "$WORK/$1.ids.after" "$WORK/$1.ids.before" "$2: the token's key '$1' changed"
 }
+
+# acme_dns_hook MODE: writes the dns-01 hook $WORK/dns-hook ("dns-hook
+# add|remove NAME VALUE": the TXT record in pebble-challtestsrv, each call
+# logged in $WORK/dns-hook.log). MODE good sets the right value, bad a wrong
+# one, pause waits (once) at the first add until $WORK/restarted exists,
+# having made $WORK/paused. The mode is read from $WORK/dns-mode at each
+# call: acme_dns_hook again switches it.
+acme_dns_hook() {
+    echo "$1" >"$WORK/dns-mode"
+    cat >"$WORK/dns-hook" <<EOF
+#!/bin/sh
+echo "\$*" >>"$WORK/dns-hook.log"
+mode=\$(cat "$WORK/dns-mode")
+value=\$3
+[ "\$mode" = bad ] && value=wrong-value
+if [ "\$1" = add ] && [ "\$mode" = pause ] && [ ! -e "$WORK/restarted" ]; then
+    : >"$WORK/paused"
+    for i in \$(seq 600); do [ -e "$WORK/restarted" ] && break; sleep 0.1; done
+fi
+case \$1 in
+add) curl -fsS -X POST -d "{\"host\":\"\$2.\",\"value\":\"\$value\"}" "$ACME_CTS/set-txt" ;;
+remove) curl -fsS -X POST -d "{\"host\":\"\$2.\"}" "$ACME_CTS/clear-txt" ;;
+esac
+EOF
+    chmod +x "$WORK/dns-hook"
+}
