@@ -21,6 +21,9 @@
 #
 # Knobs, set before acme_start:
 #   ACME_NONCEREJECT  percent of good nonces pebble rejects (pebble's default 5)
+#   ACME_AUTHZREUSE   percent of orders that reuse a valid authorization of
+#                     the account (pebble's default 50; 0 when a test needs
+#                     every order to be validated)
 #   ACME_VALIDITY     certificateValidityPeriod in seconds (default: pebble's)
 #   ACME_EAB=1        externalAccountBindingRequired, with one key: kid
 #                     ACME_EAB_KID, MAC key (base64url) in ACME_EAB_HMAC_FILE
@@ -147,6 +150,7 @@ _acme_start_pebble() {
     log=$d/pebble.log
     : >"$log"
     PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=${ACME_NONCEREJECT:-5} \
+        PEBBLE_AUTHZREUSE=${ACME_AUTHZREUSE:-50} \
         timeout 900 pebble -config "$d/pebble.json" -dnsserver "127.0.0.1:$_ACME_DNS_PORT" \
         </dev/null >>"$log" 2>&1 &
     PEBBLE_PID=$!
