@@ -201,6 +201,7 @@ typedef struct acme_client {
     int account_created;  /* newAccount answered 201 */
     unsigned long requests;
     unsigned long bad_nonces; /* badNonce answers, retried */
+    char problem[160];        /* the type of the last problem document, or "" */
     int account_gone;         /* the CA answered accountDoesNotExist */
 } acme_client;
 

@@ -110,6 +110,7 @@ int acme_post(acme_client *c, acme_signer *sg, int use_jwk, const char *url, con
     char *jws = NULL, type[160] = "";
     int tries, ok = 0;
 
+    c->problem[0] = '\0';
     for (tries = 0; tries <= ACME_NONCE_RETRIES; tries++) {
         if (c->nonce[0] == '\0' && !fresh_nonce(c, err))
             goto done;
@@ -129,6 +130,7 @@ int acme_post(acme_client *c, acme_signer *sg, int use_jwk, const char *url, con
             goto done;
         }
         problem_error(r, "POST", url, what, type, sizeof(type), err);
+        snprintf(c->problem, sizeof(c->problem), "%s", type);
         if (strcmp(type, ACME_ERR "badNonce") != 0)
             break;
         c->bad_nonces++;

@@ -361,36 +361,42 @@ static int finalize(order_ctx *o, const unsigned char *csr, size_t csr_len, char
     char *csr64 = NULL, *payload = NULL;
     int ok = 0;
 
-    acme_status("waiting for the order to be ready");
-    if (!poll_until(o, o->url, "|pending|", "waiting for the order", &ord, err))
-        goto done;
-    status = acme_jstr(ord, "status");
-    if (strcmp(status, "ready") != 0 && strcmp(status, "valid") != 0 &&
-        strcmp(status, "processing") != 0) {
-        order_failed(o, ord, "after validation", err);
+    if (fin == NULL) {
+        cli_err_set(err, "the order %s has no finalize URL", o->url);
         goto done;
     }
-    if (strcmp(status, "ready") == 0) {
-        if (fin == NULL) {
-            cli_err_set(err, "the order %s has no finalize URL", o->url);
+    csr64 = acme_b64url(csr, csr_len);
+    if (csr64 == NULL || asprintf(&payload, "{\"csr\":\"%s\"}", csr64) < 0) {
+        payload = NULL;
+        cli_err_set(err, "out of memory");
+        goto done;
+    }
+    /* With every authorization valid the order is ready: finalize at once.
+     * A CA that is not there yet says orderNotReady, and is waited for. */
+    acme_status("sending the CSR (finalize)");
+    if (!post_json(c, fin, payload, "finalizing the order", &ord, &r, err)) {
+        if (strcmp(c->problem, "urn:ietf:params:acme:error:orderNotReady") != 0)
+            goto done;
+        acme_status("waiting for the order to be ready");
+        if (!poll_until(o, o->url, "|pending|", "waiting for the order", &ord, err))
+            goto done;
+        status = acme_jstr(ord, "status");
+        if (strcmp(status, "ready") != 0) {
+            order_failed(o, ord, "after validation", err);
             goto done;
         }
-        csr64 = acme_b64url(csr, csr_len);
-        if (csr64 == NULL || asprintf(&payload, "{\"csr\":\"%s\"}", csr64) < 0) {
-            payload = NULL;
-            cli_err_set(err, "out of memory");
-            goto done;
-        }
-        acme_status("sending the CSR (finalize)");
         json_object_put(ord);
         if (!post_json(c, fin, payload, "finalizing the order", &ord, &r, err))
             goto done;
     }
     acme_status("the CA is issuing the certificate");
-    json_object_put(ord);
-    if (!poll_until(o, o->url, "|pending|ready|processing|", "waiting for the certificate", &ord,
-                    err))
-        goto done;
+    status = acme_jstr(ord, "status");
+    if (status == NULL || strcmp(status, "valid") != 0 || acme_jstr(ord, "certificate") == NULL) {
+        json_object_put(ord);
+        if (!poll_until(o, o->url, "|pending|ready|processing|", "waiting for the certificate",
+                        &ord, err))
+            goto done;
+    }
     cert_url = acme_jstr(ord, "certificate");
     if (strcmp(acme_jstr(ord, "status"), "valid") != 0 || cert_url == NULL) {
         order_failed(o, ord, "after finalize", err);
