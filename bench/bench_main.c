@@ -63,7 +63,8 @@ static int parse_alg(const char *s, bench_opts *o)
     return 1;
 }
 
-int main(int argc, char **argv)
+/* The options after COMMAND into o; 0 when they end the program (*rc). */
+static int parse_options(int argc, char **argv, bench_opts *o, int *rc)
 {
     static const struct option longopts[] = {
         {"impl", required_argument, NULL, 'i'},
@@ -86,9 +87,82 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    int c;
+
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'i':
+            o->impl = optarg;
+            break;
+        case 'a':
+            if (!parse_alg(optarg, o)) {
+                fprintf(stderr, "mtlsks-bench: unknown --alg '%s'\n", optarg);
+                *rc = 2;
+                return 0;
+            }
+            break;
+        case 'k':
+            o->key = optarg;
+            break;
+        case 'K':
+            o->key2 = optarg;
+            break;
+        case 'm':
+            o->module = optarg;
+            break;
+        case 'p':
+            o->pin_file = optarg;
+            break;
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'S':
+            o->shim = optarg;
+            break;
+        case 'T':
+            o->tcti = optarg;
+            break;
+        case 'o':
+            o->out = optarg;
+            break;
+        case 'n':
+            o->threads = atoi(optarg);
+            break;
+        case 'w':
+            o->warmup = atof(optarg);
+            break;
+        case 's':
+            o->seconds = atof(optarg);
+            break;
+        case 'N':
+            o->count = atol(optarg);
+            break;
+        case 'x':
+            o->note = optarg;
+            break;
+        case 'I':
+            o->init_only = 1;
+            break;
+        case 'L':
+            o->slice = atof(optarg);
+            break;
+        case 'h':
+            *rc = usage(0);
+            return 0;
+        default:
+            *rc = usage(2);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
     bench_opts o = {0};
     const char *arg = NULL;
-    int c, ok;
+    int ok, rc;
 
     o.alg = BENCH_EC;
     o.alg_name = "ec";
@@ -101,69 +175,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
         return usage(0);
     o.cmd = argv[1];
-    optind = 2;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'i':
-            o.impl = optarg;
-            break;
-        case 'a':
-            if (!parse_alg(optarg, &o)) {
-                fprintf(stderr, "mtlsks-bench: unknown --alg '%s'\n", optarg);
-                return 2;
-            }
-            break;
-        case 'k':
-            o.key = optarg;
-            break;
-        case 'K':
-            o.key2 = optarg;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 'p':
-            o.pin_file = optarg;
-            break;
-        case 'c':
-            o.config = optarg;
-            break;
-        case 'S':
-            o.shim = optarg;
-            break;
-        case 'T':
-            o.tcti = optarg;
-            break;
-        case 'o':
-            o.out = optarg;
-            break;
-        case 'n':
-            o.threads = atoi(optarg);
-            break;
-        case 'w':
-            o.warmup = atof(optarg);
-            break;
-        case 's':
-            o.seconds = atof(optarg);
-            break;
-        case 'N':
-            o.count = atol(optarg);
-            break;
-        case 'x':
-            o.note = optarg;
-            break;
-        case 'I':
-            o.init_only = 1;
-            break;
-        case 'L':
-            o.slice = atof(optarg);
-            break;
-        case 'h':
-            return usage(0);
-        default:
-            return usage(2);
-        }
-    }
+    if (!parse_options(argc, argv, &o, &rc))
+        return rc;
     if (optind < argc)
         arg = argv[optind];
     if (o.threads < 1 || o.threads > BENCH_MAX_THREADS || o.seconds <= 0 || o.warmup < 0 ||

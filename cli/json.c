@@ -69,6 +69,12 @@ void cli_json_int(cli_json *j, const char *key, long long value)
     fprintf(j->f, "%lld", value);
 }
 
+void cli_json_uint(cli_json *j, const char *key, unsigned long long value)
+{
+    json_member(j, key);
+    fprintf(j->f, "%llu", value);
+}
+
 void cli_json_bool(cli_json *j, const char *key, int value)
 {
     json_member(j, key);

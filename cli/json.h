@@ -30,6 +30,7 @@ void cli_json_arr_end(cli_json *j);
 /* A string; NULL writes null. */
 void cli_json_string(cli_json *j, const char *key, const char *value);
 void cli_json_int(cli_json *j, const char *key, long long value);
+void cli_json_uint(cli_json *j, const char *key, unsigned long long value);
 /* true/false; a negative value writes null (unknown). */
 void cli_json_bool(cli_json *j, const char *key, int value);
 void cli_json_null(cli_json *j, const char *key);

@@ -146,21 +146,15 @@ done:
  */
 static int tpm_key_check(cli_session *s, mks_key *key)
 {
-    static const unsigned char sha256_info[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60,
-                                                0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                                                0x01, 0x05, 0x00, 0x04, 0x20};
-    unsigned char in[sizeof(sha256_info) + 32], sig[512];
+    unsigned char in[32], sig[512];
     mks_mech_params mp = {MKS_MECH_ECDSA, MKS_HASH_SHA256, MKS_HASH_NONE, 0, NULL, 0};
-    size_t inlen = 32, siglen = sizeof(sig);
+    size_t siglen = sizeof(sig);
     mks_rv rv;
 
     memset(in, 0, sizeof(in));
-    if (mks_key_get_type(key) == MKS_KEY_RSA) {
+    if (mks_key_get_type(key) == MKS_KEY_RSA)
         mp.mech = MKS_MECH_RSA_PKCS1;
-        memcpy(in, sha256_info, sizeof(sha256_info));
-        inlen = sizeof(in);
-    }
-    rv = mks_key_sign(key, &mp, in, inlen, sig, &siglen);
+    rv = mks_key_sign(key, &mp, in, sizeof(in), sig, &siglen);
     if (rv != MKS_OK) {
         cli_session_fail_tpm(s, rv, "TPM key %s cannot sign", s->tpm_auth.key_name);
         return 0;

@@ -159,6 +159,76 @@ int cli_find_objects(cli_session *s, const char *token_uri, const char *label,
     return rv == MKS_OK;
 }
 
+int cli_relabel(cli_session *s, const char *token_uri, const char *label, const unsigned char *id,
+                size_t id_len, const char *type, const char *new_label)
+{
+    char *uri = cli_object_uri(token_uri, label, id, id_len, type);
+    mks_rv rv;
+
+    if (uri == NULL) {
+        cli_fail(s->cmd, "out of memory");
+        return 0;
+    }
+    if (new_label != NULL)
+        rv = mks_objects_set_label(s->ks, uri, MKS_OBJ_ANY, new_label, &s->pin_ui, NULL);
+    else
+        rv = mks_objects_destroy(s->ks, uri, MKS_OBJ_ANY, &s->pin_ui, NULL);
+    if (rv != MKS_OK)
+        cli_fail_ks(s->cmd, rv, "cannot %s %s (run import-cert again to continue)",
+                    new_label != NULL ? "relabel" : "destroy", uri);
+    free(uri);
+    return rv == MKS_OK;
+}
+
+/* 1 when objs[i] has an id other than the new key's, and is the first with it. */
+static int first_old_id(const mks_object *objs, size_t i, const unsigned char *new_id,
+                        size_t new_len)
+{
+    size_t j;
+
+    if (objs[i].id_len == 0 || cli_same_id(&objs[i], new_id, new_len))
+        return 0;
+    for (j = 0; j < i; j++)
+        if (cli_same_id(&objs[j], objs[i].id, objs[i].id_len))
+            return 0;
+    return 1;
+}
+
+int cli_handover(cli_session *s, const char *token_uri, const char *name, const unsigned char *id,
+                 size_t id_len, cli_handover_files_fn *files, void *arg, size_t *nretired)
+{
+    char *next_label = cli_label_join(name, CLI_SUFFIX_NEXT);
+    char *old_label = cli_label_join(name, CLI_SUFFIX_OLD);
+    mks_object *objs = NULL;
+    size_t n = 0, nold = 0, i;
+    int ok = 0;
+
+    *nretired = 0;
+    if (next_label == NULL || old_label == NULL) {
+        cli_fail(s->cmd, "out of memory");
+        goto done;
+    }
+    if (!cli_relabel(s, token_uri, next_label, id, id_len, NULL, name) || !files(arg))
+        goto done;
+    if (!cli_find_objects(s, token_uri, name, NULL, 0, NULL, MKS_OBJ_ANY, &objs, &n))
+        goto done;
+    for (i = 0; i < n; i++)
+        nold += first_old_id(objs, i, id, id_len);
+    if (nold > 0 && !cli_relabel(s, token_uri, old_label, NULL, 0, NULL, NULL))
+        goto done;
+    for (i = 0; i < n; i++)
+        if (first_old_id(objs, i, id, id_len) &&
+            !cli_relabel(s, token_uri, name, objs[i].id, objs[i].id_len, NULL, old_label))
+            goto done;
+    *nretired = nold;
+    ok = 1;
+done:
+    mks_objects_free(objs, n);
+    free(next_label);
+    free(old_label);
+    return ok;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Certificates                                                              */
 
@@ -473,6 +543,26 @@ done:
     sk_X509_pop_free(sk, X509_free);
     BIO_free(bio);
     free(data);
+    return ok;
+}
+
+int cli_write_certs(const char *cmd, const char *path, X509 *x, STACK_OF(X509) * chain)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data;
+    long len;
+    int k, ok;
+
+    ok = bio != NULL && PEM_write_bio_X509(bio, x);
+    for (k = 0; ok && k < sk_X509_num(chain); k++)
+        ok = PEM_write_bio_X509(bio, sk_X509_value(chain, k));
+    if (!ok) {
+        cli_fail_ossl(cmd, "cannot write the certificate as PEM");
+    } else {
+        len = BIO_get_mem_data(bio, &data);
+        ok = cli_write_replacing(cmd, path, data, (size_t)len, 0644);
+    }
+    BIO_free(bio);
     return ok;
 }
 

@@ -68,6 +68,36 @@ int cli_find_objects(cli_session *s, const char *token_uri, const char *label,
                      const unsigned char *id, size_t id_len, const char *type, unsigned classes,
                      mks_object **out, size_t *n);
 
+/*
+ * Relabels (new_label != NULL) or destroys (NULL) the objects of any class
+ * that cli_object_uri(token_uri, label, id, id_len, type) names. An error
+ * is printed for s->cmd with the hint to run import-cert again.
+ */
+int cli_relabel(cli_session *s, const char *token_uri, const char *label, const unsigned char *id,
+                size_t id_len, const char *type, const char *new_label);
+
+/* Rewrites the files servers read once the new pair is NAME; 1 when done. */
+typedef int cli_handover_files_fn(void *arg);
+
+/*
+ * The hand-over that finishes a renewal of NAME, once the new certificate
+ * is stored with the new key's id (`id`):
+ *   1. the new pair and its certificate, NAME.next with that id, become
+ *      NAME. For a moment two pairs carry NAME, told apart by their ids: key
+ *      references (which name id and label) keep finding the key they
+ *      named, and a URI by label alone is ambiguous, which fails closed;
+ *   2. `files` rewrites the key references and certificate files;
+ *   3. the objects labelled NAME with other ids (the old pair) become
+ *      NAME.old, a previous NAME.old destroyed first. Servers still running
+ *      with the old key find it by its id and keep signing until they
+ *      reload.
+ * Each step can be repeated: run again after an interruption, it finds
+ * where it stopped; until step 1 the old pair serves alone. Prints errors
+ * for s->cmd; returns 1 with *nretired, the number of ids retired.
+ */
+int cli_handover(cli_session *s, const char *token_uri, const char *name, const unsigned char *id,
+                 size_t id_len, cli_handover_files_fn *files, void *arg, size_t *nretired);
+
 /* ------------------------------------------------------------------------ */
 /* Certificates                                                              */
 
@@ -107,6 +137,13 @@ void cli_cert_info_json(cli_json *j, const cli_cert_info *ci);
 
 /* Every certificate in a PEM file (or the one in a DER file), in file order. */
 int cli_read_certs(const char *path, STACK_OF(X509) * *out, cli_err *err);
+
+/*
+ * Writes x followed by the certificates of chain (NULL: none) as PEM to
+ * path, with cli_write_replacing (a new file gets 0644): the certificate
+ * file a server reads. Prints errors for cmd; returns 1 when written.
+ */
+int cli_write_certs(const char *cmd, const char *path, X509 *x, STACK_OF(X509) * chain);
 
 /* DER of a certificate, malloc'd (OPENSSL_free). */
 int cli_x509_der(X509 *x, unsigned char **der, size_t *len);

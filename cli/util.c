@@ -483,6 +483,19 @@ const char *cli_class_name(mks_obj_class c)
     return "object";
 }
 
+const char *cli_key_type_name(mks_key_type t)
+{
+    switch (t) {
+    case MKS_KEY_RSA:
+        return "rsa";
+    case MKS_KEY_EC:
+        return "ec";
+    case MKS_KEY_NONE:
+        break;
+    }
+    return NULL;
+}
+
 char *cli_hex(const unsigned char *p, size_t len)
 {
     static const char digits[] = "0123456789abcdef";

@@ -100,6 +100,9 @@ int cli_read_file(const char *path, size_t max, unsigned char **data, size_t *le
 /* "private-key", "public-key", "certificate": the names list and show print. */
 const char *cli_class_name(mks_obj_class c);
 
+/* "rsa", "ec"; NULL for a key of no known type. */
+const char *cli_key_type_name(mks_key_type t);
+
 /* Lower-case hex of len bytes into a malloc'd string; NULL on allocation failure. */
 char *cli_hex(const unsigned char *p, size_t len);
 

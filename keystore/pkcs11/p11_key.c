@@ -28,44 +28,17 @@ typedef struct p11_key {
 
 static const mks_key_ops p11_key_ops;
 
-struct curve_def {
-    const char *name; /* our name */
-    const char *sn;   /* OpenSSL group name */
-    int nid;
-    int bits;
-};
-
-static const struct curve_def curves[] = {
-    {"P-256", "prime256v1", NID_X9_62_prime256v1, 256},
-    {"P-384", "secp384r1", NID_secp384r1, 384},
-    {"P-521", "secp521r1", NID_secp521r1, 521},
-};
-
-static const struct curve_def *curve_by_name(const char *name)
-{
-    size_t i;
-
-    for (i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
-        if (strcmp(curves[i].name, name) == 0 || strcmp(curves[i].sn, name) == 0)
-            return &curves[i];
-    return NULL;
-}
-
-static const struct curve_def *curve_by_params(const unsigned char *der, size_t len)
+static const mks_curve_def *curve_by_params(const unsigned char *der, size_t len)
 {
     const unsigned char *p = der;
     ASN1_OBJECT *oid = d2i_ASN1_OBJECT(NULL, &p, (long)len);
     int nid;
-    size_t i;
 
     if (oid == NULL)
         return NULL;
     nid = OBJ_obj2nid(oid);
     ASN1_OBJECT_free(oid);
-    for (i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
-        if (curves[i].nid == nid)
-            return &curves[i];
-    return NULL;
+    return mks_curve_by_nid(nid);
 }
 
 /* ---- URIs -------------------------------------------------------------- */
@@ -140,14 +113,14 @@ mks_rv p11_get_attr(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_
 
     *val = NULL;
     *len = 0;
-    crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    crv = P11(tok->mod, C_GetAttributeValue, s, o, &a, 1);
     if (crv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
         return p11_fail(crv == CKR_OK ? CKR_ATTRIBUTE_TYPE_INVALID : crv, "C_GetAttributeValue",
                         tok);
     a.pValue = malloc(a.ulValueLen + 1);
     if (a.pValue == NULL)
         return mks_error(MKS_ERR_NOMEM, "out of memory");
-    crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    crv = P11(tok->mod, C_GetAttributeValue, s, o, &a, 1);
     if (crv != CKR_OK) {
         free(a.pValue);
         return p11_fail(crv, "C_GetAttributeValue", tok);
@@ -164,7 +137,7 @@ static mks_rv get_ulong(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
                         CK_ATTRIBUTE_TYPE type, CK_ULONG *out)
 {
     CK_ATTRIBUTE a = {type, out, sizeof(*out)};
-    CK_RV crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    CK_RV crv = P11(tok->mod, C_GetAttributeValue, s, o, &a, 1);
 
     if (crv != CKR_OK)
         return p11_fail(crv, "C_GetAttributeValue", tok);
@@ -176,7 +149,7 @@ static int get_bool(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_
     CK_BBOOL v = CK_FALSE;
     CK_ATTRIBUTE a = {type, &v, sizeof(v)};
 
-    if (P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1) != CKR_OK)
+    if (P11(tok->mod, C_GetAttributeValue, s, o, &a, 1) != CKR_OK)
         return -1;
     return v == CK_TRUE;
 }
@@ -226,11 +199,11 @@ static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
     CK_RV crv;
 
     *count = 0;
-    crv = P11(tok->ctx, C_FindObjectsInit, s, tmpl, n);
+    crv = P11(tok->mod, C_FindObjectsInit, s, tmpl, n);
     if (crv != CKR_OK)
         return p11_fail(crv, "C_FindObjectsInit", tok);
-    crv = P11(tok->ctx, C_FindObjects, s, out, max, count);
-    P11(tok->ctx, C_FindObjectsFinal, s);
+    crv = P11(tok->mod, C_FindObjects, s, out, max, count);
+    P11(tok->mod, C_FindObjectsFinal, s);
     if (crv != CKR_OK)
         return p11_fail(crv, "C_FindObjects", tok);
     return MKS_OK;
@@ -241,14 +214,14 @@ static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
 static mks_rv spki_rsa(mks_ctx *ctx, const unsigned char *n, size_t nlen, const unsigned char *e,
                        size_t elen, unsigned char **spki, size_t *len, int *bits)
 {
-    mks_rv rv = mks_spki_rsa(ctx->libctx, n, nlen, e, elen, spki, len, bits);
+    mks_rv rv = mks_spki_rsa(mks_ctx_libctx(ctx), n, nlen, e, elen, spki, len, bits);
 
     if (rv != MKS_OK)
         mks_error_prefix("RSA key on the token");
     return rv;
 }
 
-static mks_rv spki_ec(mks_ctx *ctx, const struct curve_def *cd, const unsigned char *point,
+static mks_rv spki_ec(mks_ctx *ctx, const mks_curve_def *cd, const unsigned char *point,
                       size_t plen, unsigned char **spki, size_t *len)
 {
     mks_rv rv;
@@ -264,7 +237,7 @@ static mks_rv spki_ec(mks_ctx *ctx, const struct curve_def *cd, const unsigned c
         point = ASN1_STRING_get0_data(os);
         plen = (size_t)ASN1_STRING_length(os);
     }
-    rv = mks_spki_ec(ctx->libctx, cd->name, point, plen, spki, len);
+    rv = mks_spki_ec(mks_ctx_libctx(ctx), cd->name, point, plen, spki, len);
     ASN1_OCTET_STRING_free(os);
     return rv;
 }
@@ -294,7 +267,7 @@ static mks_rv spki_describe(mks_ctx *ctx, const unsigned char *spki, size_t len,
                             int *bits, char *curve, size_t curvesz)
 {
     const unsigned char *p = spki;
-    EVP_PKEY *pkey = d2i_PUBKEY_ex(NULL, &p, (long)len, ctx->libctx, NULL);
+    EVP_PKEY *pkey = d2i_PUBKEY_ex(NULL, &p, (long)len, mks_ctx_libctx(ctx), NULL);
     char group[64];
 
     if (pkey == NULL)
@@ -304,11 +277,11 @@ static mks_rv spki_describe(mks_ctx *ctx, const unsigned char *spki, size_t len,
     if (EVP_PKEY_is_a(pkey, "RSA")) {
         *type = MKS_KEY_RSA;
     } else if (EVP_PKEY_is_a(pkey, "EC")) {
-        const struct curve_def *cd;
+        const mks_curve_def *cd;
         *type = MKS_KEY_EC;
         if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
                                            NULL) &&
-            (cd = curve_by_name(group)) != NULL)
+            (cd = mks_curve_by_name(group)) != NULL)
             snprintf(curve, curvesz, "%s", cd->name);
     } else {
         *type = MKS_KEY_NONE;
@@ -331,7 +304,7 @@ static mks_rv key_public(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o
     CK_KEY_TYPE kt = (CK_ULONG)-1;
     unsigned char *a = NULL, *b = NULL, *id = NULL;
     size_t alen, blen, idlen;
-    const struct curve_def *cd;
+    const mks_curve_def *cd;
     CK_OBJECT_HANDLE found[2];
     CK_ULONG nfound;
 
@@ -581,7 +554,7 @@ static mks_rv tokens_for_uri(mks_ctx *ctx, P11KitUri *uri, p11_token ***out, siz
     }
     for (i = 0; i < n; i++) {
         CK_TOKEN_INFO tinfo;
-        if (P11(ctx, C_GetTokenInfo, slots[i], &tinfo) != CKR_OK)
+        if (P11(mks_ctx_p11(ctx), C_GetTokenInfo, slots[i], &tinfo) != CKR_OK)
             continue;
         rv = p11_token_for_slot(ctx, slots[i], &tinfo, &toks[m]);
         if (rv != MKS_OK)
@@ -837,11 +810,11 @@ static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK
         t[1].pValue = key->label;
         t[1].ulValueLen = strlen(key->label);
     }
-    crv = P11(key->ctx, C_FindObjectsInit, s, t, 2);
+    crv = P11(pk->tok->mod, C_FindObjectsInit, s, t, 2);
     if (crv != CKR_OK)
         return crv;
-    crv = P11(key->ctx, C_FindObjects, s, found, 2, &n);
-    P11(key->ctx, C_FindObjectsFinal, s);
+    crv = P11(pk->tok->mod, C_FindObjects, s, found, 2, &n);
+    P11(pk->tok->mod, C_FindObjectsFinal, s);
     if (crv != CKR_OK)
         return crv;
     if (n != 1)
@@ -989,13 +962,13 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
         crv = key_handle(key, s, gen, &h);
         if (crv == CKR_OK) {
             call = decrypt ? "C_DecryptInit" : "C_SignInit";
-            crv = decrypt ? P11(key->ctx, C_DecryptInit, s, &m.mech, h)
-                          : P11(key->ctx, C_SignInit, s, &m.mech, h);
+            crv = decrypt ? P11(tok->mod, C_DecryptInit, s, &m.mech, h)
+                          : P11(tok->mod, C_SignInit, s, &m.mech, h);
         }
         if (crv == CKR_OK) {
             call = decrypt ? "C_Decrypt" : "C_Sign";
-            crv = decrypt ? P11(key->ctx, C_Decrypt, s, (CK_BYTE_PTR)in, inlen, out, &len)
-                          : P11(key->ctx, C_Sign, s, (CK_BYTE_PTR)in, inlen, out, &len);
+            crv = decrypt ? P11(tok->mod, C_Decrypt, s, (CK_BYTE_PTR)in, inlen, out, &len)
+                          : P11(tok->mod, C_Sign, s, (CK_BYTE_PTR)in, inlen, out, &len);
         }
         p11_session_put(tok, s, crv);
         if (crv == CKR_OK) {
@@ -1016,6 +989,20 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
 static mks_rv p11_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in,
                            size_t inlen, unsigned char *sig, size_t *siglen)
 {
+    unsigned char di[MKS_DIGEST_INFO_MAX];
+    const mks_hash_def *hd;
+    mks_rv rv;
+
+    /* PKCS#1 v1.5 over a hash: CKM_RSA_PKCS signs DigestInfo { algorithm, hash }. */
+    if (p->mech == MKS_MECH_RSA_PKCS1 && p->hash != MKS_HASH_NONE && sig != NULL) {
+        hd = mks_hash_get(p->hash);
+        if (hd == NULL)
+            return mks_error(MKS_ERR_UNSUPPORTED, "no DigestInfo for hash %d", (int)p->hash);
+        rv = mks_digest_info(hd, in, inlen, di, &inlen);
+        if (rv != MKS_OK)
+            return rv;
+        in = di;
+    }
     return key_op(key, p, 0, in, inlen, sig, siglen);
 }
 
@@ -1086,7 +1073,7 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
     CK_ULONG bits = 0;
     CK_BYTE e65537[] = {0x01, 0x00, 0x01};
     unsigned char ecparams[16];
-    const struct curve_def *cd = NULL;
+    const mks_curve_def *cd = NULL;
     CK_MECHANISM mech = {0, NULL, 0};
     CK_RV crv = CKR_OK;
     unsigned char *spki = NULL;
@@ -1108,7 +1095,7 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
         unsigned char *p = ecparams;
         ASN1_OBJECT *oid;
         int n;
-        cd = kp->curve != NULL ? curve_by_name(kp->curve) : curve_by_name("P-256");
+        cd = kp->curve != NULL ? mks_curve_by_name(kp->curve) : mks_curve_by_name("P-256");
         if (cd == NULL || cd->bits == 521)
             return mks_error(MKS_ERR_UNSUPPORTED, "EC curve '%s' is not supported (P-256, P-384)",
                              kp->curve);
@@ -1160,7 +1147,7 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
     rv = label_taken(tok, s, kp->label);
     if (rv != MKS_OK)
         goto done;
-    crv = P11(ctx, C_GenerateKeyPair, s, &mech, pubt, npub, privt, npriv, &pub, &priv);
+    crv = P11(tok->mod, C_GenerateKeyPair, s, &mech, pubt, npub, privt, npriv, &pub, &priv);
     if (crv != CKR_OK) {
         rv = p11_fail(crv, "C_GenerateKeyPair", tok);
         if (rv == MKS_ERR_NO_SPACE)
@@ -1171,20 +1158,20 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
      * If that fails the pair is destroyed, never left without its ID. */
     rv = key_public(tok, s, pub, CKO_PUBLIC_KEY, &t, &b, c, sizeof(c), &spki, &spki_len);
     if (rv == MKS_OK)
-        rv = mks_spki_id(ctx->libctx, spki, spki_len, id);
+        rv = mks_spki_id(mks_ctx_libctx(ctx), spki, spki_len, id);
     if (rv == MKS_OK) {
         CK_ATTRIBUTE ida = {CKA_ID, id, sizeof(id)};
-        crv = P11(ctx, C_SetAttributeValue, s, pub, &ida, 1);
+        crv = P11(tok->mod, C_SetAttributeValue, s, pub, &ida, 1);
         if (crv == CKR_OK)
-            crv = P11(ctx, C_SetAttributeValue, s, priv, &ida, 1);
+            crv = P11(tok->mod, C_SetAttributeValue, s, priv, &ida, 1);
         if (crv != CKR_OK)
             rv = p11_fail(crv, "C_SetAttributeValue(CKA_ID)", tok);
     }
     if (rv == MKS_OK)
         rv = key_new(tok, s, priv, CKO_PRIVATE_KEY, gen, NULL, out);
     if (rv != MKS_OK) {
-        P11(ctx, C_DestroyObject, s, priv);
-        P11(ctx, C_DestroyObject, s, pub);
+        P11(tok->mod, C_DestroyObject, s, priv);
+        P11(tok->mod, C_DestroyObject, s, pub);
         mks_error_prefix("key generation undone");
     }
 done:
@@ -1215,7 +1202,7 @@ static mks_rv p11_key_destroy(mks_key *key)
         CK_ULONG n = 0, j;
         rv = find_handles(tok, s, t, 2, found, FIND_MAX, &n);
         for (j = 0; rv == MKS_OK && j < n; j++) {
-            crv = P11(key->ctx, C_DestroyObject, s, found[j]);
+            crv = P11(tok->mod, C_DestroyObject, s, found[j]);
             if (crv != CKR_OK)
                 rv = p11_fail(crv, "C_DestroyObject", tok);
         }
@@ -1257,8 +1244,8 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
         goto done;
     {
         const unsigned char *a = spki, *b = key->spki;
-        EVP_PKEY *ka = d2i_PUBKEY_ex(NULL, &a, (long)spki_len, ctx->libctx, NULL);
-        EVP_PKEY *kb = d2i_PUBKEY_ex(NULL, &b, (long)key->spki_len, ctx->libctx, NULL);
+        EVP_PKEY *ka = d2i_PUBKEY_ex(NULL, &a, (long)spki_len, mks_ctx_libctx(ctx), NULL);
+        EVP_PKEY *kb = d2i_PUBKEY_ex(NULL, &b, (long)key->spki_len, mks_ctx_libctx(ctx), NULL);
         int same = ka != NULL && kb != NULL && EVP_PKEY_eq(ka, kb) == 1;
         EVP_PKEY_free(ka);
         EVP_PKEY_free(kb);
@@ -1318,7 +1305,7 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
             {CKA_SERIAL_NUMBER, serial, (CK_ULONG)serial_len},
             {CKA_VALUE, (void *)der, der_len},
         };
-        crv = P11(ctx, C_CreateObject, s, t, sizeof(t) / sizeof(t[0]), &h);
+        crv = P11(tok->mod, C_CreateObject, s, t, sizeof(t) / sizeof(t[0]), &h);
         if (crv != CKR_OK)
             rv = p11_fail(crv, "C_CreateObject(certificate)", tok);
     }

@@ -96,13 +96,13 @@ static mks_rv manage_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, 
         rv = p11_find_objects(tok, s, t, nt, found, MANAGE_MAX, &nfound);
         for (i = 0; rv == MKS_OK && i < nfound; i++) {
             if (op == MANAGE_DESTROY) {
-                crv = P11(tok->ctx, C_DestroyObject, s, found[i]);
+                crv = P11(tok->mod, C_DestroyObject, s, found[i]);
                 if (crv != CKR_OK)
                     rv = p11_fail(crv, "C_DestroyObject", tok);
             } else {
                 CK_ATTRIBUTE la = {CKA_LABEL, (void *)new_label, strlen(new_label)};
 
-                crv = P11(tok->ctx, C_SetAttributeValue, s, found[i], &la, 1);
+                crv = P11(tok->mod, C_SetAttributeValue, s, found[i], &la, 1);
                 if (crv != CKR_OK)
                     rv = p11_fail(crv, "C_SetAttributeValue(CKA_LABEL)", tok);
             }
@@ -262,7 +262,7 @@ mks_rv mks_cert_store_authority(mks_ctx *ctx, const char *token_uri, const char 
         } else {
             nt--;
         }
-        crv = P11(ctx, C_CreateObject, s, t, nt, &h);
+        crv = P11(tok->mod, C_CreateObject, s, t, nt, &h);
         if (crv != CKR_OK) {
             rv = p11_fail(crv, "C_CreateObject(CA certificate)", tok);
             if (rv == MKS_ERR_NO_SPACE)

@@ -77,9 +77,15 @@ typedef struct mks_config {
 } mks_config;
 
 /*
- * Creates a keystore context and loads the PKCS#11 module. The strings in
- * cfg are copied. Errors: MKS_ERR_NOT_FOUND (module missing),
- * MKS_ERR_TOKEN (C_Initialize failed), MKS_ERR_NOMEM.
+ * Creates a keystore context. The strings in cfg are copied (cfg may be
+ * NULL: every default). Nothing is loaded or opened here: the PKCS#11
+ * module is loaded and initialised by the first call that needs a token
+ * (mks_slots_list, mks_objects_find, mks_key_open, mks_keygen, ...), which
+ * then reports MKS_ERR_NOT_FOUND (module missing) or MKS_ERR_TOKEN
+ * (C_Initialize failed); the TPM is reached at the first TPM call. A
+ * process that uses only TPM keys never loads the module.
+ * Errors: MKS_ERR_NOMEM, MKS_ERR_GENERAL (OpenSSL's default provider
+ * cannot be loaded into the context's own library context).
  */
 MKS_WUR mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out);
 
@@ -314,14 +320,16 @@ typedef enum mks_hash {
 
 typedef enum mks_mech {
     MKS_MECH_ECDSA,     /* in: the hash; out: r||s, each the field size */
-    MKS_MECH_RSA_PKCS1, /* in: DigestInfo DER (caller builds it); out: signature */
+    MKS_MECH_RSA_PKCS1, /* in: the hash, params.hash its digest (the keystore signs its
+                         * DigestInfo); with MKS_HASH_NONE, what is signed as it is
+                         * (a DigestInfo the caller built); out: signature */
     MKS_MECH_RSA_PSS,   /* in: the hash; params below */
     MKS_MECH_RSA_OAEP,  /* decrypt only; params below */
 } mks_mech;
 
 typedef struct mks_mech_params {
     mks_mech mech;
-    mks_hash hash;              /* PSS/OAEP: the message hash */
+    mks_hash hash;              /* PKCS#1/PSS/OAEP: the message hash */
     mks_hash mgf1_hash;         /* PSS/OAEP: MGF1 hash */
     size_t salt_len;            /* PSS: salt length in bytes */
     const unsigned char *label; /* OAEP label, may be NULL */
