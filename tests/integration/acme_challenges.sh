@@ -27,7 +27,7 @@ cat >"$WORK/server.conf" <<EOF
         location / { root $WORK/www; }
     }
 EOF
-acme_nginx_start "$WORK/server.conf"
+acme_nginx_start "$WORK/server.conf" plain
 ACME_CHAL=(--webroot "$WORK/www")
 acme_enroll web
 assert_chains_to_pebble "$WORK/web.crt" "the --webroot certificate"

@@ -256,10 +256,11 @@ acme_enroll() {
     run_ok "acme-enroll-$1" "${ACME_CMD[@]}"
 }
 
-# acme_nginx_start SERVER_BLOCKS_FILE: nginx (master and one worker, as root
-# when the test is root) with the server blocks in the file, the provider
-# and SoftHSM reachable from its workers; sets NGINX_MASTER (its PID, for
-# reloads) and NGX (its directory). Stopped by PID with the test.
+# acme_nginx_start SERVER_BLOCKS_FILE [plain]: nginx (master and one worker,
+# as root when the test is root) with the server blocks in the file, the
+# provider and SoftHSM reachable from its workers (plain: no provider, for a
+# web server without TLS); sets NGINX_MASTER (its PID, for reloads) and NGX
+# (its directory). Stopped by PID with the test.
 acme_nginx_start() {
     local nginx user_line pid
     nginx=$(command -v nginx || echo /usr/sbin/nginx)
@@ -287,7 +288,9 @@ acme_nginx_start() {
         echo "}"
     } >"$NGX/nginx.conf"
     rm -f "$NGX/nginx.pid"
-    OPENSSL_CONF=$TOKEN_CNF timeout 900 "$nginx" -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" \
+    local cnf=$TOKEN_CNF
+    [ "${2:-}" != plain ] || cnf=/dev/null
+    OPENSSL_CONF=$cnf timeout 900 "$nginx" -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" \
         </dev/null >"$NGX/master.log" 2>&1 &
     pid=$!
     _SERVER_PIDS+=("$pid")
@@ -421,8 +424,8 @@ if [ "\$1" = add ] && [ "\$mode" = pause ] && [ ! -e "$WORK/restarted" ]; then
     for i in \$(seq 600); do [ -e "$WORK/restarted" ] && break; sleep 0.1; done
 fi
 case \$1 in
-add) curl -fsS -X POST -d "{\"host\":\"\$2.\",\"value\":\"\$value\"}" "$ACME_CTS/set-txt" ;;
-remove) curl -fsS -X POST -d "{\"host\":\"\$2.\"}" "$ACME_CTS/clear-txt" ;;
+add) env -u OPENSSL_CONF curl -fsS -X POST -d "{\"host\":\"\$2.\",\"value\":\"\$value\"}" "$ACME_CTS/set-txt" ;;
+remove) env -u OPENSSL_CONF curl -fsS -X POST -d "{\"host\":\"\$2.\"}" "$ACME_CTS/clear-txt" ;;
 esac
 EOF
     chmod +x "$WORK/dns-hook"
