@@ -14,6 +14,7 @@
 #   refused (renew is the way);
 # - no status line when stderr is not a terminal; on a terminal (ec run) one
 #   line, redrawn in place, says what the CA is doing and for how long;
+# - (ec run) --acme-account-key names another token key: another account;
 # - mutual TLS between the ACME-issued server and client certificates
 #   (pebble issues both EKUs), both keys in the token, trusting only
 #   pebble's root (s_server / s_client).
@@ -98,6 +99,15 @@ if [ "$TYPE" = ec:P-256 ]; then
     assert_grep "$WORK/tty.out" $'\r\033\\[Kmtls-keystore: the CA is issuing the certificate [0-9]+\\.[0-9] s' \
         "no status line while the CA issues"
     assert_grep "$WORK/tty.out" '^enrolled: ' "the enrollment on a terminal"
+
+    note "--acme-account-key: another hardware key, another account"
+    run_ok other-key mks enroll --token acme --label other-account --subject CN=account \
+        --out "$WORK/other-account.csr" --key-ref "$WORK/other-account.key.pem"
+    acme_enroll third --acme-account-key "$WORK/other-account.key.pem"
+    assert_grep "$WORK/acme-enroll-third.out" '\(new\)' "no new account for another key"
+    assert_no_grep "$WORK/acme-enroll-third.out" "account $account1" "the default account was used"
+    assert_grep "$ACME_STATE/third.json" "\"account_key\": *\"$WORK/other-account.key.pem\"" \
+        "the state does not record the account key"
 fi
 
 note "mutual TLS with the ACME-issued certificates, trusting pebble's root only"
