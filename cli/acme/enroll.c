@@ -417,8 +417,8 @@ static int token_key(cli_session *s, const acme_state *st, const char *token_uri
     }
     if (made)
         return 1;
-    if (!cli_find_objects(s, token_uri, st->label, NULL, 0, "cert", MKS_OBJ_CERTIFICATE, &certs,
-                          &n))
+    if (!cli_find_objects(s, token_uri, st->label, NULL, 0, MKS_OBJ_CERTIFICATE,
+                          MKS_OBJ_CERTIFICATE, &certs, &n))
         goto refuse;
     mks_objects_free(certs, n);
     if (n > 0) {

@@ -40,8 +40,9 @@ static int token_account_key(cli_session *s, const char *token_uri, char **uri, 
     mks_key *key = NULL;
     mks_rv rv;
 
-    *uri = cli_object_uri(token_uri, ACME_ACCOUNT_LABEL, NULL, 0, "private");
-    if (*uri == NULL) {
+    *uri = NULL;
+    if (mks_uri_object(token_uri, ACME_ACCOUNT_LABEL, NULL, 0, MKS_OBJ_PRIVATE_KEY, uri) !=
+        MKS_OK) {
         cli_err_set(err, "out of memory");
         return 0;
     }
@@ -156,15 +157,15 @@ done:
 int acme_token_key(cli_session *s, const char *token_uri, const char *label,
                    const mks_keygen_params *kp, mks_key **out, int *made, cli_err *err)
 {
-    char *uri = cli_object_uri(token_uri, label, NULL, 0, "private");
+    char *uri = NULL;
     mks_keygen_params gp;
     mks_rv rv;
     int ret = 0;
 
     *out = NULL;
     *made = 0;
-    if (uri == NULL) {
-        cli_err_set(err, "out of memory");
+    if (mks_uri_object(token_uri, label, NULL, 0, MKS_OBJ_PRIVATE_KEY, &uri) != MKS_OK) {
+        cli_err_set(err, "cannot name key '%s' on the token as a pkcs11: URI", label);
         return 0;
     }
     rv = mks_key_open(s->ks, uri, &s->pin_ui, out);
