@@ -56,7 +56,7 @@ static int token_account_key(cli_session *s, const char *token_uri, char **uri, 
     if (rv != MKS_OK) {
         cli_err_set(err, "the ACME account key %s: %s", *uri,
                     *mks_last_error() != '\0' ? mks_last_error() : mks_rv_name(rv));
-        free(*uri);
+        mks_free(*uri);
         *uri = NULL;
         return 0;
     }
@@ -185,7 +185,7 @@ int acme_token_key(cli_session *s, const char *token_uri, const char *label,
                     kp != NULL ? "cannot make the key pair" : "cannot open the key", label,
                     *mks_last_error() != '\0' ? mks_last_error() : mks_rv_name(rv));
     }
-    free(uri);
+    mks_free(uri);
     return ret;
 }
 
