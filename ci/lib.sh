@@ -17,6 +17,9 @@ CI_PACKAGES=(
     libcurl4-openssl-dev libjson-c-dev libmicrohttpd-dev
     softhsm2 opensc gnutls-bin libengine-pkcs11-openssl
     swtpm tpm2-tools tpm2-openssl
+    # a TPM resource manager for the tpm.tabrmd.* tests: tpm2-abrmd on a
+    # private D-Bus session bus (libtss2-dev brings the pcap TCTI)
+    tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon dbus-session-bus-common
     curl python3 clang-format
     # a real forking server with a token key (tests/integration/nginx.sh)
     nginx
