@@ -143,9 +143,9 @@ static int tls_keys(const bench_opts *o, const char *impl, EVP_PKEY **skey, EVP_
         if (strcmp(impl, "engine") == 0 && (e = bench_engine_open(o->module, o->pin_file)) == NULL)
             return 0;
         *skey = e != NULL ? bench_engine_load(e, o->key)
-                          : bench_store_load(o->key, bench_impl_propq(impl));
+                          : bench_store_load(o->key, bench_impl_propq(impl), o->pass_file);
         *ckey = e != NULL ? bench_engine_load(e, o->key2)
-                          : bench_store_load(o->key2, bench_impl_propq(impl));
+                          : bench_store_load(o->key2, bench_impl_propq(impl), o->pass_file);
     } else {
         fprintf(stderr, "mtlsks-bench: tls: unknown impl '%s'\n", impl);
     }

@@ -65,11 +65,7 @@ static int read_options(cli_globals *g, int argc, char **argv, csr_opts *o, int 
     };
     int c;
 
-    *exit_now = CLI_EXIT_USAGE;
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, csr_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_KEY:
             o->key_arg = optarg;
@@ -96,19 +92,10 @@ static int read_options(cli_globals *g, int argc, char **argv, csr_opts *o, int 
         case OPT_PASSWORD_SOURCE:
             o->password_source = optarg;
             break;
-        case 'h':
-            csr_usage(stdout);
-            *exit_now = CLI_EXIT_OK;
-            return 0;
-        default:
-            *exit_now = cli_usage_error(CMD, argv, c);
-            return 0;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
         return 0;
-    }
     if (o->key_arg == NULL || *o->key_arg == '\0') {
         cli_fail(CMD, "--key URI|FILE is required");
         return 0;

@@ -101,22 +101,20 @@ int delete_confirm(const char *what)
     return strcasecmp(line, "y") == 0 || strcasecmp(line, "yes") == 0;
 }
 
-static int destroy(cli_session *s, const char *token_uri, const char *label, const char *type,
+static int destroy(cli_session *s, const char *token_uri, const char *label, unsigned type,
                    size_t *count)
 {
-    char *uri = cli_object_uri(token_uri, label, NULL, 0, type);
+    char *uri = cli_uri_object(CMD, token_uri, label, NULL, 0, type);
     size_t n = 0;
     mks_rv rv;
 
-    if (uri == NULL) {
-        cli_fail(CMD, "out of memory");
+    if (uri == NULL)
         return 0;
-    }
     rv = mks_objects_destroy(s->ks, uri, MKS_OBJ_ANY, &s->pin_ui, &n);
     *count += n;
     if (rv != MKS_OK)
         cli_fail_ks(CMD, rv, "cannot destroy %s (%zu destroyed before)", uri, *count);
-    free(uri);
+    mks_free(uri);
     return rv == MKS_OK;
 }
 
@@ -140,11 +138,7 @@ static int read_options(cli_globals *g, int argc, char **argv, delete_opts *o, i
     };
     int c;
 
-    *exit_now = CLI_EXIT_USAGE;
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, delete_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_LABEL:
             o->label = optarg;
@@ -161,19 +155,10 @@ static int read_options(cli_globals *g, int argc, char **argv, delete_opts *o, i
         case OPT_HANDLE:
             o->handle_arg = optarg;
             break;
-        case 'h':
-            delete_usage(stdout);
-            *exit_now = CLI_EXIT_OK;
-            return 0;
-        default:
-            *exit_now = cli_usage_error(CMD, argv, c);
-            return 0;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
         return 0;
-    }
     return 1;
 }
 
@@ -188,7 +173,7 @@ static void note_renewal_pairs(cli_session *s, const char *token_uri, const char
         size_t n = 0;
 
         if (other != NULL &&
-            cli_find_objects(s, token_uri, other, NULL, 0, NULL,
+            cli_find_objects(s, token_uri, other, NULL, 0, 0,
                              MKS_OBJ_PUBLIC_KEY | MKS_OBJ_CERTIFICATE, &objs, &n) &&
             n > 0)
             printf("note:    '%s' (%s) is still on the token; '%s delete --label %s' removes "
@@ -224,12 +209,12 @@ static int delete_token(cli_globals *g, const delete_opts *o)
         goto done;
     /* Private keys on their own: that search logs in, or fails without a PIN,
      * so that no private key is left behind unseen. */
-    if (!cli_find_objects(&s, token_uri, label, NULL, 0, "private", MKS_OBJ_PRIVATE_KEY, &priv,
-                          &npriv) ||
-        !cli_find_objects(&s, token_uri, label, NULL, 0, NULL,
+    if (!cli_find_objects(&s, token_uri, label, NULL, 0, MKS_OBJ_PRIVATE_KEY, MKS_OBJ_PRIVATE_KEY,
+                          &priv, &npriv) ||
+        !cli_find_objects(&s, token_uri, label, NULL, 0, 0,
                           MKS_OBJ_PUBLIC_KEY | MKS_OBJ_CERTIFICATE, &pub, &npub) ||
-        !cli_find_objects(&s, token_uri, chain_label, NULL, 0, "cert", MKS_OBJ_CERTIFICATE, &chain,
-                          &nchain))
+        !cli_find_objects(&s, token_uri, chain_label, NULL, 0, MKS_OBJ_CERTIFICATE,
+                          MKS_OBJ_CERTIFICATE, &chain, &nchain))
         goto done;
     total = npriv + npub + nchain;
     if (total == 0) {
@@ -246,8 +231,8 @@ static int delete_token(cli_globals *g, const delete_opts *o)
         fprintf(stderr, "Nothing deleted.\n");
         goto done;
     }
-    if (!destroy(&s, token_uri, label, NULL, &destroyed) ||
-        (nchain > 0 && !destroy(&s, token_uri, chain_label, "cert", &destroyed)))
+    if (!destroy(&s, token_uri, label, 0, &destroyed) ||
+        (nchain > 0 && !destroy(&s, token_uri, chain_label, MKS_OBJ_CERTIFICATE, &destroyed)))
         goto done;
     printf("deleted: %zu object%s labelled '%s'%s from token '%s'\n", destroyed,
            destroyed == 1 ? "" : "s", label, nchain > 0 ? " (and its chain)" : "", token_label);

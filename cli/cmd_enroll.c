@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acme/acme.h"
 #include "cli.h"
 #include "csr.h"
 #include "enroll.h"
@@ -25,6 +26,7 @@ static void enroll_usage(FILE *f)
             "       %s enroll --tpm [--label NAME] [--key-type TYPE] [--persist HANDLE]\n"
             "         [--password-source file:PATH] --subject DN [--san NAME]...\n"
             "         [--usage USAGE] --out FILE.csr --key-ref FILE.pem [--force]\n"
+            "       %s enroll --acme DIRECTORY_URL ...   (see '%s enroll --acme URL --help')\n"
             "\n"
             "Makes a key pair in the token (the private key is sensitive and never\n"
             "extractable), writes a CSR signed by it and a key reference file that\n"
@@ -57,7 +59,7 @@ static void enroll_usage(FILE *f)
             "  --force            overwrite --out and --key-ref if they exist\n"
             "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
 }
 
 enum {
@@ -158,11 +160,7 @@ static int parse_options(cli_globals *g, int argc, char **argv, enroll_opts *o, 
     };
     int c;
 
-    *exit_now = -1;
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, enroll_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_SLOT:
             if (!cli_parse_uint(optarg, &o->slot)) {
@@ -211,19 +209,10 @@ static int parse_options(cli_globals *g, int argc, char **argv, enroll_opts *o, 
         case OPT_PASSWORD_SOURCE:
             o->password_source = optarg;
             break;
-        case 'h':
-            enroll_usage(stdout);
-            *exit_now = CLI_EXIT_OK;
-            return 0;
-        default:
-            *exit_now = cli_usage_error(CMD, argv, c);
-            return 0;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
         return 0;
-    }
     return check_options(g, o);
 }
 
@@ -348,7 +337,7 @@ done:
         explain_leftover_key(g, o, key, ref_written);
     if (key != NULL)
         mks_key_free(key);
-    free(ref_pem);
+    mks_free(ref_pem);
     free(csr_pem);
     free(token_uri);
     cli_session_close(&s);
@@ -363,8 +352,10 @@ int cmd_enroll(cli_globals *g, int argc, char **argv)
     cli_err err;
     int exit_now, ret = CLI_EXIT_USAGE;
 
+    if (acme_argv_has(argc, argv, "acme"))
+        return acme_cmd_enroll(g, argc, argv);
     if (!parse_options(g, argc, argv, &o, &exit_now)) {
-        ret = exit_now >= 0 ? exit_now : CLI_EXIT_USAGE;
+        ret = exit_now;
         goto done;
     }
     if (!(o.tpm ? cli_parse_tpm_key_type

@@ -197,11 +197,7 @@ static int parse_options(cli_globals *g, int argc, char **argv, import_opts *o, 
     };
     int c;
 
-    *exit_now = CLI_EXIT_USAGE;
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, import_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_LABEL:
             o->label = optarg;
@@ -224,15 +220,10 @@ static int parse_options(cli_globals *g, int argc, char **argv, import_opts *o, 
         case OPT_NEXT:
             o->next = optarg;
             break;
-        case 'h':
-            import_usage(stdout);
-            *exit_now = CLI_EXIT_OK;
-            return 0;
-        default:
-            *exit_now = cli_usage_error(CMD, argv, c);
-            return 0;
         }
     }
+    if (c == CLI_OPT_EXIT)
+        return 0;
     if (optind + 1 != argc) {
         if (optind >= argc)
             cli_fail(CMD, "the certificate file is missing (import-cert --label NAME CERT.pem)");

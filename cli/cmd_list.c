@@ -267,12 +267,7 @@ static void json_object(cli_json *j, const mks_object *o)
 
     cli_json_obj_begin(j, NULL);
     cli_json_string(j, "class", cli_class_name(o->cls));
-    cli_json_string(j, "key_type", cli_key_type_name(o->key_type));
-    cli_json_string(j, "curve", o->curve[0] != '\0' ? o->curve : NULL);
-    if (o->bits > 0)
-        cli_json_int(j, "bits", o->bits);
-    else
-        cli_json_null(j, "bits");
+    cli_json_key_type(j, cli_key_type_name(o->key_type), o->curve, o->bits);
     cli_json_string(j, "label", o->label != NULL ? o->label : "");
     cli_json_string(j, "id", id != NULL ? id : "");
     cli_json_string(j, "uri", o->uri);
@@ -386,10 +381,7 @@ int cmd_list(cli_globals *g, int argc, char **argv)
     int json = 0, tpm = 0, public_only = 0, c, ret = CLI_EXIT_FAIL;
     mks_rv rv;
 
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, list_usage, &ret)) > 0) {
         switch (c) {
         case 'j':
             json = 1;
@@ -400,19 +392,13 @@ int cmd_list(cli_globals *g, int argc, char **argv)
         case 'p':
             public_only = 1;
             break;
-        case 'h':
-            list_usage(stdout);
-            return CLI_EXIT_OK;
-        default:
-            return cli_usage_error(CMD, argv, c);
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT)
+        return ret;
+    if (!cli_no_operands(CMD, argc, argv) || !cli_globals_check(g, CMD))
         return CLI_EXIT_USAGE;
-    }
-    if (!cli_globals_check(g, CMD))
-        return CLI_EXIT_USAGE;
+    ret = CLI_EXIT_FAIL;
 
     if (!cli_session_open(&s, g, CMD)) {
         cli_session_close(&s);

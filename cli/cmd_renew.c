@@ -5,7 +5,7 @@
  * usage of NAME's certificate. Nothing that serves changes: NAME's key and
  * certificate stay as they are, and `pkcs11:object=NAME;type=private`
  * still names exactly one key. import-cert of the issued certificate does
- * the second half (see lifecycle.h and cmd_import_cert.c).
+ * the second half (see lifecycle.h, cli_handover, and import_token.c).
  *
  * Run again, renew reuses the pending key (a CSR lost, or asked for
  * again, costs no new key); `delete --label NAME.next` starts over.
@@ -20,6 +20,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "acme/acme.h"
 #include "lifecycle.h"
 #include "parse.h"
 #include "renew.h"
@@ -27,7 +28,8 @@
 static void renew_usage(FILE *f)
 {
     fprintf(f,
-            "Usage: %s renew --label NAME --out FILE.csr [--token LABEL] [--same-key]\n"
+            "Usage: %s renew --label NAME [--same-key] [--state-dir DIR]   (ACME-enrolled)\n"
+            "       %s renew --label NAME --out FILE.csr [--token LABEL] [--same-key]\n"
             "         [--key-type TYPE] [--force]\n"
             "       %s renew --tpm --cert CERT.pem --out FILE.csr --key-out NEXT.key.pem\n"
             "         [--key-type TYPE] [--password-source file:PATH] [--force]\n"
@@ -58,8 +60,11 @@ static void renew_usage(FILE *f)
             "--same-key, --key names the current key (its file or tpmkey:handle=), which\n"
             "must be the certificate's, and --password-source its password.\n"
             "\n"
+            "Without --out, renew renews a certificate that 'enroll --acme' enrolled, from its\n"
+            "ACME CA, unattended ('%s renew --label NAME --help' says more).\n"
+            "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
 }
 
 enum {
@@ -124,7 +129,8 @@ static X509 *current_cert(cli_session *s, const char *token_uri, const char *lab
     const unsigned char *id = mks_key_get0_id(key, &id_len);
     X509 *best = NULL;
 
-    if (!cli_find_objects(s, token_uri, label, id, id_len, "cert", MKS_OBJ_CERTIFICATE, &objs, &n))
+    if (!cli_find_objects(s, token_uri, label, id, id_len, MKS_OBJ_CERTIFICATE, MKS_OBJ_CERTIFICATE,
+                          &objs, &n))
         return NULL;
     for (i = 0; i < n; i++) {
         const unsigned char *p = objs[i].der;
@@ -152,14 +158,12 @@ static X509 *current_cert(cli_session *s, const char *token_uri, const char *lab
 /* Opens the key labelled `label` on the token; MKS_ERR_NOT_FOUND is returned quietly. */
 static mks_rv open_label(cli_session *s, const char *token_uri, const char *label, mks_key **key)
 {
-    char *uri = cli_object_uri(token_uri, label, NULL, 0, "private");
+    char *uri = cli_uri_object(CMD, token_uri, label, NULL, 0, MKS_OBJ_PRIVATE_KEY);
     mks_rv rv;
 
     *key = NULL;
-    if (uri == NULL) {
-        cli_fail(CMD, "out of memory");
+    if (uri == NULL)
         return MKS_ERR_NOMEM;
-    }
     rv = mks_key_open(s->ks, uri, &s->pin_ui, key);
     if (rv != MKS_OK) {
         *key = NULL;
@@ -172,7 +176,7 @@ static mks_rv open_label(cli_session *s, const char *token_uri, const char *labe
         else if (rv != MKS_ERR_NOT_FOUND)
             cli_fail_ks(CMD, rv, "cannot open the key %s", uri);
     }
-    free(uri);
+    mks_free(uri);
     return rv;
 }
 
@@ -340,11 +344,7 @@ static int read_options(cli_globals *g, int argc, char **argv, renew_opts *o, in
     };
     int c;
 
-    *exit_now = CLI_EXIT_USAGE;
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, renew_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_LABEL:
             o->label = optarg;
@@ -379,19 +379,10 @@ static int read_options(cli_globals *g, int argc, char **argv, renew_opts *o, in
         case OPT_PASSWORD_SOURCE:
             o->password_source = optarg;
             break;
-        case 'h':
-            renew_usage(stdout);
-            *exit_now = CLI_EXIT_OK;
-            return 0;
-        default:
-            *exit_now = cli_usage_error(CMD, argv, c);
-            return 0;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
         return 0;
-    }
     return 1;
 }
 
@@ -451,6 +442,8 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
     mks_keygen_params kp = {0};
     int exit_now;
 
+    if (acme_renew_wanted(argc, argv))
+        return acme_cmd_renew(g, argc, argv);
     if (!read_options(g, argc, argv, &o, &exit_now))
         return exit_now;
     if (o.tpm)

@@ -62,7 +62,7 @@ static int load_group(cli_session *s, const char *token_uri, const char *label, 
                       group *gr)
 {
     gr->label = label;
-    if (!cli_find_objects(s, token_uri, label, NULL, 0, NULL, classes, &gr->objs, &gr->n))
+    if (!cli_find_objects(s, token_uri, label, NULL, 0, 0, classes, &gr->objs, &gr->n))
         return 0;
     if (gr->n > 1)
         qsort(gr->objs, gr->n, sizeof(*gr->objs), by_class);
@@ -195,12 +195,7 @@ static void json_object(cli_json *j, const mks_object *o, time_t now)
             cli_json_string(j, "error", err.msg);
         }
     } else {
-        cli_json_string(j, "key_type", cli_key_type_name(o->key_type));
-        cli_json_string(j, "curve", o->curve[0] != '\0' ? o->curve : NULL);
-        if (o->bits > 0)
-            cli_json_int(j, "bits", o->bits);
-        else
-            cli_json_null(j, "bits");
+        cli_json_key_type(j, cli_key_type_name(o->key_type), o->curve, o->bits);
     }
     cli_json_obj_end(j);
     free(id);
@@ -270,11 +265,7 @@ static int read_options(cli_globals *g, int argc, char **argv, show_opts *o, int
     };
     int c;
 
-    *exit_now = CLI_EXIT_USAGE;
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, show_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_LABEL:
             o->label = optarg;
@@ -294,19 +285,10 @@ static int read_options(cli_globals *g, int argc, char **argv, show_opts *o, int
         case OPT_CERT:
             o->cert_path = optarg;
             break;
-        case 'h':
-            show_usage(stdout);
-            *exit_now = CLI_EXIT_OK;
-            return 0;
-        default:
-            *exit_now = cli_usage_error(CMD, argv, c);
-            return 0;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
         return 0;
-    }
     return 1;
 }
 

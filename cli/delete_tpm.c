@@ -50,7 +50,7 @@ int delete_tpm(cli_globals *g, uint32_t handle, int yes)
     printf("deleted: tpmkey:handle=0x%08x (key files made with it no longer name a key)\n", handle);
     ret = CLI_EXIT_OK;
 done:
-    free(keys);
+    mks_free(keys);
     cli_session_close(&s);
     return ret;
 }

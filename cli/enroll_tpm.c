@@ -110,8 +110,10 @@ done:
         explain_leftover_tpm_key(&s, g, o, ref_written);
     if (key != NULL)
         mks_key_free(key);
-    if (key_pem != NULL)
-        OPENSSL_clear_free(key_pem, key_len);
+    if (key_pem != NULL) {
+        mks_cleanse(key_pem, key_len);
+        mks_free(key_pem);
+    }
     free(csr_pem);
     cli_session_close(&s);
     return ret;

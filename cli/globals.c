@@ -25,6 +25,41 @@ int cli_globals_opt(cli_globals *g, int c, const char *arg)
     }
 }
 
+int cli_next_opt(cli_globals *g, int argc, char **argv, const struct option *longopts,
+                 const char *cmd, void (*usage)(FILE *), int *exit_now)
+{
+    int c;
+
+    *exit_now = CLI_EXIT_USAGE;
+    opterr = 0;
+    do
+        c = cli_getopt(argc, argv, ":h", longopts);
+    while (c != -1 && cli_globals_opt(g, c, optarg));
+    switch (c) {
+    case -1:
+        return CLI_OPT_DONE;
+    case 'h':
+        usage(stdout);
+        *exit_now = CLI_EXIT_OK;
+        return CLI_OPT_EXIT;
+    case '?':
+    case ':':
+    case CLI_OPT_ABBREVIATED:
+        *exit_now = cli_usage_error(cmd, argv, c);
+        return CLI_OPT_EXIT;
+    default:
+        return c;
+    }
+}
+
+int cli_no_operands(const char *cmd, int argc, char **argv)
+{
+    if (optind >= argc)
+        return 1;
+    cli_fail(cmd, "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
 int cli_globals_check(const cli_globals *g, const char *cmd)
 {
     if (g->config != NULL && *g->config == '\0') {

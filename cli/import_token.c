@@ -47,7 +47,7 @@ static int find_key(const import_opts *o, import_state *st)
     size_t i, k;
 
     for (k = 0; k < 2; k++) {
-        if (!cli_find_objects(&st->s, st->token_uri, labels[k], NULL, 0, "private",
+        if (!cli_find_objects(&st->s, st->token_uri, labels[k], NULL, 0, MKS_OBJ_PRIVATE_KEY,
                               MKS_OBJ_PRIVATE_KEY, &st->keys[k], &st->nkeys[k]))
             return 0;
         for (i = 0; i < st->nkeys[k] && st->match == NULL; i++)
@@ -87,23 +87,22 @@ static int is_handover(const import_state *st)
 /* Opens the matched key by its id and current label. */
 static int open_match(import_state *st, const char *label)
 {
-    char *uri = cli_object_uri(st->token_uri, label, st->match->id, st->match->id_len, "private");
+    char *uri = cli_uri_object(CMD, st->token_uri, label, st->match->id, st->match->id_len,
+                               MKS_OBJ_PRIVATE_KEY);
     mks_rv rv;
 
     if (st->key != NULL) {
         mks_key_free(st->key);
         st->key = NULL;
     }
-    if (uri == NULL) {
-        cli_fail(CMD, "out of memory");
+    if (uri == NULL)
         return 0;
-    }
     rv = mks_key_open(st->s.ks, uri, &st->s.pin_ui, &st->key);
     if (rv != MKS_OK) {
         st->key = NULL;
         cli_fail_ks(CMD, rv, "cannot open the key %s", uri);
     }
-    free(uri);
+    mks_free(uri);
     return rv == MKS_OK;
 }
 
@@ -114,8 +113,8 @@ static void warn_lost_extensions(const import_opts *o, import_state *st)
     const mks_object *prev = NULL;
     size_t n = 0, i;
 
-    if (!cli_find_objects(&st->s, st->token_uri, o->label, NULL, 0, "cert", MKS_OBJ_CERTIFICATE,
-                          &objs, &n))
+    if (!cli_find_objects(&st->s, st->token_uri, o->label, NULL, 0, MKS_OBJ_CERTIFICATE,
+                          MKS_OBJ_CERTIFICATE, &objs, &n))
         n = 0;
     for (i = 0; i < n && prev == NULL; i++)
         if (objs[i].der != NULL && (objs[i].der_len != st->in.der_len ||
@@ -134,8 +133,8 @@ static int stored_label(const import_opts *o, import_state *st, char **label)
     size_t n = 0, i;
 
     *label = NULL;
-    if (!cli_find_objects(&st->s, st->token_uri, NULL, st->match->id, st->match->id_len, "cert",
-                          MKS_OBJ_CERTIFICATE, &objs, &n))
+    if (!cli_find_objects(&st->s, st->token_uri, NULL, st->match->id, st->match->id_len,
+                          MKS_OBJ_CERTIFICATE, MKS_OBJ_CERTIFICATE, &objs, &n))
         return 0;
     for (i = 0; i < n && *label == NULL; i++)
         if (objs[i].der_len == st->in.der_len &&
@@ -174,7 +173,7 @@ static int store_chain(import_state *st)
     size_t n = 0, i;
     int k, same, ok = 0;
 
-    if (!cli_find_objects(&st->s, st->token_uri, st->chain_label, NULL, 0, "cert",
+    if (!cli_find_objects(&st->s, st->token_uri, st->chain_label, NULL, 0, MKS_OBJ_CERTIFICATE,
                           MKS_OBJ_CERTIFICATE, &objs, &n))
         return 0;
     same = n == (size_t)sk_X509_num(st->in.chain);
@@ -195,7 +194,8 @@ static int store_chain(import_state *st)
     if (same)
         return 1;
     /* Nothing that runs reads the chain from the token after starting: replace it. */
-    if (n > 0 && !cli_relabel(&st->s, st->token_uri, st->chain_label, NULL, 0, "cert", NULL))
+    if (n > 0 &&
+        !cli_relabel(&st->s, st->token_uri, st->chain_label, NULL, 0, MKS_OBJ_CERTIFICATE, NULL))
         return 0;
     for (k = 0; k < sk_X509_num(st->in.chain); k++) {
         unsigned char *der = NULL;
@@ -240,7 +240,7 @@ static STACK_OF(X509) * chain_for_file(import_state *st)
         sk_X509_free(pool);
         return out;
     }
-    if (!cli_find_objects(&st->s, st->token_uri, st->chain_label, NULL, 0, "cert",
+    if (!cli_find_objects(&st->s, st->token_uri, st->chain_label, NULL, 0, MKS_OBJ_CERTIFICATE,
                           MKS_OBJ_CERTIFICATE, &objs, &n))
         goto fail;
     for (i = 0; i < n; i++) {
@@ -287,10 +287,10 @@ static int write_files(const import_opts *o, import_state *st)
             return 0;
         }
         if (!cli_write_replacing(CMD, o->key_ref, pem, len, 0600)) {
-            free(pem);
+            mks_free(pem);
             return 0;
         }
-        free(pem);
+        mks_free(pem);
     }
     if (o->cert_out != NULL) {
         STACK_OF(X509) *chain = chain_for_file(st);
@@ -315,8 +315,8 @@ static void print_result(const import_opts *o, import_state *st, size_t nretired
     mks_object *objs = NULL;
     size_t n = 0, i;
 
-    if (cli_find_objects(&st->s, st->token_uri, o->label, st->match->id, st->match->id_len, "cert",
-                         MKS_OBJ_CERTIFICATE, &objs, &n)) {
+    if (cli_find_objects(&st->s, st->token_uri, o->label, st->match->id, st->match->id_len,
+                         MKS_OBJ_CERTIFICATE, MKS_OBJ_CERTIFICATE, &objs, &n)) {
         for (i = 0; i < n && cert_uri == NULL; i++)
             if (objs[i].der_len == st->in.der_len &&
                 memcmp(objs[i].der, st->in.der, st->in.der_len) == 0)
@@ -378,8 +378,8 @@ static int store_step(const import_opts *o, import_state *st, char **have)
     if (*have != NULL)
         return 1;
     if (!st->handover) {
-        if (!cli_find_objects(&st->s, st->token_uri, o->label, NULL, 0, "cert", MKS_OBJ_CERTIFICATE,
-                              &objs, &n))
+        if (!cli_find_objects(&st->s, st->token_uri, o->label, NULL, 0, MKS_OBJ_CERTIFICATE,
+                              MKS_OBJ_CERTIFICATE, &objs, &n))
             return 0;
         mks_objects_free(objs, n);
         if (n == 0)
@@ -440,10 +440,10 @@ int import_token(cli_globals *g, const import_opts *o)
     } else {
         /* Same key, new certificate: the old one is of no use to anything that runs. */
         if (strcmp(have, st.next_label) == 0 &&
-            (!cli_relabel(&st.s, st.token_uri, o->label, st.match->id, st.match->id_len, "cert",
-                          NULL) ||
+            (!cli_relabel(&st.s, st.token_uri, o->label, st.match->id, st.match->id_len,
+                          MKS_OBJ_CERTIFICATE, NULL) ||
              !cli_relabel(&st.s, st.token_uri, st.next_label, st.match->id, st.match->id_len,
-                          "cert", o->label)))
+                          MKS_OBJ_CERTIFICATE, o->label)))
             goto done;
         if (!write_files(o, &st))
             goto done;

@@ -87,6 +87,16 @@ void cli_json_null(cli_json *j, const char *key)
     fputs("null", j->f);
 }
 
+void cli_json_key_type(cli_json *j, const char *type, const char *curve, int bits)
+{
+    cli_json_string(j, "key_type", type);
+    cli_json_string(j, "curve", curve != NULL && *curve != '\0' ? curve : NULL);
+    if (bits > 0)
+        cli_json_int(j, "bits", bits);
+    else
+        cli_json_null(j, "bits");
+}
+
 void cli_json_end(cli_json *j)
 {
     fputc('\n', j->f);

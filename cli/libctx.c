@@ -140,7 +140,7 @@ static void key_display_name(const cli_session *s, mks_key *key, char *buf, size
 {
     const char *uri = mks_key_get0_uri(key);
 
-    if (strcmp(mks_key_get0_token_label(key), "TPM") == 0 || uri == NULL)
+    if (mks_key_backend(key) == MKS_BACKEND_TPM || uri == NULL)
         snprintf(buf, size, "TPM key %s",
                  s->tpm_auth.key_name != NULL ? s->tpm_auth.key_name
                  : uri != NULL                ? uri

@@ -47,34 +47,28 @@ const char *cli_role_name(cli_role role);
 char *cli_label_join(const char *name, const char *suffix);
 
 /*
- * The token part of an object URI (model, manufacturer, serial, token):
- * object URIs from the keystore without id=, object= and type=. malloc'd.
+ * mks_uri_object (a URI for the objects on token_uri with that label, id
+ * and type, a MKS_OBJ_* class or 0), the error printed for cmd; NULL then.
+ * Free with mks_free.
  */
-char *cli_token_uri_of(const char *object_uri);
-
-/*
- * "TOKEN_URI;id=%..;object=LABEL;type=TYPE" with whatever is given
- * (token_uri NULL = "pkcs11:", id NULL, label NULL, type NULL leave that
- * attribute out), percent-encoded as RFC 7512 asks. malloc'd.
- */
-char *cli_object_uri(const char *token_uri, const char *label, const unsigned char *id,
-                     size_t id_len, const char *type);
+char *cli_uri_object(const char *cmd, const char *token_uri, const char *label,
+                     const unsigned char *id, size_t id_len, unsigned type);
 
 /* Same CKA_ID. */
 int cli_same_id(const mks_object *o, const unsigned char *id, size_t id_len);
 
-/* mks_objects_find on cli_object_uri(...); prints the error for s->cmd. */
+/* mks_objects_find of `classes` on cli_uri_object(...); prints the error for s->cmd. */
 int cli_find_objects(cli_session *s, const char *token_uri, const char *label,
-                     const unsigned char *id, size_t id_len, const char *type, unsigned classes,
+                     const unsigned char *id, size_t id_len, unsigned type, unsigned classes,
                      mks_object **out, size_t *n);
 
 /*
  * Relabels (new_label != NULL) or destroys (NULL) the objects of any class
- * that cli_object_uri(token_uri, label, id, id_len, type) names. An error
+ * that cli_uri_object(token_uri, label, id, id_len, type) names. An error
  * is printed for s->cmd with the hint to run import-cert again.
  */
 int cli_relabel(cli_session *s, const char *token_uri, const char *label, const unsigned char *id,
-                size_t id_len, const char *type, const char *new_label);
+                size_t id_len, unsigned type, const char *new_label);
 
 /* Rewrites the files servers read once the new pair is NAME; 1 when done. */
 typedef int cli_handover_files_fn(void *arg);

@@ -32,12 +32,7 @@ static void print_json(const cli_session *s, const mks_tpm_persistent *keys, siz
         cli_json_obj_begin(&j, NULL);
         cli_json_string(&j, "handle", handle);
         cli_json_string(&j, "uri", keys[i].uri);
-        cli_json_string(&j, "key_type", cli_key_type_name(keys[i].type));
-        cli_json_string(&j, "curve", keys[i].curve[0] != '\0' ? keys[i].curve : NULL);
-        if (keys[i].bits > 0)
-            cli_json_int(&j, "bits", keys[i].bits);
-        else
-            cli_json_null(&j, "bits");
+        cli_json_key_type(&j, cli_key_type_name(keys[i].type), keys[i].curve, keys[i].bits);
         cli_json_obj_end(&j);
     }
     cli_json_arr_end(&j);
@@ -82,6 +77,6 @@ int list_tpm(cli_session *s, int json)
         print_json(s, keys, n);
     else
         print_text(s, keys, n);
-    free(keys);
+    mks_free(keys);
     return CLI_EXIT_OK;
 }

@@ -530,26 +530,3 @@ int cli_parse_uint(const char *s, int *out)
     *out = (int)v;
     return 1;
 }
-
-char *cli_uri_escape(const char *value)
-{
-    static const char digits[] = "0123456789ABCDEF";
-    size_t n = strlen(value), i, o = 0;
-    char *s = malloc(n * 3 + 1);
-
-    if (s == NULL)
-        return NULL;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)value[i];
-
-        if ((c < 0x80 && isalnum(c)) || c == '-' || c == '.' || c == '_' || c == '~') {
-            s[o++] = (char)c;
-        } else {
-            s[o++] = '%';
-            s[o++] = digits[c >> 4];
-            s[o++] = digits[c & 0x0f];
-        }
-    }
-    s[o] = '\0';
-    return s;
-}

@@ -140,8 +140,10 @@ static int make_next_key(cli_session *s, const renew_opts *o, const tpm_renewal 
     *written = 1;
     ok = 1;
 done:
-    if (pem != NULL)
-        OPENSSL_clear_free(pem, len);
+    if (pem != NULL) {
+        mks_cleanse(pem, len);
+        mks_free(pem);
+    }
     return ok;
 }
 

@@ -132,8 +132,7 @@ int cli_find_label_token(cli_session *s, const char *const *labels, size_t nlabe
             mks_object *objs = NULL;
             size_t n = 0;
 
-            if (!cli_find_objects(s, slots[i].token_uri, labels[k], NULL, 0, NULL, classes, &objs,
-                                  &n))
+            if (!cli_find_objects(s, slots[i].token_uri, labels[k], NULL, 0, 0, classes, &objs, &n))
                 goto done;
             here = n > 0;
             mks_objects_free(objs, n);

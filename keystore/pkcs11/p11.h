@@ -140,7 +140,7 @@ unsigned long p11_call_count(const char *name);
 /* ---- p11_module.c: the module's life ------------------------------------ */
 
 /* Takes the configuration (strings copied; an empty module_path is the
- * default; key_cache: sign with session copies, p11_cache.c); loads nothing. */
+ * default); loads nothing. */
 mks_rv p11_module_new(const char *module_path, const char *pin_source, int key_cache,
                       p11_module **out);
 /* Whether calls into the module are allowed now: not in a child that has not
@@ -164,18 +164,6 @@ mks_rv p11_token_for_slot(mks_ctx *ctx, CK_SLOT_ID slot, const CK_TOKEN_INFO *in
 /* Slots whose token matches the URI (NULL uri: all with a token). Caller frees *slots. */
 mks_rv p11_match_slots(mks_ctx *ctx, P11KitUri *uri, CK_SLOT_ID **slots, size_t *count);
 
-/* Takes a session from the token's pool (opening one if needed), logged in when
- * `login` is set (PIN from the URI's pin_source, the config, or pin_ui).
- * *gen (may be NULL) receives the token's handle generation: object handles
- * found in an older generation must be found again. */
-mks_rv p11_session_get(p11_token *tok, int login, const char *uri_pin_source,
-                       const mks_pin_ui *pin_ui, CK_SESSION_HANDLE *out, unsigned long *gen);
-
-/* Gives a session back. `rv` is the result of the last call made on it: a
- * session the token no longer knows is dropped instead of pooled, and a lost
- * login or token is recorded so the next get recovers. */
-void p11_session_put(p11_token *tok, CK_SESSION_HANDLE s, CK_RV rv);
-
 /* Token needs a login (CKF_LOGIN_REQUIRED). */
 int p11_token_login_required(const p11_token *tok);
 
@@ -184,6 +172,40 @@ int p11_token_pin_available(p11_token *tok, const char *uri_pin_source);
 
 /* URI naming the token: model, manufacturer, serial, token label. malloc'd. */
 char *p11_token_uri(const CK_TOKEN_INFO *info);
+
+/* ---- p11_session.c: sessions, login, operations on a session ------------- */
+
+/*
+ * One operation on a token, run on a session from its pool. The caller
+ * embeds this in a struct of its own (first member) and sets login,
+ * pin_source, pin and run; run reports a failed call through p11_fail, which
+ * is how p11_session_run learns the CK_RV.
+ */
+typedef struct p11_op p11_op;
+struct p11_op {
+    int login;              /* log in first (PIN from pin_source, the config, pin) */
+    int login_optional;     /* no PIN to be had: go on without login (login is then 0) */
+    const char *pin_source; /* the URI's pin-source=, or NULL */
+    const mks_pin_ui *pin;
+    mks_rv (*run)(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s);
+    /* Set for run: the token's handle generation when the session was
+     * taken; object handles found in an older one must be found again. */
+    unsigned long gen;
+    /* Set by run: what it changed on the token makes a second run wrong. */
+    int no_retry;
+};
+
+/*
+ * Takes a session (logged in when op->login), calls op->run on it, gives it
+ * back marked with the CK_RV of the call that failed, and runs op->run again
+ * on a fresh session when that call lost the session
+ * (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED), the login
+ * (CKR_USER_NOT_LOGGED_IN: logged in again with the kept PIN) or an object
+ * handle (CKR_OBJECT_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID): once for each
+ * kind of loss, so at most four runs. A failed login is never retried.
+ * Returns run's result, or why no session could be had.
+ */
+mks_rv p11_session_run(p11_token *tok, p11_op *op);
 
 /* ---- p11_cache.c: session-object copies of private keys --------------------- */
 
@@ -216,8 +238,9 @@ CK_RV p11_cache_make_locked(p11_key_cache *kc, p11_token *tok, CK_SESSION_HANDLE
 void p11_cache_forget_locked(p11_key_cache *kc);
 
 /* Destroys the copy when it belongs to this process's current generation of
- * the token (never a token object), and forgets it. Takes a session: call it
- * on a copy of the key's cache taken under the key's lock, not holding it. */
+ * the token (never a token object), and forgets it. Runs on a session of its
+ * own: call it on a copy of the key's cache taken under the key's lock, not
+ * holding it. */
 void p11_cache_destroy(p11_key_cache *kc, p11_token *tok);
 
 /* ---- p11_key.c: objects ---------------------------------------------------- */

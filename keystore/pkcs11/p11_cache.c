@@ -102,25 +102,30 @@ void p11_cache_forget_locked(p11_key_cache *kc)
     kc->gen = 0;
 }
 
-void p11_cache_destroy(p11_key_cache *kc, p11_token *tok)
+/* The copy destroyed on a session of the token, if it is still ours. */
+typedef struct destroy_copy_op {
+    p11_op op;
+    p11_key_cache *kc;
+} destroy_copy_op;
+
+static mks_rv destroy_copy_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
 {
-    CK_SESSION_HANDLE s;
+    p11_key_cache *kc = ((destroy_copy_op *)op)->kc;
     CK_BBOOL token = CK_TRUE;
     CK_ATTRIBUTE a = {CKA_TOKEN, &token, sizeof(token)};
-    unsigned long gen = 0;
-    CK_RV crv = CKR_OK;
 
-    if (kc->copy == CK_INVALID_HANDLE || !p11_module_callable(tok->mod) ||
-        p11_session_get(tok, 0, NULL, NULL, &s, &gen) != MKS_OK) {
-        p11_cache_forget_locked(kc);
-        return;
-    }
     /* Only our copy of this generation, and never a token object. */
-    if (gen == kc->gen) {
-        crv = P11(tok->mod, C_GetAttributeValue, s, kc->copy, &a, 1);
-        if (crv == CKR_OK && token == CK_FALSE)
-            crv = P11(tok->mod, C_DestroyObject, s, kc->copy);
-    }
-    p11_session_put(tok, s, crv);
+    if (op->gen == kc->gen && P11(tok->mod, C_GetAttributeValue, s, kc->copy, &a, 1) == CKR_OK &&
+        token == CK_FALSE)
+        P11(tok->mod, C_DestroyObject, s, kc->copy);
+    return MKS_OK;
+}
+
+void p11_cache_destroy(p11_key_cache *kc, p11_token *tok)
+{
+    destroy_copy_op d = {.op = {.login = 0, .run = destroy_copy_run, .no_retry = 1}, .kc = kc};
+
+    if (kc->copy != CK_INVALID_HANDLE && p11_module_callable(tok->mod))
+        (void)p11_session_run(tok, &d.op);
     p11_cache_forget_locked(kc);
 }

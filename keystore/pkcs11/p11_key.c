@@ -157,43 +157,6 @@ static int get_bool(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_
 
 #define FIND_MAX 256
 
-/* What a failed call lost, as a bit: each kind of loss is recovered from
- * once per operation (a token that was reset loses its sessions and its
- * login: two recoveries); 0 for failures that are not recovered from. */
-static unsigned recovery_kind(CK_RV crv)
-{
-    switch (crv) {
-    case CKR_SESSION_HANDLE_INVALID:
-    case CKR_SESSION_CLOSED:
-        return 1;
-    case CKR_USER_NOT_LOGGED_IN:
-        return 2;
-    case CKR_KEY_HANDLE_INVALID:
-    case CKR_OBJECT_HANDLE_INVALID:
-        return 4;
-    default:
-        return 0;
-    }
-}
-
-/*
- * Hands back the session a lookup (search, attribute reads) used, marked with
- * what the token said when it failed: a session it forgot is dropped, a lost
- * login noted. Returns 1 when the lookup is worth one more try on a fresh
- * session (and login): once per kind of loss, as for signatures.
- */
-static int lookup_put(p11_token *tok, CK_SESSION_HANDLE s, mks_rv rv, unsigned *recovered)
-{
-    CK_RV crv = rv == MKS_OK ? CKR_OK : p11_take_fail();
-    unsigned kind = recovery_kind(crv) & 3; /* the session or the login */
-
-    p11_session_put(tok, s, crv);
-    if (rv == MKS_OK || kind == 0 || (*recovered & kind) != 0)
-        return 0;
-    *recovered |= kind;
-    return 1;
-}
-
 #define FIND_TMPL_MAX 16
 
 /*
@@ -496,57 +459,68 @@ static mks_rv describe_object(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
     return MKS_OK;
 }
 
+/* A search on one token, objects added to out from out->n == first on. */
+typedef struct find_op {
+    p11_op op;
+    P11KitUri *uri;
+    unsigned classes;
+    int login_wanted;
+    obj_list *out;
+    size_t first;
+} find_op;
+
+static mks_rv find_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    find_op *f = (find_op *)op;
+    CK_ULONG nattrs = 0, nfound = 0, i;
+    CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(f->uri, &nattrs);
+    CK_OBJECT_HANDLE found[FIND_MAX];
+    unsigned classes = f->classes;
+    mks_rv rv;
+
+    /* No PIN to be had: the public objects still. */
+    if (f->login_wanted && !op->login)
+        classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
+    /* A run after a loss starts again from where this token's objects began. */
+    while (f->out->n > f->first)
+        mks_object_clear(&f->out->v[--f->out->n]);
+    rv = find_handles(tok, s, attrs, nattrs, found, FIND_MAX, &nfound);
+    for (i = 0; rv == MKS_OK && i < nfound; i++) {
+        CK_OBJECT_CLASS cls = (CK_ULONG)-1;
+        mks_object *o = NULL;
+
+        rv = get_ulong(tok, s, found[i], CKA_CLASS, &cls);
+        if (rv != MKS_OK)
+            break;
+        if (!(class_of(cls) & classes))
+            continue;
+        rv = obj_list_add(f->out, &o);
+        if (rv == MKS_OK)
+            rv = describe_object(tok, s, found[i], cls, o);
+    }
+    return rv;
+}
+
 /* Searches one token. */
 static mks_rv find_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, const mks_pin_ui *pin,
                             obj_list *out)
 {
-    mks_rv rv;
-    CK_SESSION_HANDLE s;
-    CK_ULONG nattrs = 0, nfound = 0, i;
-    CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(uri, &nattrs);
-    CK_OBJECT_HANDLE found[FIND_MAX];
-    const char *pin_source = p11_kit_uri_get_pin_source(uri);
-    int login = 0;
-    size_t first = out->n;
-    unsigned recovered = 0;
+    find_op f = {
+        .op = {.run = find_run}, .uri = uri, .classes = classes, .out = out, .first = out->n};
 
+    f.op.pin_source = p11_kit_uri_get_pin_source(uri);
+    f.op.pin = pin;
     if ((classes & MKS_OBJ_PRIVATE_KEY) && p11_token_login_required(tok)) {
         /* Listing public objects never forces a prompt; asking for keys does. */
-        login = classes == MKS_OBJ_PRIVATE_KEY || p11_token_pin_available(tok, pin_source) ||
-                (pin != NULL && pin->cb != NULL);
-        if (!login)
-            classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
+        f.op.login = classes == MKS_OBJ_PRIVATE_KEY ||
+                     p11_token_pin_available(tok, f.op.pin_source) ||
+                     (pin != NULL && pin->cb != NULL);
+        if (!f.op.login)
+            f.classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
+        f.op.login_optional = classes != MKS_OBJ_PRIVATE_KEY;
+        f.login_wanted = f.op.login;
     }
-    for (;;) {
-        rv = p11_session_get(tok, login, pin_source, pin, &s, NULL);
-        if (rv == MKS_ERR_PIN_REQUIRED && classes != MKS_OBJ_PRIVATE_KEY) {
-            classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
-            login = 0;
-            rv = p11_session_get(tok, 0, NULL, NULL, &s, NULL);
-        }
-        if (rv != MKS_OK)
-            return rv;
-        p11_take_fail();
-        rv = find_handles(tok, s, attrs, nattrs, found, FIND_MAX, &nfound);
-        for (i = 0; rv == MKS_OK && i < nfound; i++) {
-            CK_OBJECT_CLASS cls = (CK_ULONG)-1;
-            mks_object *o = NULL;
-
-            rv = get_ulong(tok, s, found[i], CKA_CLASS, &cls);
-            if (rv != MKS_OK)
-                break;
-            if (!(class_of(cls) & classes))
-                continue;
-            rv = obj_list_add(out, &o);
-            if (rv == MKS_OK)
-                rv = describe_object(tok, s, found[i], cls, o);
-        }
-        if (!lookup_put(tok, s, rv, &recovered))
-            return rv;
-        /* Once more, from where this token's objects began. */
-        while (out->n > first)
-            mks_object_clear(&out->v[--out->n]);
-    }
+    return p11_session_run(tok, &f.op);
 }
 
 /* Visits the tokens a URI names. */
@@ -702,6 +676,39 @@ static void p11_key_free_be(mks_key *key)
     free(pk);
 }
 
+/* The key objects a URI names on one token (two are enough to tell one from several). */
+typedef struct key_find_op {
+    p11_op op;
+    P11KitUri *uri;
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG nfound;
+} key_find_op;
+
+static mks_rv key_find_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    key_find_op *f = (key_find_op *)op;
+    CK_ULONG nattrs = 0;
+    CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(f->uri, &nattrs);
+
+    return find_handles(tok, s, attrs, nattrs, f->found, 2, &f->nfound);
+}
+
+/* The mks_key for the object found. */
+typedef struct key_new_op {
+    p11_op op;
+    CK_OBJECT_HANDLE h;
+    CK_OBJECT_CLASS cls;
+    unsigned long gen; /* of the session the object was found on */
+    mks_key **out;
+} key_new_op;
+
+static mks_rv key_new_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    key_new_op *k = (key_new_op *)op;
+
+    return key_new(tok, s, k->h, k->cls, k->gen, op->pin_source, k->out);
+}
+
 static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, const mks_pin_ui *pin,
                        mks_key **out)
 {
@@ -711,10 +718,8 @@ static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, co
     size_t ntok = 0, i;
     p11_token *match_tok = NULL;
     CK_OBJECT_HANDLE match = CK_INVALID_HANDLE;
-    CK_SESSION_HANDLE s;
     unsigned long gen = 0;
     size_t matches = 0;
-    unsigned recovered = 0;
     const char *pin_source;
     const char *what = cls == CKO_PRIVATE_KEY ? "private key" : "public key";
 
@@ -749,28 +754,21 @@ static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, co
         goto done;
     }
     for (i = 0; i < ntok; i++) {
-        p11_token *tok = toks[i];
-        CK_ULONG nattrs = 0, nfound = 0;
-        CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(uri, &nattrs);
-        CK_OBJECT_HANDLE found[2];
-        unsigned long g;
-        unsigned tok_recovered = 0;
+        key_find_op f = {.op = {.login = cls == CKO_PRIVATE_KEY,
+                                .pin_source = pin_source,
+                                .pin = pin,
+                                .run = key_find_run},
+                         .uri = uri};
 
-        do {
-            rv = p11_session_get(tok, cls == CKO_PRIVATE_KEY, pin_source, pin, &s, &g);
-            if (rv != MKS_OK)
-                goto done;
-            p11_take_fail();
-            rv = find_handles(tok, s, attrs, nattrs, found, 2, &nfound);
-        } while (lookup_put(tok, s, rv, &tok_recovered));
+        rv = p11_session_run(toks[i], &f.op);
         if (rv != MKS_OK)
             goto done;
-        if (nfound > 0 && matches == 0) {
-            match_tok = tok;
-            match = found[0];
-            gen = g;
+        if (f.nfound > 0 && matches == 0) {
+            match_tok = toks[i];
+            match = f.found[0];
+            gen = f.op.gen;
         }
-        matches += nfound;
+        matches += f.nfound;
     }
     if (matches == 0) {
         rv = mks_error(MKS_ERR_NOT_FOUND, "no %s matches '%s'", what, uristr);
@@ -783,13 +781,18 @@ static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, co
                        uristr, what);
         goto done;
     }
-    do {
-        rv = p11_session_get(match_tok, cls == CKO_PRIVATE_KEY, pin_source, pin, &s, NULL);
-        if (rv != MKS_OK)
-            goto done;
-        p11_take_fail();
-        rv = key_new(match_tok, s, match, cls, gen, pin_source, out);
-    } while (lookup_put(match_tok, s, rv, &recovered));
+    {
+        key_new_op k = {.op = {.login = cls == CKO_PRIVATE_KEY,
+                               .pin_source = pin_source,
+                               .pin = pin,
+                               .run = key_new_run},
+                        .h = match,
+                        .cls = cls,
+                        .gen = gen,
+                        .out = out};
+
+        rv = p11_session_run(match_tok, &k.op);
+    }
 done:
     free(toks);
     p11_kit_uri_free(uri);
@@ -843,7 +846,8 @@ static CK_RV key_find(mks_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
  * The handle to sign or decrypt with in this generation of the token's
  * handles: the key's session copy (made now, once per generation, where the
  * token allows one), else the token object (found again when the
- * generation changed). Steady state: one lock, no token call.
+ * generation changed). Steady state: one lock, no token call. *call names
+ * the call a failure comes from.
  */
 static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK_OBJECT_HANDLE *h,
                         const char **call)
@@ -975,18 +979,64 @@ static mks_rv mech_for(const mks_key *key, const mks_mech_params *p, int decrypt
                      key->type == MKS_KEY_RSA ? "RSA" : "EC");
 }
 
-/* One private-key operation (sign or decrypt) with one recovery: a lost
- * session, login or handle is restored and the operation tried once more. */
+/* One private-key operation (sign or decrypt) on a session. */
+typedef struct key_op_call {
+    p11_op op;
+    mks_key *key;
+    mech_buf *m;
+    int decrypt;
+    const unsigned char *in;
+    size_t inlen;
+    unsigned char *out;
+    size_t *outlen;
+} key_op_call;
+
+static mks_rv key_op_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    key_op_call *c = (key_op_call *)op;
+    const char *call = "C_FindObjects";
+    CK_OBJECT_HANDLE h;
+    CK_ULONG len = *c->outlen;
+    mks_rv rv;
+    CK_RV crv;
+
+    crv = key_handle(c->key, s, op->gen, &h, &call);
+    if (crv == CKR_OK) {
+        call = c->decrypt ? "C_DecryptInit" : "C_SignInit";
+        crv = c->decrypt ? P11(tok->mod, C_DecryptInit, s, &c->m->mech, h)
+                         : P11(tok->mod, C_SignInit, s, &c->m->mech, h);
+    }
+    if (crv == CKR_OK) {
+        call = c->decrypt ? "C_Decrypt" : "C_Sign";
+        crv = c->decrypt ? P11(tok->mod, C_Decrypt, s, (CK_BYTE_PTR)c->in, c->inlen, c->out, &len)
+                         : P11(tok->mod, C_Sign, s, (CK_BYTE_PTR)c->in, c->inlen, c->out, &len);
+    }
+    if (crv == CKR_OK) {
+        *c->outlen = len;
+        return MKS_OK;
+    }
+    if (crv == CKR_KEY_HANDLE_INVALID || crv == CKR_OBJECT_HANDLE_INVALID)
+        key_forget_handle(c->key); /* found again on the next run */
+    rv = p11_fail(crv, call, tok);
+    mks_error_prefix("key '%s'", c->key->label);
+    return rv;
+}
+
+/* One private-key operation (sign or decrypt); a lost session, login or
+ * handle is restored and the operation run once more (p11_session_run). */
 static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const unsigned char *in,
                      size_t inlen, unsigned char *out, size_t *outlen)
 {
-    p11_token *tok = P11K(key)->tok;
-    const char *call = "C_SignInit";
     mech_buf m;
+    key_op_call c = {.op = {.login = 1, .pin_source = P11K(key)->pin_source, .run = key_op_run},
+                     .key = key,
+                     .m = &m,
+                     .decrypt = decrypt,
+                     .in = in,
+                     .inlen = inlen,
+                     .out = out,
+                     .outlen = outlen};
     mks_rv rv;
-    unsigned recovered = 0;
-    int attempt;
-    CK_RV crv = CKR_OK;
 
     if (!key->is_private)
         return mks_error(MKS_ERR_UNSUPPORTED, "%s is a public key; it cannot %s", key->uri,
@@ -1004,41 +1054,7 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
     if (!decrypt && *outlen < key->sig_len)
         return mks_error(MKS_ERR_ARG, "signature buffer too small (%zu < %zu)", *outlen,
                          key->sig_len);
-
-    for (attempt = 0; attempt < 4; attempt++) {
-        CK_SESSION_HANDLE s;
-        CK_OBJECT_HANDLE h;
-        CK_ULONG len = *outlen;
-        unsigned long gen;
-
-        rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, &gen);
-        if (rv != MKS_OK)
-            return rv;
-        crv = key_handle(key, s, gen, &h, &call);
-        if (crv == CKR_OK) {
-            call = decrypt ? "C_DecryptInit" : "C_SignInit";
-            crv = decrypt ? P11(tok->mod, C_DecryptInit, s, &m.mech, h)
-                          : P11(tok->mod, C_SignInit, s, &m.mech, h);
-        }
-        if (crv == CKR_OK) {
-            call = decrypt ? "C_Decrypt" : "C_Sign";
-            crv = decrypt ? P11(tok->mod, C_Decrypt, s, (CK_BYTE_PTR)in, inlen, out, &len)
-                          : P11(tok->mod, C_Sign, s, (CK_BYTE_PTR)in, inlen, out, &len);
-        }
-        p11_session_put(tok, s, crv);
-        if (crv == CKR_OK) {
-            *outlen = len;
-            return MKS_OK;
-        }
-        if (crv == CKR_KEY_HANDLE_INVALID || crv == CKR_OBJECT_HANDLE_INVALID)
-            key_forget_handle(key);
-        if (recovery_kind(crv) == 0 || (recovered & recovery_kind(crv)) != 0)
-            break;
-        recovered |= recovery_kind(crv);
-    }
-    rv = p11_fail(crv, call, tok);
-    mks_error_prefix("key '%s'", key->label);
-    return rv;
+    return p11_session_run(P11K(key)->tok, &c.op);
 }
 
 static mks_rv p11_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in,
@@ -1117,30 +1133,80 @@ static mks_rv label_taken(p11_token *tok, CK_SESSION_HANDLE s, const char *label
     return MKS_OK;
 }
 
+/* The key pair, made from the templates, its CKA_ID set from its public key. */
+typedef struct keygen_op {
+    p11_op op;
+    const char *label;
+    CK_MECHANISM *mech;
+    CK_ATTRIBUTE *pubt, *privt;
+    CK_ULONG npub, npriv;
+    mks_key **out;
+} keygen_op;
+
+static mks_rv keygen_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    keygen_op *g = (keygen_op *)op;
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+    unsigned char *spki = NULL, id[20];
+    size_t spki_len = 0;
+    mks_key_type t;
+    int b;
+    char c[16];
+    mks_rv rv;
+    CK_RV crv;
+
+    rv = label_taken(tok, s, g->label);
+    if (rv != MKS_OK)
+        return rv;
+    crv = P11(tok->mod, C_GenerateKeyPair, s, g->mech, g->pubt, g->npub, g->privt, g->npriv, &pub,
+              &priv);
+    if (crv != CKR_OK) {
+        rv = p11_fail(crv, "C_GenerateKeyPair", tok);
+        if (rv == MKS_ERR_NO_SPACE)
+            mks_error_prefix("the token has no room for another key");
+        return rv;
+    }
+    /* The pair exists now: a second run would make another one. */
+    op->no_retry = 1;
+    /* The ID comes from the public key, known only now: set it on both halves.
+     * If that fails the pair is destroyed, never left without its ID. */
+    rv = key_public(tok, s, pub, CKO_PUBLIC_KEY, &t, &b, c, sizeof(c), &spki, &spki_len);
+    if (rv == MKS_OK)
+        rv = mks_spki_id(mks_ctx_libctx(tok->ctx), spki, spki_len, id);
+    if (rv == MKS_OK) {
+        CK_ATTRIBUTE ida = {CKA_ID, id, sizeof(id)};
+        crv = P11(tok->mod, C_SetAttributeValue, s, pub, &ida, 1);
+        if (crv == CKR_OK)
+            crv = P11(tok->mod, C_SetAttributeValue, s, priv, &ida, 1);
+        if (crv != CKR_OK)
+            rv = p11_fail(crv, "C_SetAttributeValue(CKA_ID)", tok);
+    }
+    if (rv == MKS_OK)
+        rv = key_new(tok, s, priv, CKO_PRIVATE_KEY, op->gen, NULL, g->out);
+    if (rv != MKS_OK) {
+        P11(tok->mod, C_DestroyObject, s, priv);
+        P11(tok->mod, C_DestroyObject, s, pub);
+        mks_error_prefix("key generation undone");
+    }
+    OPENSSL_free(spki);
+    return rv;
+}
+
 mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *kp,
                   const mks_pin_ui *pin, mks_key **out)
 {
     mks_rv rv;
     p11_token *tok = NULL;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_ULONG bits = 0;
     CK_BYTE e65537[] = {0x01, 0x00, 0x01};
     unsigned char ecparams[16];
     const mks_curve_def *cd = NULL;
     CK_MECHANISM mech = {0, NULL, 0};
-    CK_RV crv = CKR_OK;
-    unsigned char *spki = NULL;
-    size_t spki_len = 0;
-    unsigned char id[20];
-    mks_key_type t;
-    int b;
-    char c[16];
     CK_ATTRIBUTE pubt[12], privt[12];
     CK_ULONG npub = 0, npriv = 0;
     size_t label_len;
-    unsigned long gen;
+    keygen_op g = {.op = {.login = 1, .pin = pin, .run = keygen_run}, .mech = &mech, .out = out};
 
     *out = NULL;
     if (kp == NULL || kp->label == NULL || *kp->label == '\0')
@@ -1196,66 +1262,28 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
     rv = p11_one_token(ctx, token_uri, NULL, &tok);
     if (rv != MKS_OK)
         return rv;
-    rv = p11_session_get(tok, 1, NULL, pin, &s, &gen);
-    if (rv != MKS_OK)
-        return rv;
-    rv = label_taken(tok, s, kp->label);
-    if (rv != MKS_OK)
-        goto done;
-    crv = P11(tok->mod, C_GenerateKeyPair, s, &mech, pubt, npub, privt, npriv, &pub, &priv);
-    if (crv != CKR_OK) {
-        rv = p11_fail(crv, "C_GenerateKeyPair", tok);
-        if (rv == MKS_ERR_NO_SPACE)
-            mks_error_prefix("the token has no room for another key");
-        goto done;
-    }
-    /* The ID comes from the public key, known only now: set it on both halves.
-     * If that fails the pair is destroyed, never left without its ID. */
-    rv = key_public(tok, s, pub, CKO_PUBLIC_KEY, &t, &b, c, sizeof(c), &spki, &spki_len);
-    if (rv == MKS_OK)
-        rv = mks_spki_id(mks_ctx_libctx(ctx), spki, spki_len, id);
-    if (rv == MKS_OK) {
-        CK_ATTRIBUTE ida = {CKA_ID, id, sizeof(id)};
-        crv = P11(tok->mod, C_SetAttributeValue, s, pub, &ida, 1);
-        if (crv == CKR_OK)
-            crv = P11(tok->mod, C_SetAttributeValue, s, priv, &ida, 1);
-        if (crv != CKR_OK)
-            rv = p11_fail(crv, "C_SetAttributeValue(CKA_ID)", tok);
-    }
-    if (rv == MKS_OK)
-        rv = key_new(tok, s, priv, CKO_PRIVATE_KEY, gen, NULL, out);
-    if (rv != MKS_OK) {
-        P11(tok->mod, C_DestroyObject, s, priv);
-        P11(tok->mod, C_DestroyObject, s, pub);
-        mks_error_prefix("key generation undone");
-    }
-done:
-    OPENSSL_free(spki);
-    p11_session_put(tok, s, crv);
-    return rv;
+    g.label = kp->label;
+    g.pubt = pubt;
+    g.privt = privt;
+    g.npub = npub;
+    g.npriv = npriv;
+    return p11_session_run(tok, &g.op);
 }
 
-static mks_rv p11_key_destroy(mks_key *key)
+/* The key pair's objects, private then public, found by the key's CKA_ID. */
+typedef struct destroy_op {
+    p11_op op;
+    mks_key *key;
+} destroy_op;
+
+static mks_rv destroy_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
 {
-    p11_token *tok = P11K(key)->tok;
-    p11_key_cache copy;
-    CK_SESSION_HANDLE s;
-    mks_rv rv;
+    mks_key *key = ((destroy_op *)op)->key;
     CK_OBJECT_CLASS classes[2] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
-    CK_RV crv = CKR_OK;
+    mks_rv rv = MKS_OK;
+    CK_RV crv;
     int i;
 
-    if (key->id_len == 0)
-        return mks_error(MKS_ERR_ARG, "key '%s' has no CKA_ID; not destroying by label alone",
-                         key->label);
-    pthread_mutex_lock(&P11K(key)->lock);
-    copy = P11K(key)->cache;
-    p11_cache_forget_locked(&P11K(key)->cache);
-    pthread_mutex_unlock(&P11K(key)->lock);
-    p11_cache_destroy(&copy, tok);
-    rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, NULL);
-    if (rv != MKS_OK)
-        return rv;
     for (i = 0; i < 2 && rv == MKS_OK; i++) {
         CK_ATTRIBUTE t[2] = {{CKA_CLASS, &classes[i], sizeof(classes[i])},
                              {CKA_ID, key->id, key->id_len}};
@@ -1268,12 +1296,76 @@ static mks_rv p11_key_destroy(mks_key *key)
                 rv = p11_fail(crv, "C_DestroyObject", tok);
         }
     }
-    p11_session_put(tok, s, crv);
+    return rv;
+}
+
+/* A run after a loss finds what is left of the pair and destroys that. */
+static mks_rv p11_key_destroy(mks_key *key)
+{
+    destroy_op d = {.op = {.login = 1, .pin_source = P11K(key)->pin_source, .run = destroy_run},
+                    .key = key};
+    p11_key_cache copy;
+    mks_rv rv;
+
+    if (key->id_len == 0)
+        return mks_error(MKS_ERR_ARG, "key '%s' has no CKA_ID; not destroying by label alone",
+                         key->label);
+    pthread_mutex_lock(&P11K(key)->lock);
+    copy = P11K(key)->cache;
+    p11_cache_forget_locked(&P11K(key)->cache);
+    pthread_mutex_unlock(&P11K(key)->lock);
+    p11_cache_destroy(&copy, P11K(key)->tok);
+    rv = p11_session_run(P11K(key)->tok, &d.op);
     key_forget_handle(key);
     return rv;
 }
 
 /* ---- certificates ------------------------------------------------------------ */
+
+/* The key's certificate, stored unless the same one carries the label already. */
+typedef struct cert_op {
+    p11_op op;
+    const char *label;
+    const unsigned char *der;
+    size_t der_len;
+    CK_ATTRIBUTE *tmpl;
+    CK_ULONG ntmpl;
+} cert_op;
+
+static mks_rv cert_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    cert_op *c = (cert_op *)op;
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_LABEL, (void *)c->label, strlen(c->label)}};
+    CK_OBJECT_HANDLE found[FIND_MAX], h;
+    CK_ULONG n = 0, i;
+    mks_rv rv;
+    CK_RV crv;
+
+    rv = find_handles(tok, s, t, 2, found, FIND_MAX, &n);
+    for (i = 0; rv == MKS_OK && i < n; i++) {
+        unsigned char *v = NULL;
+        size_t vlen = 0;
+        int same;
+        rv = p11_get_attr(tok, s, found[i], CKA_VALUE, &v, &vlen);
+        same = rv == MKS_OK && vlen == c->der_len && memcmp(v, c->der, c->der_len) == 0;
+        free(v);
+        if (rv == MKS_OK && same)
+            return MKS_OK; /* the same certificate is there already */
+        if (rv == MKS_OK)
+            rv = mks_error(MKS_ERR_EXISTS,
+                           "token '%s' already holds a certificate "
+                           "labelled '%s'",
+                           tok->label, c->label);
+    }
+    if (rv != MKS_OK)
+        return rv;
+    crv = P11(tok->mod, C_CreateObject, s, c->tmpl, c->ntmpl, &h);
+    if (crv != CKR_OK)
+        return p11_fail(crv, "C_CreateObject(certificate)", tok);
+    return MKS_OK;
+}
 
 static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned char *der,
                               size_t der_len)
@@ -1286,12 +1378,9 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
     unsigned char *subj = NULL, *issuer = NULL, *serial = NULL, *spki = NULL;
     int subj_len, issuer_len, serial_len;
     size_t spki_len = 0;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_CERTIFICATE_TYPE ctype = CKC_X_509;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_OBJECT_HANDLE h;
-    CK_RV crv = CKR_OK;
 
     if (label == NULL || *label == '\0')
         return mks_error(MKS_ERR_ARG, "a certificate needs a label");
@@ -1325,33 +1414,6 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
         rv = mks_error(MKS_ERR_ARG, "cannot encode the certificate's names");
         goto done;
     }
-    rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, NULL);
-    if (rv != MKS_OK)
-        goto done;
-    {
-        CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)},
-                             {CKA_LABEL, (void *)label, strlen(label)}};
-        CK_OBJECT_HANDLE found[FIND_MAX];
-        CK_ULONG n = 0, i;
-        rv = find_handles(tok, s, t, 2, found, FIND_MAX, &n);
-        for (i = 0; rv == MKS_OK && i < n; i++) {
-            unsigned char *v = NULL;
-            size_t vlen = 0;
-            int same;
-            rv = p11_get_attr(tok, s, found[i], CKA_VALUE, &v, &vlen);
-            same = rv == MKS_OK && vlen == der_len && memcmp(v, der, der_len) == 0;
-            free(v);
-            if (rv == MKS_OK && same)
-                goto done; /* the same certificate is there already */
-            if (rv == MKS_OK)
-                rv = mks_error(MKS_ERR_EXISTS,
-                               "token '%s' already holds a certificate "
-                               "labelled '%s'",
-                               tok->label, label);
-        }
-        if (rv != MKS_OK)
-            goto done;
-    }
     {
         CK_ATTRIBUTE t[] = {
             {CKA_CLASS, &cls, sizeof(cls)},
@@ -1366,13 +1428,16 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
             {CKA_SERIAL_NUMBER, serial, (CK_ULONG)serial_len},
             {CKA_VALUE, (void *)der, der_len},
         };
-        crv = P11(tok->mod, C_CreateObject, s, t, sizeof(t) / sizeof(t[0]), &h);
-        if (crv != CKR_OK)
-            rv = p11_fail(crv, "C_CreateObject(certificate)", tok);
+        cert_op c = {.op = {.login = 1, .pin_source = P11K(key)->pin_source, .run = cert_run},
+                     .label = label,
+                     .der = der,
+                     .der_len = der_len,
+                     .tmpl = t,
+                     .ntmpl = sizeof(t) / sizeof(t[0])};
+
+        rv = p11_session_run(tok, &c.op);
     }
 done:
-    if (s != CK_INVALID_HANDLE)
-        p11_session_put(tok, s, crv);
     X509_free(x);
     OPENSSL_free(subj);
     OPENSSL_free(issuer);

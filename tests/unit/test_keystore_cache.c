@@ -45,7 +45,7 @@ static int run(const char *cmd)
 /* Our key, made by the keystore as enroll makes one. */
 static int make_key(void)
 {
-    mks_config cfg = {SOFTHSM_MODULE, pin_source, NULL, 0};
+    mks_config cfg = {.pkcs11_module = SOFTHSM_MODULE, .pin_source = pin_source};
     mks_keygen_params kp = {MKS_KEY_EC, 0, "P-256", "cache-ec"};
     mks_ctx *ctx = NULL;
     mks_key *key = NULL;
@@ -112,7 +112,8 @@ static int remove_token(void **state)
 /* A context on the shim; the shim's counters once it is loaded. */
 static mks_ctx *new_ctx(int no_key_cache)
 {
-    mks_config cfg = {shim_path, pin_source, NULL, no_key_cache};
+    mks_config cfg = {
+        .pkcs11_module = shim_path, .pin_source = pin_source, .no_key_cache = no_key_cache};
     mks_ctx *ctx = NULL;
     mks_slot_info *slots = NULL;
     size_t n = 0;
