@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,24 +27,20 @@
 
 #include "p11shim.h"
 
-#define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#include "softhsm_fixture.h"
+
 #define KEY_URI "pkcs11:token=ks-cache;object=cache-ec;type=private"
 #define EXTRACTABLE_URI "pkcs11:token=ks-cache;object=cache-extractable;type=private"
 
-static char dir[256], pin_source[320];
+static softhsm_fixture token;
 static const char *shim_path;
 static mtlsks_shim_count_fn *shim_count;
 static mtlsks_shim_set_faults_fn *shim_set_faults;
 
-static int run(const char *cmd)
-{
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 /* Our key, made by the keystore as enroll makes one. */
 static int make_key(void)
 {
-    mks_config cfg = {.pkcs11_module = SOFTHSM_MODULE, .pin_source = pin_source};
+    mks_config cfg = {.pkcs11_module = SOFTHSM_MODULE, .pin_source = token.pin_source};
     mks_keygen_params kp = {MKS_KEY_EC, 0, "P-256", "cache-ec"};
     mks_ctx *ctx = NULL;
     mks_key *key = NULL;
@@ -63,57 +58,36 @@ static int make_key(void)
  * made extractable by pkcs11-tool, whose copy must not be used. */
 static int make_token(void **state)
 {
-    char path[300], cmd[1200];
-    FILE *f;
+    char cmd[600];
 
     shim_path = getenv("MTLSKS_SHIM");
-    if (shim_path == NULL || access(shim_path, R_OK) != 0 || access(SOFTHSM_MODULE, R_OK) != 0) {
-        printf("SKIP: MTLSKS_SHIM (the PKCS#11 shim) or SoftHSM is missing\n");
+    if (shim_path == NULL || access(shim_path, R_OK) != 0) {
+        printf("SKIP: MTLSKS_SHIM (the PKCS#11 shim) is not set or not built\n");
         exit(77);
     }
-    snprintf(dir, sizeof(dir), "/tmp/mtlsks-cache-XXXXXX");
-    if (mkdtemp(dir) == NULL)
-        return -1;
-    snprintf(path, sizeof(path), "%s/softhsm2.conf", dir);
-    f = fopen(path, "w");
-    if (f == NULL)
-        return -1;
-    fprintf(f, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", dir);
-    fclose(f);
-    setenv("SOFTHSM2_CONF", path, 1);
     setenv("MTLSKS_SHIM_MODULE", SOFTHSM_MODULE, 1);
-    snprintf(path, sizeof(path), "%s/pin", dir);
-    f = fopen(path, "w");
-    if (f == NULL)
+    if (softhsm_make(&token, "/tmp/mtlsks-cache-XXXXXX", "ks-cache") != 0)
         return -1;
-    fputs("1234\n", f);
-    fclose(f);
-    chmod(path, 0600);
-    snprintf(pin_source, sizeof(pin_source), "file:%s", path);
     snprintf(cmd, sizeof(cmd),
-             "softhsm2-util --init-token --free --label ks-cache --pin 1234 --so-pin 5678 "
-             ">/dev/null && pkcs11-tool --module %s --token-label ks-cache --login --pin 1234 "
-             "--keypairgen --key-type EC:prime256v1 --label cache-extractable --id 0e "
-             "--extractable >/dev/null 2>&1",
+             "pkcs11-tool --module %s --token-label ks-cache --login --pin 1234 --keypairgen "
+             "--key-type EC:prime256v1 --label cache-extractable --id 0e --extractable "
+             ">/dev/null 2>&1",
              SOFTHSM_MODULE);
-    if (run(cmd) != 0)
+    if (system(cmd) != 0)
         return -1;
     return make_key();
 }
 
 static int remove_token(void **state)
 {
-    char cmd[300];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return run(cmd);
+    return softhsm_remove(&token);
 }
 
 /* A context on the shim; the shim's counters once it is loaded. */
 static mks_ctx *new_ctx(int no_key_cache)
 {
     mks_config cfg = {
-        .pkcs11_module = shim_path, .pin_source = pin_source, .no_key_cache = no_key_cache};
+        .pkcs11_module = shim_path, .pin_source = token.pin_source, .no_key_cache = no_key_cache};
     mks_ctx *ctx = NULL;
     mks_slot_info *slots = NULL;
     size_t n = 0;
