@@ -8,8 +8,10 @@
  */
 #include "prov.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/obj_mac.h>
@@ -28,6 +30,7 @@
 #define MKS_CONF_PKCS11_MODULE "pkcs11-module"
 #define MKS_CONF_PIN_SOURCE "pkcs11-pin-source"
 #define MKS_CONF_TPM2_TCTI "tpm2-tcti"
+#define MKS_CONF_ASYNC_WORKERS "async-workers"
 
 static OSSL_FUNC_provider_teardown_fn mks_teardown;
 static OSSL_FUNC_provider_gettable_params_fn mks_gettable_params;
@@ -414,20 +417,49 @@ static int conf_dup(const char *value, const char **out)
     return *out != NULL;
 }
 
+/*
+ * async-workers = N: worker threads for token calls made inside OpenSSL
+ * ASYNC jobs (provider/async.c); 0 makes every call in its caller's thread.
+ * Unset (-1): the keystore's default, MKS_ASYNC_WORKERS_DEFAULT.
+ */
+static int conf_workers(mks_prov *prov, const char *value, int *out)
+{
+    char *end = NULL;
+    long n;
+
+    *out = -1;
+    if (value == NULL || *value == '\0')
+        return 1;
+    errno = 0;
+    n = strtol(value, &end, 10);
+    if (errno != 0 || end == value || *end != '\0' || n < 0 || n > MKS_ASYNC_WORKERS_MAX) {
+        mks_raise(prov, MKS_R_CONFIG,
+                  "%s = '%s' in the provider's section of openssl.cnf is not a number from 0 "
+                  "(token calls in the caller's thread) to %d",
+                  MKS_CONF_ASYNC_WORKERS, value, MKS_ASYNC_WORKERS_MAX);
+        return 0;
+    }
+    *out = (int)n;
+    return 1;
+}
+
 /* Reads our section of openssl.cnf. */
 static int read_config(mks_prov *prov, OSSL_FUNC_core_get_params_fn *core_get_params)
 {
-    char *module = NULL, *pin_source = NULL, *tcti = NULL;
-    OSSL_PARAM params[4];
+    char *module = NULL, *pin_source = NULL, *tcti = NULL, *workers = NULL;
+    OSSL_PARAM params[5];
 
     params[0] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_PKCS11_MODULE, &module, 0);
     params[1] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_PIN_SOURCE, &pin_source, 0);
     params[2] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_TPM2_TCTI, &tcti, 0);
-    params[3] = OSSL_PARAM_construct_end();
+    params[3] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_ASYNC_WORKERS, &workers, 0);
+    params[4] = OSSL_PARAM_construct_end();
     if (core_get_params == NULL || !core_get_params(prov->handle, params)) {
         mks_raise(prov, MKS_R_CONFIG, "cannot read the provider's configuration");
         return 0;
     }
+    if (!conf_workers(prov, workers, &prov->async_workers))
+        return 0;
     if (!conf_dup(module, &prov->cfg.pkcs11_module) ||
         !conf_dup(pin_source, &prov->cfg.pin_source) || !conf_dup(tcti, &prov->cfg.tpm2_tcti)) {
         mks_raise(prov, MKS_R_NOMEM, "cannot copy the provider's configuration");
@@ -449,6 +481,11 @@ mks_ctx *mks_prov_keystore(mks_prov *prov)
         /* Not remembered on failure: the module may appear later. */
         ERR_set_mark();
         rv = mks_ctx_new(&prov->cfg, &prov->ks);
+        if (rv == MKS_OK && prov->async_workers >= 0 &&
+            (rv = mks_ctx_set_async_workers(prov->ks, prov->async_workers)) != MKS_OK) {
+            mks_ctx_free(prov->ks);
+            prov->ks = NULL;
+        }
         ERR_pop_to_mark();
         if (rv == MKS_OK)
             prov->ks_owned = 1;
@@ -471,6 +508,7 @@ static int provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in
     if (prov == NULL)
         goto done;
     prov->handle = handle;
+    prov->async_workers = -1;
     for (; in->function_id != 0; in++) {
         switch (in->function_id) {
         case OSSL_FUNC_CORE_GET_PARAMS:

@@ -45,6 +45,7 @@ struct mks_ctx {
     int initialized;
     p11_token *tokens;
     struct tpm2_state *tpm2; /* NULL until a TPM key is used */
+    struct mks_async *async; /* worker threads (async.c) */
     struct mks_ctx *next_registered;
 };
 

@@ -209,6 +209,9 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
         rv = mks_error(MKS_ERR_GENERAL, "cannot set up OpenSSL's default provider");
         goto done;
     }
+    rv = mks_async_new(&ctx->async);
+    if (rv != MKS_OK)
+        goto done;
 
     /* The PKCS#11 module is loaded at first use (p11_ctx_ready): a process
      * that only uses TPM keys, or never touches a key, does not load it. */
@@ -218,6 +221,7 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
     rv = MKS_OK;
 done:
     if (ctx != NULL) {
+        mks_async_free(ctx->async);
         module_release(ctx);
         OSSL_PROVIDER_unload(ctx->deflt);
         OSSL_LIB_CTX_free(ctx->libctx);
@@ -251,6 +255,8 @@ void mks_ctx_free(mks_ctx *ctx)
     if (ctx == NULL || atomic_fetch_sub(&ctx->refs, 1) != 1)
         return;
     registry_remove(ctx);
+    /* First: the workers are idle (every operation holds a reference). */
+    mks_async_free(ctx->async);
     /* At exit the module's destructors may have run already (SoftHSM 2.6.1
      * crashes in C_CloseSession then); in a child after fork the sessions
      * are the parent's. In both cases leave the module alone. */
@@ -751,6 +757,11 @@ void p11_session_put(p11_token *tok, CK_SESSION_HANDLE s, CK_RV last)
 void mks_ctx_up_ref(mks_ctx *ctx)
 {
     atomic_fetch_add(&ctx->refs, 1);
+}
+
+struct mks_async *mks_ctx_async(mks_ctx *ctx)
+{
+    return ctx->async;
 }
 
 OSSL_LIB_CTX *mks_ctx_libctx(mks_ctx *ctx)

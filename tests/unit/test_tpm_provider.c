@@ -35,9 +35,8 @@
 
 #include <mtlsks/keystore.h>
 
+#include "builtin_provider.h"
 #include "swtpm_fixture.h"
-
-#include "mtlsks_provider.h"
 
 #define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 #define THREADS 8
@@ -48,8 +47,8 @@ static swtpm_fixture tpm;
 
 /* The keystore and a library context with the default provider and ours. */
 static mks_ctx *ks;
-static OSSL_LIB_CTX *libctx;
-static OSSL_PROVIDER *prov_default, *prov_mks;
+static builtin_provider bp;
+static OSSL_LIB_CTX *libctx; /* bp's */
 
 /* ---- swtpm ------------------------------------------------------------------ */
 
@@ -86,29 +85,15 @@ static int setup(void **state)
     if (start_swtpm() != 0)
         return -1;
     cfg.tpm2_tcti = tpm.tcti;
-    if (mks_ctx_new(&cfg, &ks) != MKS_OK) {
-        fprintf(stderr, "mks_ctx_new: %s\n", mks_last_error());
+    if (builtin_provider_start(&cfg, &ks, &bp) != 0)
         return -1;
-    }
-    libctx = OSSL_LIB_CTX_new();
-    mks_provider_builtin_set_keystore(ks);
-    if (libctx == NULL ||
-        !OSSL_PROVIDER_add_builtin(libctx, MKS_PROVIDER_NAME, mks_provider_builtin_init) ||
-        (prov_default = OSSL_PROVIDER_load(libctx, "default")) == NULL ||
-        (prov_mks = OSSL_PROVIDER_load(libctx, MKS_PROVIDER_NAME)) == NULL) {
-        ERR_print_errors_fp(stderr);
-        return -1;
-    }
+    libctx = bp.libctx;
     return 0;
 }
 
 static int teardown(void **state)
 {
-    OSSL_PROVIDER_unload(prov_mks);
-    OSSL_PROVIDER_unload(prov_default);
-    OSSL_LIB_CTX_free(libctx);
-    mks_provider_builtin_set_keystore(NULL);
-    mks_ctx_free(ks);
+    builtin_provider_stop(ks, &bp);
     stop_swtpm();
     return 0;
 }
