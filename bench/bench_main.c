@@ -21,6 +21,13 @@ static const char usage_text[] =
     "  startup     provider/engine load, key load, first signature; VmRSS\n"
     "  tpm-keygen  make a TPM key with the keystore (TSS2 PRIVATE KEY file): --tcti --out\n"
     "  pcap-count FILE   TPM commands in a pcapng file written by the pcap TCTI\n"
+    "  tls-load    clients against a running server (HAProxy): --connect HOST:PORT, --cert,\n"
+    "              --key, --ca; --threads clients at once, --count requests each, a new\n"
+    "              TLS 1.3 connection per request (HTTP/1.0 GET, 200 and --expect required)\n"
+    "  tls-async   mutual-TLS handshakes on one thread, --inflight at once over memory\n"
+    "              BIOs, the server's key in a token made slow by --latency-ms (the shim,\n"
+    "              --config naming it as the module, --shim): --impl async (SSL_MODE_ASYNC\n"
+    "              on the server) or sync, or both (async,sync: taking turns)\n"
     "\n"
     "Options:\n"
     "  --impl NAME        the path to the key (see above)\n"
@@ -41,7 +48,13 @@ static const char usage_text[] =
     "  --slice S          several paths: seconds per turn (default 0.02)\n"
     "  --count N          N operations on one thread instead of a duration (for counting)\n"
     "  --init-only        sign: time only the EVP context set-up, no signature (diagnostic)\n"
-    "  --note TEXT        copied into the JSON\n";
+    "  --note TEXT        copied into the JSON\n"
+    "  --connect H:P      tls-load: the server\n"
+    "  --cert FILE        tls-load: the client's certificate (--key: its key file)\n"
+    "  --ca FILE          tls-load: the CA that issued the server's certificate\n"
+    "  --expect TEXT      tls-load: what every answer must contain\n"
+    "  --inflight N       tls-async: handshakes in flight at once (default 64)\n"
+    "  --latency-ms MS    tls-async: what the token adds to each C_Sign (default 0)\n";
 
 static int usage(int rc)
 {
@@ -63,32 +76,131 @@ static int parse_alg(const char *s, bench_opts *o)
     return 1;
 }
 
+static const struct option longopts[] = {
+    {"impl", required_argument, NULL, 'i'},
+    {"alg", required_argument, NULL, 'a'},
+    {"key", required_argument, NULL, 'k'},
+    {"key2", required_argument, NULL, 'K'},
+    {"module", required_argument, NULL, 'm'},
+    {"pin-file", required_argument, NULL, 'p'},
+    {"config", required_argument, NULL, 'c'},
+    {"shim", required_argument, NULL, 'S'},
+    {"tcti", required_argument, NULL, 'T'},
+    {"out", required_argument, NULL, 'o'},
+    {"threads", required_argument, NULL, 'n'},
+    {"warmup", required_argument, NULL, 'w'},
+    {"seconds", required_argument, NULL, 's'},
+    {"count", required_argument, NULL, 'N'},
+    {"note", required_argument, NULL, 'x'},
+    {"init-only", no_argument, NULL, 'I'},
+    {"slice", required_argument, NULL, 'L'},
+    {"connect", required_argument, NULL, 'C'},
+    {"cert", required_argument, NULL, 'e'},
+    {"ca", required_argument, NULL, 'A'},
+    {"expect", required_argument, NULL, 'E'},
+    {"inflight", required_argument, NULL, 'F'},
+    {"latency-ms", required_argument, NULL, 'l'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* One option into o; 0 for an unknown one or a bad value. */
+static int set_option(int c, const char *v, bench_opts *o)
+{
+    switch (c) {
+    case 'i':
+        o->impl = v;
+        break;
+    case 'a':
+        if (!parse_alg(v, o)) {
+            fprintf(stderr, "mtlsks-bench: unknown --alg '%s'\n", v);
+            return 0;
+        }
+        break;
+    case 'k':
+        o->key = v;
+        break;
+    case 'K':
+        o->key2 = v;
+        break;
+    case 'm':
+        o->module = v;
+        break;
+    case 'p':
+        o->pin_file = v;
+        break;
+    case 'c':
+        o->config = v;
+        break;
+    case 'S':
+        o->shim = v;
+        break;
+    case 'T':
+        o->tcti = v;
+        break;
+    case 'o':
+        o->out = v;
+        break;
+    case 'n':
+        o->threads = atoi(v);
+        break;
+    case 'w':
+        o->warmup = atof(v);
+        break;
+    case 's':
+        o->seconds = atof(v);
+        break;
+    case 'N':
+        o->count = atol(v);
+        break;
+    case 'x':
+        o->note = v;
+        break;
+    case 'I':
+        o->init_only = 1;
+        break;
+    case 'L':
+        o->slice = atof(v);
+        break;
+    case 'C':
+        o->connect = v;
+        break;
+    case 'e':
+        o->cert = v;
+        break;
+    case 'A':
+        o->ca = v;
+        break;
+    case 'E':
+        o->expect = v;
+        break;
+    case 'F':
+        o->inflight = atoi(v);
+        break;
+    case 'l':
+        o->latency_ms = atof(v);
+        break;
+    default:
+        return 0;
+    }
+    return 1;
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(const bench_opts *o);
+    int needs_impl;
+} commands[] = {
+    {"sign", cmd_sign, 1},         {"tls", cmd_tls, 1},
+    {"startup", cmd_startup, 1},   {"tpm-keygen", cmd_tpm_keygen, 0},
+    {"tls-load", cmd_tls_load, 0}, {"tls-async", cmd_tls_async, 1},
+};
+
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"impl", required_argument, NULL, 'i'},
-        {"alg", required_argument, NULL, 'a'},
-        {"key", required_argument, NULL, 'k'},
-        {"key2", required_argument, NULL, 'K'},
-        {"module", required_argument, NULL, 'm'},
-        {"pin-file", required_argument, NULL, 'p'},
-        {"config", required_argument, NULL, 'c'},
-        {"shim", required_argument, NULL, 'S'},
-        {"tcti", required_argument, NULL, 'T'},
-        {"out", required_argument, NULL, 'o'},
-        {"threads", required_argument, NULL, 'n'},
-        {"warmup", required_argument, NULL, 'w'},
-        {"seconds", required_argument, NULL, 's'},
-        {"count", required_argument, NULL, 'N'},
-        {"note", required_argument, NULL, 'x'},
-        {"init-only", no_argument, NULL, 'I'},
-        {"slice", required_argument, NULL, 'L'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     bench_opts o = {0};
-    const char *arg = NULL;
-    int c, ok;
+    size_t i;
+    int c;
 
     o.alg = BENCH_EC;
     o.alg_name = "ec";
@@ -96,6 +208,7 @@ int main(int argc, char **argv)
     o.warmup = 0.5;
     o.seconds = 2;
     o.slice = 0.02;
+    o.inflight = 64;
     if (argc < 2)
         return usage(2);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
@@ -103,92 +216,32 @@ int main(int argc, char **argv)
     o.cmd = argv[1];
     optind = 2;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'i':
-            o.impl = optarg;
-            break;
-        case 'a':
-            if (!parse_alg(optarg, &o)) {
-                fprintf(stderr, "mtlsks-bench: unknown --alg '%s'\n", optarg);
-                return 2;
-            }
-            break;
-        case 'k':
-            o.key = optarg;
-            break;
-        case 'K':
-            o.key2 = optarg;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 'p':
-            o.pin_file = optarg;
-            break;
-        case 'c':
-            o.config = optarg;
-            break;
-        case 'S':
-            o.shim = optarg;
-            break;
-        case 'T':
-            o.tcti = optarg;
-            break;
-        case 'o':
-            o.out = optarg;
-            break;
-        case 'n':
-            o.threads = atoi(optarg);
-            break;
-        case 'w':
-            o.warmup = atof(optarg);
-            break;
-        case 's':
-            o.seconds = atof(optarg);
-            break;
-        case 'N':
-            o.count = atol(optarg);
-            break;
-        case 'x':
-            o.note = optarg;
-            break;
-        case 'I':
-            o.init_only = 1;
-            break;
-        case 'L':
-            o.slice = atof(optarg);
-            break;
-        case 'h':
+        if (c == 'h')
             return usage(0);
-        default:
+        if (!set_option(c, optarg, &o))
             return usage(2);
-        }
     }
-    if (optind < argc)
-        arg = argv[optind];
     if (o.threads < 1 || o.threads > BENCH_MAX_THREADS || o.seconds <= 0 || o.warmup < 0 ||
-        o.slice <= 0) {
+        o.slice <= 0 || o.inflight < 1 || o.latency_ms < 0) {
         fprintf(stderr,
-                "mtlsks-bench: --threads 1..%d, --seconds > 0, --warmup >= 0, --slice > 0\n",
+                "mtlsks-bench: --threads 1..%d, --seconds > 0, --warmup >= 0, --slice > 0, "
+                "--inflight >= 1, --latency-ms >= 0\n",
                 BENCH_MAX_THREADS);
         return 2;
     }
-    if (o.impl == NULL && (strcmp(o.cmd, "sign") == 0 || strcmp(o.cmd, "tls") == 0 ||
-                           strcmp(o.cmd, "startup") == 0)) {
-        fprintf(stderr, "mtlsks-bench: %s needs --impl\n", o.cmd);
-        return 2;
+    if (strcmp(o.cmd, "pcap-count") == 0) {
+        if (optind >= argc)
+            return usage(2);
+        return cmd_pcap_count(&o, argv[optind]) ? 0 : 1;
     }
-    if (strcmp(o.cmd, "sign") == 0)
-        ok = cmd_sign(&o);
-    else if (strcmp(o.cmd, "tls") == 0)
-        ok = cmd_tls(&o);
-    else if (strcmp(o.cmd, "startup") == 0)
-        ok = cmd_startup(&o);
-    else if (strcmp(o.cmd, "tpm-keygen") == 0)
-        ok = cmd_tpm_keygen(&o);
-    else if (strcmp(o.cmd, "pcap-count") == 0 && arg != NULL)
-        ok = cmd_pcap_count(&o, arg);
-    else
-        return usage(2);
-    return ok ? 0 : 1;
+    for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(o.cmd, commands[i].name) != 0)
+            continue;
+        if (commands[i].needs_impl && o.impl == NULL) {
+            fprintf(stderr, "mtlsks-bench: %s needs --impl\n", o.cmd);
+            return 2;
+        }
+        return commands[i].fn(&o) ? 0 : 1;
+    }
+    return usage(2);
 }

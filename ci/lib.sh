@@ -3,8 +3,8 @@
 # the build. Build: compiler, CMake, Ninja, OpenSSL, p11-kit and tpm2-tss
 # headers, cmocka. Tests: SoftHSM, pkcs11-tool (opensc), GnuTLS tools, libp11's
 # engine, swtpm, tpm2-tools (lockout reset, transient handle checks),
-# tpm2-openssl (the TPM interop peer), curl, Python, nginx; clang-format for the
-# format check.
+# tpm2-openssl (the TPM interop peer), curl, Python, nginx, HAProxy;
+# clang-format for the format check.
 
 CI_PACKAGES=(
     build-essential cmake ninja-build pkg-config
@@ -17,6 +17,8 @@ CI_PACKAGES=(
     curl python3 clang-format
     # a real forking server with a token key (tests/integration/nginx.sh)
     nginx
+    # an event-loop server with ssl-mode-async (tests/integration/haproxy.sh)
+    haproxy
     # installation and packaging tests (install_*.sh): dpkg-shlibdeps, man
     # page rendering, systemd-analyze verify of the units
     dpkg-dev groff-base man-db systemd

@@ -32,6 +32,7 @@ static CK_FUNCTION_LIST *fl;
 static CK_SESSION_HANDLE session;
 static CK_OBJECT_HANDLE key;
 static mtlsks_shim_count_fn *shim_count;
+static mtlsks_shim_peak_fn *shim_peak;
 static mtlsks_shim_counts_reset_fn *shim_reset;
 static mtlsks_shim_counts_list_fn *shim_list;
 static mtlsks_shim_set_faults_fn *shim_set_faults;
@@ -80,10 +81,12 @@ static int setup(void **state)
     get_list = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
     shim_count = (mtlsks_shim_count_fn *)dlsym(dl, "mtlsks_shim_count");
     shim_reset = (mtlsks_shim_counts_reset_fn *)dlsym(dl, "mtlsks_shim_counts_reset");
+    shim_peak = (mtlsks_shim_peak_fn *)dlsym(dl, "mtlsks_shim_peak");
     shim_list = (mtlsks_shim_counts_list_fn *)dlsym(dl, "mtlsks_shim_counts_list");
     shim_set_faults = (mtlsks_shim_set_faults_fn *)dlsym(dl, "mtlsks_shim_set_faults");
-    if (get_list == NULL || shim_count == NULL || shim_reset == NULL || shim_list == NULL ||
-        shim_set_faults == NULL || get_list(&fl) != CKR_OK || fl->C_Initialize(&args) != CKR_OK)
+    if (get_list == NULL || shim_count == NULL || shim_peak == NULL || shim_reset == NULL ||
+        shim_list == NULL || shim_set_faults == NULL || get_list(&fl) != CKR_OK ||
+        fl->C_Initialize(&args) != CKR_OK)
         return -1;
     if (fl->C_OpenSession(find_slot(env("SHIM_TEST_TOKEN")), CKF_SERIAL_SESSION, NULL, NULL,
                           &session) != CKR_OK ||
@@ -251,6 +254,9 @@ static void delay_holds_no_lock(void **state)
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_int_equal(slow_rv, CKR_OK);
     assert_int_equal(shim_count("C_Sign"), 2);
+    /* Both signatures were in progress at once. */
+    assert_int_equal(shim_peak("C_Sign"), 2);
+    assert_int_equal(shim_peak("C_SignInit"), 1);
     assert_int_equal(fl->C_CloseSession(second), CKR_OK);
 }
 
