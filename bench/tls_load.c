@@ -154,8 +154,10 @@ int cmd_tls_load(const bench_opts *o)
         pthread_join(th[i], NULL);
     secs = bench_now() - t0;
     json_begin(o, "tls-load");
+    json_int("clients", o->threads);
     json_int("requests", (long)o->threads * o->count);
     json_int("ok", (long)atomic_load(&ls.ok));
+    json_int("ops", (long)atomic_load(&ls.ok));
     json_int("errors", (long)atomic_load(&ls.failed));
     json_num("seconds", secs);
     json_num("ops_per_s", secs > 0 ? (double)atomic_load(&ls.ok) / secs : 0);
