@@ -76,131 +76,130 @@ static int parse_alg(const char *s, bench_opts *o)
     return 1;
 }
 
-static const struct option longopts[] = {
-    {"impl", required_argument, NULL, 'i'},
-    {"alg", required_argument, NULL, 'a'},
-    {"key", required_argument, NULL, 'k'},
-    {"key2", required_argument, NULL, 'K'},
-    {"module", required_argument, NULL, 'm'},
-    {"pin-file", required_argument, NULL, 'p'},
-    {"config", required_argument, NULL, 'c'},
-    {"shim", required_argument, NULL, 'S'},
-    {"tcti", required_argument, NULL, 'T'},
-    {"out", required_argument, NULL, 'o'},
-    {"threads", required_argument, NULL, 'n'},
-    {"warmup", required_argument, NULL, 'w'},
-    {"seconds", required_argument, NULL, 's'},
-    {"count", required_argument, NULL, 'N'},
-    {"note", required_argument, NULL, 'x'},
-    {"init-only", no_argument, NULL, 'I'},
-    {"slice", required_argument, NULL, 'L'},
-    {"connect", required_argument, NULL, 'C'},
-    {"cert", required_argument, NULL, 'e'},
-    {"ca", required_argument, NULL, 'A'},
-    {"expect", required_argument, NULL, 'E'},
-    {"inflight", required_argument, NULL, 'F'},
-    {"latency-ms", required_argument, NULL, 'l'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
-};
-
-/* One option into o; 0 for an unknown one or a bad value. */
-static int set_option(int c, const char *v, bench_opts *o)
+/* The options after COMMAND into o; 0 when they end the program (*rc). */
+static int parse_options(int argc, char **argv, bench_opts *o, int *rc)
 {
-    switch (c) {
-    case 'i':
-        o->impl = v;
-        break;
-    case 'a':
-        if (!parse_alg(v, o)) {
-            fprintf(stderr, "mtlsks-bench: unknown --alg '%s'\n", v);
+    static const struct option longopts[] = {
+        {"impl", required_argument, NULL, 'i'},
+        {"alg", required_argument, NULL, 'a'},
+        {"key", required_argument, NULL, 'k'},
+        {"key2", required_argument, NULL, 'K'},
+        {"module", required_argument, NULL, 'm'},
+        {"pin-file", required_argument, NULL, 'p'},
+        {"config", required_argument, NULL, 'c'},
+        {"shim", required_argument, NULL, 'S'},
+        {"tcti", required_argument, NULL, 'T'},
+        {"out", required_argument, NULL, 'o'},
+        {"threads", required_argument, NULL, 'n'},
+        {"warmup", required_argument, NULL, 'w'},
+        {"seconds", required_argument, NULL, 's'},
+        {"count", required_argument, NULL, 'N'},
+        {"note", required_argument, NULL, 'x'},
+        {"init-only", no_argument, NULL, 'I'},
+        {"slice", required_argument, NULL, 'L'},
+        {"connect", required_argument, NULL, 'C'},
+        {"cert", required_argument, NULL, 'e'},
+        {"ca", required_argument, NULL, 'A'},
+        {"expect", required_argument, NULL, 'E'},
+        {"inflight", required_argument, NULL, 'F'},
+        {"latency-ms", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'i':
+            o->impl = optarg;
+            break;
+        case 'a':
+            if (!parse_alg(optarg, o)) {
+                fprintf(stderr, "mtlsks-bench: unknown --alg '%s'\n", optarg);
+                *rc = 2;
+                return 0;
+            }
+            break;
+        case 'k':
+            o->key = optarg;
+            break;
+        case 'K':
+            o->key2 = optarg;
+            break;
+        case 'm':
+            o->module = optarg;
+            break;
+        case 'p':
+            o->pin_file = optarg;
+            break;
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'S':
+            o->shim = optarg;
+            break;
+        case 'T':
+            o->tcti = optarg;
+            break;
+        case 'o':
+            o->out = optarg;
+            break;
+        case 'n':
+            o->threads = atoi(optarg);
+            break;
+        case 'w':
+            o->warmup = atof(optarg);
+            break;
+        case 's':
+            o->seconds = atof(optarg);
+            break;
+        case 'N':
+            o->count = atol(optarg);
+            break;
+        case 'x':
+            o->note = optarg;
+            break;
+        case 'I':
+            o->init_only = 1;
+            break;
+        case 'L':
+            o->slice = atof(optarg);
+            break;
+        case 'C':
+            o->connect = optarg;
+            break;
+        case 'e':
+            o->cert = optarg;
+            break;
+        case 'A':
+            o->ca = optarg;
+            break;
+        case 'E':
+            o->expect = optarg;
+            break;
+        case 'F':
+            o->inflight = atoi(optarg);
+            break;
+        case 'l':
+            o->latency_ms = atof(optarg);
+            break;
+        case 'h':
+            *rc = usage(0);
+            return 0;
+        default:
+            *rc = usage(2);
             return 0;
         }
-        break;
-    case 'k':
-        o->key = v;
-        break;
-    case 'K':
-        o->key2 = v;
-        break;
-    case 'm':
-        o->module = v;
-        break;
-    case 'p':
-        o->pin_file = v;
-        break;
-    case 'c':
-        o->config = v;
-        break;
-    case 'S':
-        o->shim = v;
-        break;
-    case 'T':
-        o->tcti = v;
-        break;
-    case 'o':
-        o->out = v;
-        break;
-    case 'n':
-        o->threads = atoi(v);
-        break;
-    case 'w':
-        o->warmup = atof(v);
-        break;
-    case 's':
-        o->seconds = atof(v);
-        break;
-    case 'N':
-        o->count = atol(v);
-        break;
-    case 'x':
-        o->note = v;
-        break;
-    case 'I':
-        o->init_only = 1;
-        break;
-    case 'L':
-        o->slice = atof(v);
-        break;
-    case 'C':
-        o->connect = v;
-        break;
-    case 'e':
-        o->cert = v;
-        break;
-    case 'A':
-        o->ca = v;
-        break;
-    case 'E':
-        o->expect = v;
-        break;
-    case 'F':
-        o->inflight = atoi(v);
-        break;
-    case 'l':
-        o->latency_ms = atof(v);
-        break;
-    default:
-        return 0;
     }
     return 1;
 }
 
-static const struct {
-    const char *name;
-    int (*fn)(const bench_opts *o);
-    int needs_impl;
-} commands[] = {
-    {"sign", cmd_sign, 1},         {"tls", cmd_tls, 1},
-    {"startup", cmd_startup, 1},   {"tpm-keygen", cmd_tpm_keygen, 0},
-    {"tls-load", cmd_tls_load, 0}, {"tls-async", cmd_tls_async, 1},
-};
-
 int main(int argc, char **argv)
 {
     bench_opts o = {0};
-    size_t i;
-    int c;
+    const char *arg = NULL;
+    int ok, rc;
 
     o.alg = BENCH_EC;
     o.alg_name = "ec";
@@ -214,13 +213,10 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
         return usage(0);
     o.cmd = argv[1];
-    optind = 2;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (c == 'h')
-            return usage(0);
-        if (!set_option(c, optarg, &o))
-            return usage(2);
-    }
+    if (!parse_options(argc, argv, &o, &rc))
+        return rc;
+    if (optind < argc)
+        arg = argv[optind];
     if (o.threads < 1 || o.threads > BENCH_MAX_THREADS || o.seconds <= 0 || o.warmup < 0 ||
         o.slice <= 0 || o.inflight < 1 || o.latency_ms < 0) {
         fprintf(stderr,
@@ -229,19 +225,26 @@ int main(int argc, char **argv)
                 BENCH_MAX_THREADS);
         return 2;
     }
-    if (strcmp(o.cmd, "pcap-count") == 0) {
-        if (optind >= argc)
-            return usage(2);
-        return cmd_pcap_count(&o, argv[optind]) ? 0 : 1;
+    if (o.impl == NULL && (strcmp(o.cmd, "sign") == 0 || strcmp(o.cmd, "tls") == 0 ||
+                           strcmp(o.cmd, "startup") == 0 || strcmp(o.cmd, "tls-async") == 0)) {
+        fprintf(stderr, "mtlsks-bench: %s needs --impl\n", o.cmd);
+        return 2;
     }
-    for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(o.cmd, commands[i].name) != 0)
-            continue;
-        if (commands[i].needs_impl && o.impl == NULL) {
-            fprintf(stderr, "mtlsks-bench: %s needs --impl\n", o.cmd);
-            return 2;
-        }
-        return commands[i].fn(&o) ? 0 : 1;
-    }
-    return usage(2);
+    if (strcmp(o.cmd, "sign") == 0)
+        ok = cmd_sign(&o);
+    else if (strcmp(o.cmd, "tls") == 0)
+        ok = cmd_tls(&o);
+    else if (strcmp(o.cmd, "startup") == 0)
+        ok = cmd_startup(&o);
+    else if (strcmp(o.cmd, "tpm-keygen") == 0)
+        ok = cmd_tpm_keygen(&o);
+    else if (strcmp(o.cmd, "tls-load") == 0)
+        ok = cmd_tls_load(&o);
+    else if (strcmp(o.cmd, "tls-async") == 0)
+        ok = cmd_tls_async(&o);
+    else if (strcmp(o.cmd, "pcap-count") == 0 && arg != NULL)
+        ok = cmd_pcap_count(&o, arg);
+    else
+        return usage(2);
+    return ok ? 0 : 1;
 }

@@ -18,32 +18,23 @@
 #include <mtlsks/keystore.h>
 
 static const unsigned char message[128] = "mtlsks-bench message to sign";
-static const unsigned char sha256_prefix[19] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60,
-                                                0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                                                0x01, 0x05, 0x00, 0x04, 0x20};
 
 typedef struct ks_arg {
     mks_key *key;
     EVP_MD *md;
     mks_mech_params mp;
-    bench_alg alg;
 } ks_arg;
 
 static int ks_op(void *p, int thread)
 {
     ks_arg *a = p;
-    unsigned char in[sizeof(sha256_prefix) + 32], sig[1024];
-    size_t inlen = 32, siglen = sizeof(sig);
-    unsigned char *hash = in;
+    unsigned char hash[32], sig[1024];
+    size_t siglen = sizeof(sig);
 
-    if (a->alg == BENCH_RSA_PKCS1) {
-        memcpy(in, sha256_prefix, sizeof(sha256_prefix));
-        hash = in + sizeof(sha256_prefix);
-        inlen += sizeof(sha256_prefix);
-    }
+    /* PKCS#1 v1.5 too signs the hash: the keystore builds the DigestInfo. */
     if (!EVP_Digest(message, sizeof(message), hash, NULL, a->md, NULL))
         return 0;
-    if (mks_key_sign(a->key, &a->mp, in, inlen, sig, &siglen) != MKS_OK) {
+    if (mks_key_sign(a->key, &a->mp, hash, sizeof(hash), sig, &siglen) != MKS_OK) {
         static int reported;
         if (!reported++)
             fprintf(stderr, "mtlsks-bench: mks_key_sign: %s\n", mks_last_error());
@@ -125,7 +116,6 @@ int keystore_path_setup(const bench_opts *o, bench_path *path)
         return 0;
     }
     ks.md = EVP_MD_fetch(NULL, "SHA256", "provider=default");
-    ks.alg = o->alg;
     ks.mp.mech = o->alg == BENCH_EC          ? MKS_MECH_ECDSA
                  : o->alg == BENCH_RSA_PKCS1 ? MKS_MECH_RSA_PKCS1
                                              : MKS_MECH_RSA_PSS;

@@ -6,27 +6,21 @@
  * is due.
  *
  * Certificates are public objects: check needs no PIN and never logs in.
+ * The hooks run in check_hook.c.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <openssl/x509.h>
 
-#include "cli.h"
+#include "check.h"
 #include "json.h"
-#include "lifecycle.h"
 #include "parse.h"
-
-#define CMD "check"
-
-extern char **environ;
 
 static void check_usage(FILE *f)
 {
@@ -75,34 +69,6 @@ enum {
     OPT_QUIET,
     OPT_HOOK,
 };
-
-/* Beyond CLI_EXIT_OK and CLI_EXIT_USAGE: probes tell "due" from "cannot see". */
-enum { CHECK_EXIT_DUE = CLI_EXIT_FAIL, CHECK_EXIT_UNREADABLE = 3 };
-
-typedef enum check_status { ST_OK, ST_EXPIRING, ST_EXPIRED } check_status;
-
-typedef struct check_entry {
-    int from_file;
-    char *token;     /* token label (token entries) */
-    char *token_uri; /* token entries */
-    char *label;     /* CKA_LABEL (token entries) */
-    char *uri;       /* the certificate's URI (token entries) */
-    const char *file;
-    int file_index; /* 0: the leaf of a file, 1..: its chain */
-    cli_role role;
-    int pending; /* a renewal is pending for the key (NAME.next exists) */
-    cli_cert_info ci;
-    check_status status;
-} check_entry;
-
-typedef struct check_run {
-    check_entry *v;
-    size_t n, cap;
-    char **errors;
-    size_t nerrors;
-    int days;
-    time_t now;
-} check_run;
 
 static check_entry *entry_add(check_run *r)
 {
@@ -166,26 +132,9 @@ static void set_status(const check_run *r, check_entry *e)
         e->status = ST_OK;
 }
 
-/* Fails the check: expiring or expired, and not a retired certificate. */
-static int entry_fails(const check_entry *e)
+int check_entry_fails(const check_entry *e)
 {
     return e->status != ST_OK && e->role != CLI_ROLE_RETIRED;
-}
-
-/* Gets a hook: the key's own certificate, not a CA's or a retired one. */
-static int entry_hooks(const check_entry *e)
-{
-    return entry_fails(e) && (e->from_file ? e->file_index == 0 : e->role != CLI_ROLE_CHAIN);
-}
-
-/* The name a key goes by: NAME for NAME and NAME.next. */
-static char *base_label(const char *label)
-{
-    size_t n = strlen(label);
-
-    if (cli_label_role(label) == CLI_ROLE_PENDING)
-        n -= strlen(CLI_SUFFIX_NEXT);
-    return strndup(label, n);
 }
 
 static int by_label(const void *a, const void *b)
@@ -357,7 +306,7 @@ static void print_text_entry(const check_entry *e)
     else
         snprintf(where, sizeof(where), "token '%s'", e->token);
     printf("%-9s %-20s %5lld %-4s  %s  %s  %s%s\n",
-           entry_fails(e) ? (e->status == ST_EXPIRED ? "EXPIRED" : "EXPIRING") : st, name,
+           check_entry_fails(e) ? (e->status == ST_EXPIRED ? "EXPIRED" : "EXPIRING") : st, name,
            e->ci.days_left, cli_days_word(e->ci.days_left), e->ci.not_after, where, e->ci.subject,
            e->pending && e->role != CLI_ROLE_RETIRED ? "  (renewal pending)" : "");
 }
@@ -368,9 +317,9 @@ static void print_text(const check_run *r, int quiet)
     char name[1100];
 
     for (i = 0; i < r->n; i++) {
-        if (entry_fails(&r->v[i]))
+        if (check_entry_fails(&r->v[i]))
             nfail++;
-        if (!quiet || entry_fails(&r->v[i]))
+        if (!quiet || check_entry_fails(&r->v[i]))
             print_text_entry(&r->v[i]);
     }
     if (quiet)
@@ -383,7 +332,7 @@ static void print_text(const check_run *r, int quiet)
     printf("%s check: %zu of %zu certificate%s expire%s within %d %s:", CLI_PROGRAM, nfail, r->n,
            r->n == 1 ? "" : "s", nfail == 1 ? "s" : "", r->days, cli_days_word(r->days));
     for (i = 0, k = 0; i < r->n; i++) {
-        if (!entry_fails(&r->v[i]))
+        if (!check_entry_fails(&r->v[i]))
             continue;
         entry_name(&r->v[i], name, sizeof(name));
         printf("%s %s (%s%s%s, %lld %s)", k++ > 0 ? "," : "", name,
@@ -404,7 +353,7 @@ static void print_json(const check_run *r)
     gmtime_r(&r->now, &tm);
     strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
     for (i = 0; i < r->n; i++)
-        nfail += entry_fails(&r->v[i]);
+        nfail += check_entry_fails(&r->v[i]);
     cli_json_init(&j, stdout);
     cli_json_obj_begin(&j, NULL);
     cli_json_int(&j, "days", r->days);
@@ -417,7 +366,7 @@ static void print_json(const check_run *r)
 
         cli_json_obj_begin(&j, NULL);
         cli_json_string(&j, "status", status_name(e));
-        cli_json_bool(&j, "fails", entry_fails(e));
+        cli_json_bool(&j, "fails", check_entry_fails(e));
         cli_json_string(&j, "role", cli_role_name(e->role));
         cli_json_string(&j, "source", e->from_file ? "file" : "token");
         cli_json_string(&j, "token", e->from_file ? NULL : e->token);
@@ -437,147 +386,15 @@ static void print_json(const check_run *r)
     cli_json_end(&j);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Hooks                                                                     */
+typedef struct check_opts {
+    const char **files; /* --cert, in order */
+    size_t nfiles;
+    const char *token, *hook;
+    int days, json, quiet, no_tokens;
+} check_opts;
 
-/* environ plus our variables; malloc'd array of (partly malloc'd) strings. */
-static char **hook_env(const check_entry *e, char ***owned, size_t *nowned)
-{
-    size_t n = 0, i, k = 0;
-    char **env, **mine;
-    char days[32];
-    const char *vars[7][2] = {
-        {"MTLSKS_LABEL", e->from_file ? "" : e->label},
-        {"MTLSKS_TOKEN", e->from_file ? "" : e->token},
-        {"MTLSKS_CERT_URI", e->from_file || e->uri == NULL ? "" : e->uri},
-        {"MTLSKS_CERT_FILE", e->from_file ? e->file : ""},
-        {"MTLSKS_NOT_AFTER", e->ci.not_after},
-        {"MTLSKS_DAYS_LEFT", days},
-        {"MTLSKS_RENEWAL_PENDING", e->pending ? "1" : "0"},
-    };
-    const size_t nvars = sizeof(vars) / sizeof(vars[0]);
-
-    snprintf(days, sizeof(days), "%lld", e->ci.days_left);
-    while (environ[n] != NULL)
-        n++;
-    env = calloc(n + nvars + 1, sizeof(*env));
-    mine = calloc(nvars, sizeof(*mine));
-    if (env == NULL || mine == NULL) {
-        free(env);
-        free(mine);
-        return NULL;
-    }
-    for (i = 0; i < n; i++)
-        if (strncmp(environ[i], "MTLSKS_", 7) != 0)
-            env[k++] = environ[i];
-    for (i = 0; i < nvars; i++) {
-        size_t len = strlen(vars[i][0]) + strlen(vars[i][1]) + 2;
-
-        mine[i] = malloc(len);
-        if (mine[i] == NULL)
-            break;
-        snprintf(mine[i], len, "%s=%s", vars[i][0], vars[i][1]);
-        env[k++] = mine[i];
-    }
-    *owned = mine;
-    *nowned = i;
-    if (i < nvars) {
-        for (k = 0; k < i; k++)
-            free(mine[k]);
-        free(mine);
-        free(env);
-        return NULL;
-    }
-    return env;
-}
-
-/* Runs the hook for one certificate; 1 when it exited 0. */
-static int run_hook(const char *hook, const check_entry *e)
-{
-    char name[1100], **env, **owned = NULL;
-    char *argv[3];
-    size_t nowned = 0, i;
-    pid_t pid;
-    int rc, status = 0, ok = 0;
-
-    if (e->from_file)
-        snprintf(name, sizeof(name), "%s", e->file);
-    else {
-        char *base = base_label(e->label);
-
-        snprintf(name, sizeof(name), "%s", base != NULL ? base : e->label);
-        free(base);
-    }
-    env = hook_env(e, &owned, &nowned);
-    if (env == NULL) {
-        cli_fail(CMD, "out of memory");
-        return 0;
-    }
-    argv[0] = (char *)hook;
-    argv[1] = name;
-    argv[2] = NULL;
-    fflush(stdout);
-    fflush(stderr);
-    rc = posix_spawn(&pid, hook, NULL, NULL, argv, env);
-    if (rc != 0) {
-        cli_fail(CMD, "cannot run the hook %s: %s", hook, strerror(rc));
-        goto done;
-    }
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) {
-            cli_fail(CMD, "waiting for the hook %s: %s", hook, strerror(errno));
-            goto done;
-        }
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        ok = 1;
-    else if (WIFEXITED(status))
-        cli_fail(CMD, "hook %s %s exited with %d", hook, name, WEXITSTATUS(status));
-    else
-        cli_fail(CMD, "hook %s %s was killed by signal %d", hook, name,
-                 WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-done:
-    for (i = 0; i < nowned; i++)
-        free(owned[i]);
-    free(owned);
-    free(env);
-    return ok;
-}
-
-/* Runs the hook once per key that is due; 1 when every run exited 0. */
-static int run_hooks(const check_run *r, const char *hook)
-{
-    size_t i, k;
-    int ok = 1;
-
-    for (i = 0; i < r->n; i++) {
-        const check_entry *e = &r->v[i];
-        int dup = 0;
-
-        if (!entry_hooks(e))
-            continue;
-        /* NAME and NAME.next (mid hand-over) are one key to renew. */
-        for (k = 0; k < i && !e->from_file; k++) {
-            const check_entry *f = &r->v[k];
-            char *a, *b;
-
-            if (f->from_file || !entry_hooks(f) || strcmp(f->token, e->token) != 0)
-                continue;
-            a = base_label(e->label);
-            b = base_label(f->label);
-            dup = a != NULL && b != NULL && strcmp(a, b) == 0;
-            free(a);
-            free(b);
-            if (dup)
-                break;
-        }
-        if (!dup && !run_hook(hook, e))
-            ok = 0;
-    }
-    return ok;
-}
-
-int cmd_check(cli_globals *g, int argc, char **argv)
+/* Reads the options into o; 0 with *exit_now when the command ends here. */
+static int read_options(cli_globals *g, int argc, char **argv, check_opts *o, int *exit_now)
 {
     static const struct option longopts[] = {
         {"days", required_argument, NULL, OPT_DAYS},
@@ -591,123 +408,126 @@ int cmd_check(cli_globals *g, int argc, char **argv)
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    check_run r = {.days = 30};
-    const char **files = NULL;
-    const char *token = NULL, *hook = NULL;
-    size_t nfiles = 0, i;
-    int c, json = 0, quiet = 0, no_tokens = 0, session = 0, ret = CLI_EXIT_USAGE, nfail = 0;
-    cli_session s;
+    int c;
 
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, check_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_DAYS:
-            if (!cli_parse_uint(optarg, &r.days) || r.days > 36500) {
+            if (!cli_parse_uint(optarg, &o->days) || o->days > 36500) {
                 cli_fail(CMD, "--days '%s': expected a number of days (0 to 36500)", optarg);
-                goto done;
+                return 0;
             }
             break;
         case OPT_TOKEN:
-            token = optarg;
+            o->token = optarg;
             break;
         case OPT_CERT: {
-            const char **v = realloc(files, (nfiles + 1) * sizeof(*v));
+            const char **v = realloc(o->files, (o->nfiles + 1) * sizeof(*v));
 
             if (v == NULL) {
                 cli_fail(CMD, "out of memory");
-                ret = CLI_EXIT_FAIL;
-                goto done;
+                *exit_now = CLI_EXIT_FAIL;
+                return 0;
             }
-            files = v;
-            files[nfiles++] = optarg;
+            o->files = v;
+            o->files[o->nfiles++] = optarg;
             break;
         }
         case OPT_NO_TOKENS:
-            no_tokens = 1;
+            o->no_tokens = 1;
             break;
         case OPT_JSON:
-            json = 1;
+            o->json = 1;
             break;
         case OPT_QUIET:
-            quiet = 1;
+            o->quiet = 1;
             break;
         case OPT_HOOK:
-            hook = optarg;
+            o->hook = optarg;
             break;
-        case 'h':
-            check_usage(stdout);
-            ret = CLI_EXIT_OK;
-            goto done;
-        default:
-            ret = cli_usage_error(CMD, argv, c);
-            goto done;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
-        goto done;
-    }
-    if (json && quiet) {
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
+        return 0;
+    return 1;
+}
+
+/* What the options say together, and a hook that can run; 0 with *exit_now. */
+static int check_options(const cli_globals *g, const check_opts *o, int *exit_now)
+{
+    *exit_now = CLI_EXIT_USAGE;
+    if (o->json && o->quiet) {
         cli_fail(CMD, "--json and --quiet do not go together");
-        goto done;
+        return 0;
     }
-    if (token != NULL && (*token == '\0' || no_tokens)) {
-        cli_fail(CMD, *token == '\0' ? "--token: empty label"
-                                     : "--token and --no-tokens do not go together");
-        goto done;
+    if (o->token != NULL && (*o->token == '\0' || o->no_tokens)) {
+        cli_fail(CMD, *o->token == '\0' ? "--token: empty label"
+                                        : "--token and --no-tokens do not go together");
+        return 0;
     }
-    if (no_tokens && nfiles == 0) {
+    if (o->no_tokens && o->nfiles == 0) {
         cli_fail(CMD, "--no-tokens leaves nothing to check: add --cert FILE");
-        goto done;
+        return 0;
     }
     if (!cli_globals_check(g, CMD))
-        goto done;
-    if (hook != NULL && hook[0] != '/') {
-        cli_fail(CMD, "--hook %s: give the program's absolute path", hook);
-        goto done;
+        return 0;
+    if (o->hook != NULL && o->hook[0] != '/') {
+        cli_fail(CMD, "--hook %s: give the program's absolute path", o->hook);
+        return 0;
     }
-    if (hook != NULL && access(hook, X_OK) != 0) {
-        cli_fail(CMD, "--hook %s: %s", hook, strerror(errno));
-        ret = CHECK_EXIT_UNREADABLE;
-        goto done;
+    if (o->hook != NULL && access(o->hook, X_OK) != 0) {
+        cli_fail(CMD, "--hook %s: %s", o->hook, strerror(errno));
+        *exit_now = CHECK_EXIT_UNREADABLE;
+        return 0;
     }
+    return 1;
+}
 
-    ret = CHECK_EXIT_UNREADABLE;
+/* Reads every certificate, prints them, runs the hooks; the exit status. */
+static int run_check(cli_globals *g, const check_opts *o)
+{
+    check_run r = {.days = o->days};
+    size_t i, nfail = 0;
+    cli_session s;
+    int ret;
+
     r.now = time(NULL);
-    if (!no_tokens) {
-        session = cli_session_open(&s, g, CMD);
-        if (session)
-            check_tokens(&r, &s, token);
-        else
+    /* The session ends before the hooks run: a hook may use the token itself (renew). */
+    if (!o->no_tokens) {
+        if (cli_session_open(&s, g, CMD)) {
+            check_tokens(&r, &s, o->token);
+            cli_session_close(&s);
+        } else {
             run_error(&r, "cannot check the tokens");
+        }
     }
-    for (i = 0; i < nfiles; i++)
-        check_file(&r, files[i]);
-    /* The hook may use the token itself (renew): let go of it first. */
-    if (session) {
-        cli_session_close(&s);
-        session = 0;
-    }
+    for (i = 0; i < o->nfiles; i++)
+        check_file(&r, o->files[i]);
 
-    if (json)
+    if (o->json)
         print_json(&r);
     else
-        print_text(&r, quiet);
+        print_text(&r, o->quiet);
     fflush(stdout);
     for (i = 0; i < r.n; i++)
-        nfail += entry_fails(&r.v[i]);
-    if (hook != NULL)
-        ret = run_hooks(&r, hook) ? CLI_EXIT_OK : CHECK_EXIT_DUE;
+        nfail += check_entry_fails(&r.v[i]);
+    if (o->hook != NULL)
+        ret = check_run_hooks(&r, o->hook) ? CLI_EXIT_OK : CHECK_EXIT_DUE;
     else
         ret = nfail == 0 ? CLI_EXIT_OK : CHECK_EXIT_DUE;
     if (r.nerrors > 0)
         ret = CHECK_EXIT_UNREADABLE;
-done:
-    if (session)
-        cli_session_close(&s);
     run_clear(&r);
-    free(files);
+    return ret;
+}
+
+int cmd_check(cli_globals *g, int argc, char **argv)
+{
+    check_opts o = {.days = 30};
+    int ret;
+
+    if (read_options(g, argc, argv, &o, &ret) && check_options(g, &o, &ret))
+        ret = run_check(g, &o);
+    free(o.files);
     return ret;
 }

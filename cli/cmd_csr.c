@@ -42,7 +42,14 @@ static void csr_usage(FILE *f)
 
 enum { OPT_KEY = 0x100, OPT_SUBJECT, OPT_SAN, OPT_USAGE, OPT_OUT, OPT_FORCE, OPT_PASSWORD_SOURCE };
 
-int cmd_csr(cli_globals *g, int argc, char **argv)
+typedef struct csr_opts {
+    cli_csr_args args;
+    const char *key_arg, *out, *password_source;
+    int force;
+} csr_opts;
+
+/* Reads and checks the options; 0 with *exit_now when the command ends here. */
+static int read_options(cli_globals *g, int argc, char **argv, csr_opts *o, int *exit_now)
 {
     static const struct option longopts[] = {
         {"key", required_argument, NULL, OPT_KEY},
@@ -56,86 +63,81 @@ int cmd_csr(cli_globals *g, int argc, char **argv)
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    cli_csr_args args = {0};
+    int c;
+
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, csr_usage, exit_now)) > 0) {
+        switch (c) {
+        case OPT_KEY:
+            o->key_arg = optarg;
+            break;
+        case OPT_SUBJECT:
+            o->args.subject = optarg;
+            break;
+        case OPT_SAN:
+            if (!cli_csr_args_add_san(&o->args, optarg)) {
+                cli_fail(CMD, "out of memory");
+                *exit_now = CLI_EXIT_FAIL;
+                return 0;
+            }
+            break;
+        case OPT_USAGE:
+            o->args.usage = optarg;
+            break;
+        case OPT_OUT:
+            o->out = optarg;
+            break;
+        case OPT_FORCE:
+            o->force = 1;
+            break;
+        case OPT_PASSWORD_SOURCE:
+            o->password_source = optarg;
+            break;
+        }
+    }
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
+        return 0;
+    if (o->key_arg == NULL || *o->key_arg == '\0') {
+        cli_fail(CMD, "--key URI|FILE is required");
+        return 0;
+    }
+    if (o->out == NULL) {
+        cli_fail(CMD, "--out FILE.csr is required");
+        return 0;
+    }
+    return cli_globals_check(g, CMD) && cli_password_source_check(CMD, o->password_source);
+}
+
+int cmd_csr(cli_globals *g, int argc, char **argv)
+{
+    csr_opts o = {0};
     cli_csr_req req = {0};
     cli_session s;
     cli_err err;
-    const char *key_arg = NULL, *out = NULL, *password_source = NULL;
     cli_key_arg ka = {0};
     char *pem = NULL;
     size_t pem_len = 0;
     mks_key *key = NULL;
-    int c, force = 0, session = 0, ret = CLI_EXIT_USAGE;
+    int session = 0, ret;
 
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
-        switch (c) {
-        case OPT_KEY:
-            key_arg = optarg;
-            break;
-        case OPT_SUBJECT:
-            args.subject = optarg;
-            break;
-        case OPT_SAN:
-            if (!cli_csr_args_add_san(&args, optarg)) {
-                cli_fail(CMD, "out of memory");
-                ret = CLI_EXIT_FAIL;
-                goto done;
-            }
-            break;
-        case OPT_USAGE:
-            args.usage = optarg;
-            break;
-        case OPT_OUT:
-            out = optarg;
-            break;
-        case OPT_FORCE:
-            force = 1;
-            break;
-        case OPT_PASSWORD_SOURCE:
-            password_source = optarg;
-            break;
-        case 'h':
-            csr_usage(stdout);
-            ret = CLI_EXIT_OK;
-            goto done;
-        default:
-            ret = cli_usage_error(CMD, argv, c);
-            goto done;
-        }
-    }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!read_options(g, argc, argv, &o, &ret))
         goto done;
-    }
-    if (key_arg == NULL || *key_arg == '\0') {
-        cli_fail(CMD, "--key URI|FILE is required");
-        goto done;
-    }
-    if (out == NULL) {
-        cli_fail(CMD, "--out FILE.csr is required");
-        goto done;
-    }
-    if (!cli_globals_check(g, CMD) || !cli_password_source_check(CMD, password_source))
-        goto done;
-    if (!cli_csr_req_from_args(&args, &req, &err)) {
+    ret = CLI_EXIT_USAGE;
+    if (!cli_csr_req_from_args(&o.args, &req, &err)) {
         cli_fail(CMD, "%s", err.msg);
         goto done;
     }
 
     ret = CLI_EXIT_FAIL;
-    if (!cli_key_arg_parse(key_arg, &ka, &err)) {
+    if (!cli_key_arg_parse(o.key_arg, &ka, &err)) {
         cli_fail(CMD, "%s", err.msg);
         goto done;
     }
-    if (!cli_out_check(out, force, &err)) {
+    if (!cli_out_check(o.out, o.force, &err)) {
         cli_fail(CMD, "%s", err.msg);
         goto done;
     }
 
-    if (password_source != NULL && ka.kind == CLI_KEY_PKCS11) {
+    if (o.password_source != NULL && ka.kind == CLI_KEY_PKCS11) {
         cli_fail(CMD, "--password-source is for TPM keys; a token's PIN comes from --pin-source");
         ret = CLI_EXIT_USAGE;
         goto done;
@@ -144,12 +146,12 @@ int cmd_csr(cli_globals *g, int argc, char **argv)
     session = cli_session_open(&s, g, CMD);
     if (!session)
         goto done;
-    s.tpm_auth.source = password_source;
+    s.tpm_auth.source = o.password_source;
     if (!cli_session_open_key(&s, &ka, &key))
         goto done;
     if (!cli_session_make_csr(&s, key, &req, &pem, &pem_len))
         goto done;
-    if (!cli_write_file_atomic(out, pem, pem_len, 0644, force, &err)) {
+    if (!cli_write_file_atomic(o.out, pem, pem_len, 0644, o.force, &err)) {
         cli_fail(CMD, "%s", err.msg);
         goto done;
     }
@@ -159,7 +161,7 @@ int cmd_csr(cli_globals *g, int argc, char **argv)
         printf("key:     %s (%s)\n", mks_key_get0_uri(key), cli_session_tcti(&s));
     else
         printf("key:     %s\n", mks_key_get0_uri(key));
-    printf("csr:     %s\n", out);
+    printf("csr:     %s\n", o.out);
     ret = CLI_EXIT_OK;
 done:
     if (key != NULL)
@@ -167,7 +169,7 @@ done:
     free(pem);
     cli_key_arg_clear(&ka);
     cli_csr_req_clear(&req);
-    cli_csr_args_clear(&args);
+    cli_csr_args_clear(&o.args);
     if (session)
         cli_session_close(&s);
     return ret;

@@ -5,9 +5,8 @@
  * terminal it refuses unless --yes says so, because a deleted token key
  * cannot be brought back.
  *
- * delete --tpm --handle H evicts a persistent TPM key the same way. A key
- * that is not persistent lives only in its key file: removing the file is
- * deleting it (the TPM keeps nothing of it).
+ * delete --tpm --handle H evicts a persistent TPM key the same way
+ * (delete_tpm.c).
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -16,10 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "delete.h"
 #include "lifecycle.h"
-
-#define CMD "delete"
 
 static void delete_usage(FILE *f)
 {
@@ -92,8 +89,7 @@ static int can_ask(int yes, const char *what)
     return 0;
 }
 
-/* Asks on the terminal ("Delete WHAT? ..."); 1 for yes. */
-static int confirm(const char *what)
+int delete_confirm(const char *what)
 {
     char line[32];
 
@@ -105,73 +101,30 @@ static int confirm(const char *what)
     return strcasecmp(line, "y") == 0 || strcasecmp(line, "yes") == 0;
 }
 
-static int destroy(cli_session *s, const char *token_uri, const char *label, const char *type,
+static int destroy(cli_session *s, const char *token_uri, const char *label, unsigned type,
                    size_t *count)
 {
-    char *uri = cli_object_uri(token_uri, label, NULL, 0, type);
+    char *uri = cli_uri_object(CMD, token_uri, label, NULL, 0, type);
     size_t n = 0;
     mks_rv rv;
 
-    if (uri == NULL) {
-        cli_fail(CMD, "out of memory");
+    if (uri == NULL)
         return 0;
-    }
     rv = mks_objects_destroy(s->ks, uri, MKS_OBJ_ANY, &s->pin_ui, &n);
     *count += n;
     if (rv != MKS_OK)
         cli_fail_ks(CMD, rv, "cannot destroy %s (%zu destroyed before)", uri, *count);
-    free(uri);
+    mks_free(uri);
     return rv == MKS_OK;
 }
 
-/* delete --tpm --handle H, after the options were checked. */
-static int delete_tpm(cli_globals *g, uint32_t handle, int yes)
-{
-    mks_tpm_persistent *keys = NULL;
-    size_t n = 0, i;
-    cli_session s;
-    char what[64];
-    int ret = CLI_EXIT_FAIL;
-    mks_rv rv;
+typedef struct delete_opts {
+    const char *label, *token, *handle_arg;
+    int yes, tpm;
+} delete_opts;
 
-    if (!cli_session_open(&s, g, CMD))
-        return CLI_EXIT_FAIL;
-    rv = mks_tpm_list_persistent(s.ks, &keys, &n);
-    if (rv != MKS_OK) {
-        cli_session_fail_tpm(&s, rv, "cannot list the TPM's persistent keys");
-        goto done;
-    }
-    for (i = 0; i < n && keys[i].handle != handle; i++)
-        ;
-    if (i == n) {
-        cli_fail(CMD, "no persistent key at 0x%08x in the TPM at %s (see '%s list --tpm')", handle,
-                 cli_session_tcti(&s), CLI_PROGRAM);
-        goto done;
-    }
-    if (keys[i].type == MKS_KEY_RSA)
-        snprintf(what, sizeof(what), "rsa %d", keys[i].bits);
-    else
-        snprintf(what, sizeof(what), "ec %s", keys[i].curve);
-    fprintf(stderr, "In the TPM at %s:\n  %s  %s\n", cli_session_tcti(&s), keys[i].uri, what);
-    snprintf(what, sizeof(what), "the persistent key 0x%08x", handle);
-    if (!yes && !confirm(what)) {
-        fprintf(stderr, "Nothing deleted.\n");
-        goto done;
-    }
-    rv = mks_tpm_evict(s.ks, handle);
-    if (rv != MKS_OK) {
-        cli_session_fail_tpm(&s, rv, "cannot remove the persistent key 0x%08x", handle);
-        goto done;
-    }
-    printf("deleted: tpmkey:handle=0x%08x (key files made with it no longer name a key)\n", handle);
-    ret = CLI_EXIT_OK;
-done:
-    free(keys);
-    cli_session_close(&s);
-    return ret;
-}
-
-int cmd_delete(cli_globals *g, int argc, char **argv)
+/* Reads the options into o; 0 with *exit_now when the command ends here. */
+static int read_options(cli_globals *g, int argc, char **argv, delete_opts *o, int *exit_now)
 {
     static const struct option longopts[] = {
         {"label", required_argument, NULL, OPT_LABEL},
@@ -183,102 +136,85 @@ int cmd_delete(cli_globals *g, int argc, char **argv)
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    const char *label = NULL, *token = NULL, *handle_arg = NULL;
+    int c;
+
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, delete_usage, exit_now)) > 0) {
+        switch (c) {
+        case OPT_LABEL:
+            o->label = optarg;
+            break;
+        case OPT_TOKEN:
+            o->token = optarg;
+            break;
+        case OPT_YES:
+            o->yes = 1;
+            break;
+        case OPT_TPM:
+            o->tpm = 1;
+            break;
+        case OPT_HANDLE:
+            o->handle_arg = optarg;
+            break;
+        }
+    }
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
+        return 0;
+    return 1;
+}
+
+/* What a renewal left beside NAME is not deleted with it; says so. */
+static void note_renewal_pairs(cli_session *s, const char *token_uri, const char *label)
+{
+    size_t k;
+
+    for (k = 0; k < 2; k++) {
+        char *other = cli_label_join(label, k == 0 ? CLI_SUFFIX_NEXT : CLI_SUFFIX_OLD);
+        mks_object *objs = NULL;
+        size_t n = 0;
+
+        if (other != NULL &&
+            cli_find_objects(s, token_uri, other, NULL, 0, 0,
+                             MKS_OBJ_PUBLIC_KEY | MKS_OBJ_CERTIFICATE, &objs, &n) &&
+            n > 0)
+            printf("note:    '%s' (%s) is still on the token; '%s delete --label %s' removes "
+                   "it\n",
+                   other, k == 0 ? "a pending renewal" : "a retired pair", CLI_PROGRAM, other);
+        mks_objects_free(objs, n);
+        free(other);
+    }
+}
+
+/* delete of a token key pair, after the options were checked. */
+static int delete_token(cli_globals *g, const delete_opts *o)
+{
+    const char *label = o->label;
+    const char *labels[] = {o->label};
     char *token_uri = NULL, *chain_label = NULL;
-    int tpm = 0;
-    uint32_t handle = 0;
     char what[300];
     char token_label[33] = "";
     mks_object *priv = NULL, *pub = NULL, *chain = NULL;
-    size_t npriv = 0, npub = 0, nchain = 0, total, destroyed = 0, k;
-    int c, yes = 0, session = 0, ret = CLI_EXIT_USAGE;
+    size_t npriv = 0, npub = 0, nchain = 0, total, destroyed = 0;
+    int session = 0, ret = CLI_EXIT_FAIL;
     cli_session s;
     time_t now = time(NULL);
 
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
-        switch (c) {
-        case OPT_LABEL:
-            label = optarg;
-            break;
-        case OPT_TOKEN:
-            token = optarg;
-            break;
-        case OPT_YES:
-            yes = 1;
-            break;
-        case OPT_TPM:
-            tpm = 1;
-            break;
-        case OPT_HANDLE:
-            handle_arg = optarg;
-            break;
-        case 'h':
-            delete_usage(stdout);
-            return CLI_EXIT_OK;
-        default:
-            return cli_usage_error(CMD, argv, c);
-        }
-    }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
-        return CLI_EXIT_USAGE;
-    }
-    if (tpm || handle_arg != NULL) {
-        if (!tpm || label != NULL || token != NULL) {
-            cli_fail(CMD, "--tpm --handle HANDLE deletes a persistent TPM key; --label and "
-                          "--token name token keys");
-            return CLI_EXIT_USAGE;
-        }
-        if (handle_arg == NULL || mks_tpm_parse_handle(handle_arg, &handle) != MKS_OK) {
-            cli_fail(CMD,
-                     "--tpm needs --handle HANDLE, a persistent handle 0x81000000 to "
-                     "0x81FFFFFF (see '%s list --tpm')",
-                     CLI_PROGRAM);
-            return CLI_EXIT_USAGE;
-        }
-        snprintf(what, sizeof(what), "the key at 0x%08x", handle);
-        if (!cli_globals_check(g, CMD) || !can_ask(yes, what))
-            return CLI_EXIT_USAGE;
-        return delete_tpm(g, handle, yes);
-    }
-    if (label == NULL || *label == '\0') {
-        cli_fail(CMD, "--label NAME is required: the key pair to delete");
-        return CLI_EXIT_USAGE;
-    }
-    if (token != NULL && *token == '\0') {
-        cli_fail(CMD, "--token: empty label");
-        return CLI_EXIT_USAGE;
-    }
-    snprintf(what, sizeof(what), "'%s'", label);
-    if (!cli_globals_check(g, CMD) || !can_ask(yes, what))
-        return CLI_EXIT_USAGE;
-
-    ret = CLI_EXIT_FAIL;
     chain_label = cli_label_join(label, CLI_SUFFIX_CHAIN);
     if (chain_label == NULL) {
         cli_fail(CMD, "out of memory");
         goto done;
     }
     session = cli_session_open(&s, g, CMD);
-    if (!session)
+    if (!session ||
+        !cli_find_label_token(&s, labels, 1, MKS_OBJ_ANY, o->token, &token_uri, token_label))
         goto done;
-    {
-        const char *labels[] = {label};
-
-        if (!cli_find_label_token(&s, labels, 1, MKS_OBJ_ANY, token, &token_uri, token_label))
-            goto done;
-    }
     /* Private keys on their own: that search logs in, or fails without a PIN,
      * so that no private key is left behind unseen. */
-    if (!cli_find_objects(&s, token_uri, label, NULL, 0, "private", MKS_OBJ_PRIVATE_KEY, &priv,
-                          &npriv) ||
-        !cli_find_objects(&s, token_uri, label, NULL, 0, NULL,
+    if (!cli_find_objects(&s, token_uri, label, NULL, 0, MKS_OBJ_PRIVATE_KEY, MKS_OBJ_PRIVATE_KEY,
+                          &priv, &npriv) ||
+        !cli_find_objects(&s, token_uri, label, NULL, 0, 0,
                           MKS_OBJ_PUBLIC_KEY | MKS_OBJ_CERTIFICATE, &pub, &npub) ||
-        !cli_find_objects(&s, token_uri, chain_label, NULL, 0, "cert", MKS_OBJ_CERTIFICATE, &chain,
-                          &nchain))
+        !cli_find_objects(&s, token_uri, chain_label, NULL, 0, MKS_OBJ_CERTIFICATE,
+                          MKS_OBJ_CERTIFICATE, &chain, &nchain))
         goto done;
     total = npriv + npub + nchain;
     if (total == 0) {
@@ -291,31 +227,16 @@ int cmd_delete(cli_globals *g, int argc, char **argv)
     print_objects(chain, nchain, now);
     snprintf(what, sizeof(what), "these %zu object%s from token '%s'", total, total == 1 ? "" : "s",
              token_label);
-    if (!yes && !confirm(what)) {
+    if (!o->yes && !delete_confirm(what)) {
         fprintf(stderr, "Nothing deleted.\n");
         goto done;
     }
-    if (!destroy(&s, token_uri, label, NULL, &destroyed) ||
-        (nchain > 0 && !destroy(&s, token_uri, chain_label, "cert", &destroyed)))
+    if (!destroy(&s, token_uri, label, 0, &destroyed) ||
+        (nchain > 0 && !destroy(&s, token_uri, chain_label, MKS_OBJ_CERTIFICATE, &destroyed)))
         goto done;
     printf("deleted: %zu object%s labelled '%s'%s from token '%s'\n", destroyed,
            destroyed == 1 ? "" : "s", label, nchain > 0 ? " (and its chain)" : "", token_label);
-    /* What a renewal left beside it is not deleted with it; say so. */
-    for (k = 0; k < 2; k++) {
-        char *other = cli_label_join(label, k == 0 ? CLI_SUFFIX_NEXT : CLI_SUFFIX_OLD);
-        mks_object *objs = NULL;
-        size_t n = 0;
-
-        if (other != NULL &&
-            cli_find_objects(&s, token_uri, other, NULL, 0, NULL,
-                             MKS_OBJ_PUBLIC_KEY | MKS_OBJ_CERTIFICATE, &objs, &n) &&
-            n > 0)
-            printf("note:    '%s' (%s) is still on the token; '%s delete --label %s' removes "
-                   "it\n",
-                   other, k == 0 ? "a pending renewal" : "a retired pair", CLI_PROGRAM, other);
-        mks_objects_free(objs, n);
-        free(other);
-    }
+    note_renewal_pairs(&s, token_uri, label);
     ret = CLI_EXIT_OK;
 done:
     mks_objects_free(priv, npriv);
@@ -326,4 +247,45 @@ done:
     if (session)
         cli_session_close(&s);
     return ret;
+}
+
+int cmd_delete(cli_globals *g, int argc, char **argv)
+{
+    delete_opts o = {0};
+    uint32_t handle = 0;
+    char what[300];
+    int exit_now;
+
+    if (!read_options(g, argc, argv, &o, &exit_now))
+        return exit_now;
+    if (o.tpm || o.handle_arg != NULL) {
+        if (!o.tpm || o.label != NULL || o.token != NULL) {
+            cli_fail(CMD, "--tpm --handle HANDLE deletes a persistent TPM key; --label and "
+                          "--token name token keys");
+            return CLI_EXIT_USAGE;
+        }
+        if (o.handle_arg == NULL || mks_tpm_parse_handle(o.handle_arg, &handle) != MKS_OK) {
+            cli_fail(CMD,
+                     "--tpm needs --handle HANDLE, a persistent handle 0x81000000 to "
+                     "0x81FFFFFF (see '%s list --tpm')",
+                     CLI_PROGRAM);
+            return CLI_EXIT_USAGE;
+        }
+        snprintf(what, sizeof(what), "the key at 0x%08x", handle);
+        if (!cli_globals_check(g, CMD) || !can_ask(o.yes, what))
+            return CLI_EXIT_USAGE;
+        return delete_tpm(g, handle, o.yes);
+    }
+    if (o.label == NULL || *o.label == '\0') {
+        cli_fail(CMD, "--label NAME is required: the key pair to delete");
+        return CLI_EXIT_USAGE;
+    }
+    if (o.token != NULL && *o.token == '\0') {
+        cli_fail(CMD, "--token: empty label");
+        return CLI_EXIT_USAGE;
+    }
+    snprintf(what, sizeof(what), "'%s'", o.label);
+    if (!cli_globals_check(g, CMD) || !can_ask(o.yes, what))
+        return CLI_EXIT_USAGE;
+    return delete_token(g, &o);
 }

@@ -1,27 +1,20 @@
 /*
  * mtls-keystore enroll: a key pair made in the token, a CSR signed by it
  * through the mtlsks provider, and a key reference file naming it; with
- * --tpm, a key made in the TPM, its TSS2 PRIVATE KEY file and a CSR signed
- * in the TPM through the provider's decoder for that file.
+ * --tpm, a key made in the TPM (enroll_tpm.c).
  *
  * Everything that can be checked without the token is checked first, so
  * bad input leaves nothing behind. Once the key pair exists, a failure says
  * so and tells how to finish (csr --key) or remove it.
- *
- * A TPM keeps no labels: for TPM keys --label is optional and only names the
- * key in what enroll prints; the key file (or the tpmkey: URI of a
- * persistent key) is the key's name.
  */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 #include "csr.h"
+#include "enroll.h"
 #include "parse.h"
-
-#define CMD "enroll"
 
 static void enroll_usage(FILE *f)
 {
@@ -67,21 +60,6 @@ static void enroll_usage(FILE *f)
             CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
 }
 
-typedef struct enroll_opts {
-    int slot;          /* -1 = not given */
-    const char *token; /* NULL = not given */
-    const char *label;
-    const char *key_type;
-    cli_csr_args csr;
-    const char *out;
-    const char *key_ref;
-    int force;
-    int tpm;
-    const char *persist; /* --persist HANDLE as given */
-    uint32_t handle;     /* parsed; 0 = not persistent */
-    const char *password_source;
-} enroll_opts;
-
 enum {
     OPT_SLOT = 0x100,
     OPT_TOKEN,
@@ -98,40 +76,7 @@ enum {
     OPT_PASSWORD_SOURCE
 };
 
-static int same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-
-    if (strcmp(a, b) == 0)
-        return 1;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-           sa.st_ino == sb.st_ino;
-}
-
-/* "mtls-keystore [global options] " as the user ran it, for suggested commands. */
-static void print_prog(const cli_globals *g)
-{
-    fputs("  " CLI_PROGRAM, stderr);
-    if (g->config != NULL) {
-        fputs(" --config ", stderr);
-        cli_shell_quote(stderr, g->config);
-    }
-    if (g->module != NULL) {
-        fputs(" --module ", stderr);
-        cli_shell_quote(stderr, g->module);
-    }
-    if (g->pin_source != NULL) {
-        fputs(" --pin-source ", stderr);
-        cli_shell_quote(stderr, g->pin_source);
-    }
-    if (g->tcti != NULL) {
-        fputs(" --tcti ", stderr);
-        cli_shell_quote(stderr, g->tcti);
-    }
-}
-
-/* " --subject ... --out FILE [--force]" of the csr command that finishes an enroll. */
-static void print_csr_args(const enroll_opts *o)
+void enroll_print_csr_args(const enroll_opts *o)
 {
     size_t i;
 
@@ -163,15 +108,15 @@ static void explain_leftover_key(const cli_globals *g, const enroll_opts *o, mks
     cli_fail(CMD, "the key pair '%s' was made in token '%s' and is still there:", o->label, token);
     fprintf(stderr, "  %s\n", mks_key_get0_uri(key));
     fprintf(stderr, "To finish, make its CSR:\n");
-    print_prog(g);
+    cli_globals_print_prog(g);
     fputs(" csr --key ", stderr);
     cli_shell_quote(stderr, key_ref_written ? o->key_ref : mks_key_get0_uri(key));
-    print_csr_args(o);
+    enroll_print_csr_args(o);
     fputc('\n', stderr);
     if (!key_ref_written) {
         fprintf(stderr, "  (its key reference file is not written: once the CA has issued the\n"
                         "  certificate, import it and write the file with\n");
-        print_prog(g);
+        cli_globals_print_prog(g);
         fputs(" import-cert --label ", stderr);
         cli_shell_quote(stderr, o->label);
         fputs(" --token ", stderr);
@@ -181,7 +126,7 @@ static void explain_leftover_key(const cli_globals *g, const enroll_opts *o, mks
         fputs(" CERT.pem\n  or point programs at the URI)\n", stderr);
     }
     fprintf(stderr, "Or remove it:\n");
-    print_prog(g);
+    cli_globals_print_prog(g);
     fputs(" delete --label ", stderr);
     cli_shell_quote(stderr, o->label);
     fputs(" --token ", stderr);
@@ -189,44 +134,7 @@ static void explain_leftover_key(const cli_globals *g, const enroll_opts *o, mks
     fputs(" --yes\n", stderr);
 }
 
-/*
- * The same for a TPM key: a key that is not persistent exists only in its
- * key file, so without the file nothing is left; a persistent one stays at
- * its handle until evicted.
- */
-static void explain_leftover_tpm_key(const cli_session *s, const cli_globals *g,
-                                     const enroll_opts *o, int key_ref_written)
-{
-    if (!key_ref_written && o->handle == 0) {
-        cli_fail(CMD, "nothing is left behind: the TPM key existed only in the key file, which "
-                      "was not written; run enroll again");
-        return;
-    }
-    if (o->handle != 0)
-        cli_fail(CMD, "the TPM key is persistent at tpmkey:handle=0x%08x and is still there",
-                 o->handle);
-    else
-        cli_fail(CMD, "the TPM key is in %s", o->key_ref);
-    fprintf(stderr, "To finish, make its CSR:\n");
-    print_prog(g);
-    fputs(" csr --key ", stderr);
-    if (key_ref_written) {
-        cli_shell_quote(stderr, o->key_ref);
-    } else {
-        fprintf(stderr, "tpmkey:handle=0x%08x", o->handle);
-    }
-    if (o->password_source != NULL) {
-        fputs(" --password-source ", stderr);
-        cli_shell_quote(stderr, o->password_source);
-    }
-    print_csr_args(o);
-    fputc('\n', stderr);
-    if (o->handle != 0) {
-        fprintf(stderr, "Or remove it:\n  tpm2_evictcontrol -C o -c 0x%08x -T ", o->handle);
-        cli_shell_quote(stderr, cli_session_tcti(s));
-        fputc('\n', stderr);
-    }
-}
+static int check_options(const cli_globals *g, enroll_opts *o);
 
 static int parse_options(cli_globals *g, int argc, char **argv, enroll_opts *o, int *exit_now)
 {
@@ -250,11 +158,7 @@ static int parse_options(cli_globals *g, int argc, char **argv, enroll_opts *o, 
     };
     int c;
 
-    *exit_now = -1;
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, enroll_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_SLOT:
             if (!cli_parse_uint(optarg, &o->slot)) {
@@ -303,19 +207,16 @@ static int parse_options(cli_globals *g, int argc, char **argv, enroll_opts *o, 
         case OPT_PASSWORD_SOURCE:
             o->password_source = optarg;
             break;
-        case 'h':
-            enroll_usage(stdout);
-            *exit_now = CLI_EXIT_OK;
-            return 0;
-        default:
-            *exit_now = cli_usage_error(CMD, argv, c);
-            return 0;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
         return 0;
-    }
+    return check_options(g, o);
+}
+
+/* What the options say together: a token or the TPM, a label, two files. */
+static int check_options(const cli_globals *g, enroll_opts *o)
+{
     if (o->tpm) {
         if (o->slot >= 0 || o->token != NULL) {
             cli_fail(CMD, "--tpm makes the key in the TPM: --slot and --token name a token");
@@ -356,80 +257,87 @@ static int parse_options(cli_globals *g, int argc, char **argv, enroll_opts *o, 
         cli_fail(CMD, "--out FILE.csr and --key-ref FILE.pem are required");
         return 0;
     }
-    if (same_file(o->out, o->key_ref)) {
+    if (cli_same_file(o->out, o->key_ref)) {
         cli_fail(CMD, "--out and --key-ref name the same file %s", o->out);
         return 0;
     }
     return cli_globals_check(g, CMD);
 }
 
-/* The key type, label and password of a new TPM key, as enroll prints them. */
-static void print_tpm_key(const cli_session *s, const enroll_opts *o)
+/* Makes the key pair in the token; prints why not. */
+static int make_key(cli_session *s, const char *token_uri, const char *token_label,
+                    const enroll_opts *o, const mks_keygen_params *kp, mks_key **key)
 {
-    printf("key:     ");
-    if (o->handle != 0)
-        printf("tpmkey:handle=0x%08x (persistent; also in %s)", o->handle, o->key_ref);
+    mks_rv rv = mks_keygen(s->ks, token_uri, kp, &s->pin_ui, key);
+
+    if (rv == MKS_OK)
+        return 1;
+    *key = NULL;
+    if (rv == MKS_ERR_EXISTS)
+        cli_fail(CMD,
+                 "a key labelled '%s' exists on token '%s'; choose another --label or use "
+                 "'%s csr --key URI' for the existing key",
+                 o->label, token_label, CLI_PROGRAM);
+    else if (rv == MKS_ERR_NO_SPACE)
+        cli_fail_ks(CMD, rv, "token '%s' has no room for a new key pair", token_label);
     else
-        printf("TPM key in %s", o->key_ref);
-    printf(", %s", o->key_type != NULL ? o->key_type : "ec:P-256");
-    if (o->label != NULL)
-        printf(", label '%s' (printed only: a TPM stores no labels)", o->label);
-    printf("\n");
-    printf("tcti:    %s\n", cli_session_tcti(s));
-    if (s->tpm_auth.have)
-        printf("auth:    password (%s%s)\n",
-               o->password_source != NULL ? "from " : "typed at the prompt",
-               o->password_source != NULL ? o->password_source : "");
-    else
-        printf("auth:    none (the key is exempt from dictionary-attack lockout)\n");
+        cli_fail_ks(CMD, rv, "cannot make a %s key pair '%s' in token '%s'",
+                    o->key_type != NULL ? o->key_type : "ec:P-256", o->label, token_label);
+    return 0;
 }
 
-/* enroll --tpm, after the options were checked. */
-static int enroll_tpm(cli_globals *g, enroll_opts *o, const mks_keygen_params *kp,
-                      const cli_csr_req *req)
+/* enroll in a token: the key pair, its CSR and its key reference file. */
+static int enroll_token(cli_globals *g, const enroll_opts *o, const mks_keygen_params *kp,
+                        const cli_csr_req *req)
 {
     cli_session s;
     cli_err err;
-    char *csr_pem = NULL, *key_pem = NULL;
-    size_t csr_len = 0, key_len = 0;
+    char *token_uri = NULL, *csr_pem = NULL, *ref_pem = NULL;
+    char token_label[33] = "";
+    size_t csr_len = 0, ref_len = 0;
     mks_key *key = NULL;
     int ret = CLI_EXIT_FAIL, ref_written = 0;
+    mks_rv rv;
 
+    /* Input is good; now the token. */
     if (!cli_session_open(&s, g, CMD))
         return CLI_EXIT_FAIL;
-    s.tpm_auth.source = o->password_source;
-    s.tpm_auth.key_name = o->key_ref;
-    if (!cli_session_tpm_new_password(&s))
-        goto done;
-    if (!cli_session_tpm_keygen(&s, kp, o->handle, &key_pem, &key_len, &key))
+    if (!cli_session_find_token(&s, o->slot, o->token, 1, &token_uri, token_label) ||
+        !make_key(&s, token_uri, token_label, o, kp, &key))
         goto done;
 
-    /* From here on the key exists: every failure explains what is left. */
-    if (!cli_write_file_atomic(o->key_ref, key_pem, key_len, 0600, o->force, &err)) {
+    /* From here on the key pair exists: every failure explains what is left. */
+    if (!cli_session_make_csr(&s, key, req, &csr_pem, &csr_len))
+        goto done;
+    rv = mks_keyref_encode_pem(mks_key_get0_uri(key), &ref_pem, &ref_len);
+    if (rv != MKS_OK) {
+        cli_fail_ks(CMD, rv, "cannot encode the key reference");
+        ref_pem = NULL;
+        goto done;
+    }
+    /* The key reference first: with it, 'csr --key FILE' can redo a lost CSR. */
+    if (!cli_write_file_atomic(o->key_ref, ref_pem, ref_len, 0600, o->force, &err)) {
         cli_fail(CMD, "%s", err.msg);
-        goto leftover;
+        goto done;
     }
     ref_written = 1;
-    if (!cli_session_make_csr(&s, key, req, &csr_pem, &csr_len))
-        goto leftover;
     if (!cli_write_file_atomic(o->out, csr_pem, csr_len, 0644, o->force, &err)) {
         cli_fail(CMD, "%s", err.msg);
-        goto leftover;
+        goto done;
     }
-    print_tpm_key(&s, o);
+
+    printf("key:     %s\n", mks_key_get0_uri(key));
     printf("csr:     %s\n", o->out);
     printf("key-ref: %s\n", o->key_ref);
     ret = CLI_EXIT_OK;
-    goto done;
-
-leftover:
-    explain_leftover_tpm_key(&s, g, o, ref_written);
 done:
+    if (ret != CLI_EXIT_OK && key != NULL)
+        explain_leftover_key(g, o, key, ref_written);
     if (key != NULL)
         mks_key_free(key);
-    if (key_pem != NULL)
-        OPENSSL_clear_free(key_pem, key_len);
+    mks_free(ref_pem);
     free(csr_pem);
+    free(token_uri);
     cli_session_close(&s);
     return ret;
 }
@@ -439,100 +347,31 @@ int cmd_enroll(cli_globals *g, int argc, char **argv)
     enroll_opts o = {.slot = -1};
     mks_keygen_params kp = {0};
     cli_csr_req req = {0};
-    cli_session s;
     cli_err err;
-    char *token_uri = NULL, *csr_pem = NULL, *ref_pem = NULL;
-    char token_label[33] = "";
-    size_t csr_len = 0, ref_len = 0;
-    mks_key *key = NULL;
-    int exit_now, ret = CLI_EXIT_FAIL, ref_written = 0, session = 0;
-    mks_rv rv;
+    int exit_now, ret = CLI_EXIT_USAGE;
 
     if (!parse_options(g, argc, argv, &o, &exit_now)) {
-        ret = exit_now >= 0 ? exit_now : CLI_EXIT_USAGE;
+        ret = exit_now;
         goto done;
     }
     if (!(o.tpm ? cli_parse_tpm_key_type
                 : cli_parse_key_type)(o.key_type != NULL ? o.key_type : "ec:P-256", &kp, &err)) {
         cli_fail(CMD, "--key-type: %s", err.msg);
-        ret = CLI_EXIT_USAGE;
         goto done;
     }
     kp.label = o.label;
     if (!cli_csr_req_from_args(&o.csr, &req, &err)) {
         cli_fail(CMD, "%s", err.msg);
-        ret = CLI_EXIT_USAGE;
         goto done;
     }
+    ret = CLI_EXIT_FAIL;
     if (!cli_out_check(o.out, o.force, &err) || !cli_out_check(o.key_ref, o.force, &err)) {
         cli_fail(CMD, "%s", err.msg);
         goto done;
     }
-    if (o.tpm) {
-        ret = enroll_tpm(g, &o, &kp, &req);
-        goto done;
-    }
-
-    /* Input is good; now the token. */
-    session = cli_session_open(&s, g, CMD);
-    if (!session)
-        goto done;
-    if (!cli_session_find_token(&s, o.slot, o.token, 1, &token_uri, token_label))
-        goto done;
-
-    rv = mks_keygen(s.ks, token_uri, &kp, &s.pin_ui, &key);
-    if (rv != MKS_OK) {
-        key = NULL;
-        if (rv == MKS_ERR_EXISTS)
-            cli_fail(CMD,
-                     "a key labelled '%s' exists on token '%s'; choose another --label or use "
-                     "'%s csr --key URI' for the existing key",
-                     o.label, token_label, CLI_PROGRAM);
-        else if (rv == MKS_ERR_NO_SPACE)
-            cli_fail_ks(CMD, rv, "token '%s' has no room for a new key pair", token_label);
-        else
-            cli_fail_ks(CMD, rv, "cannot make a %s key pair '%s' in token '%s'",
-                        o.key_type != NULL ? o.key_type : "ec:P-256", o.label, token_label);
-        goto done;
-    }
-
-    /* From here on the key pair exists: every failure explains what is left. */
-    if (!cli_session_make_csr(&s, key, &req, &csr_pem, &csr_len))
-        goto leftover;
-    rv = mks_keyref_encode_pem(mks_key_get0_uri(key), &ref_pem, &ref_len);
-    if (rv != MKS_OK) {
-        cli_fail_ks(CMD, rv, "cannot encode the key reference");
-        ref_pem = NULL;
-        goto leftover;
-    }
-    /* The key reference first: with it, 'csr --key FILE' can redo a lost CSR. */
-    if (!cli_write_file_atomic(o.key_ref, ref_pem, ref_len, 0600, o.force, &err)) {
-        cli_fail(CMD, "%s", err.msg);
-        goto leftover;
-    }
-    ref_written = 1;
-    if (!cli_write_file_atomic(o.out, csr_pem, csr_len, 0644, o.force, &err)) {
-        cli_fail(CMD, "%s", err.msg);
-        goto leftover;
-    }
-
-    printf("key:     %s\n", mks_key_get0_uri(key));
-    printf("csr:     %s\n", o.out);
-    printf("key-ref: %s\n", o.key_ref);
-    ret = CLI_EXIT_OK;
-    goto done;
-
-leftover:
-    explain_leftover_key(g, &o, key, ref_written);
+    ret = o.tpm ? enroll_tpm(g, &o, &kp, &req) : enroll_token(g, &o, &kp, &req);
 done:
-    if (key != NULL)
-        mks_key_free(key);
-    free(ref_pem);
-    free(csr_pem);
-    free(token_uri);
     cli_csr_req_clear(&req);
     cli_csr_args_clear(&o.csr);
-    if (session)
-        cli_session_close(&s);
     return ret;
 }

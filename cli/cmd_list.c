@@ -3,9 +3,7 @@
  * and certificates with the URIs that name them, and apart from those the
  * slots that cannot hold keys.
  *
- * mtls-keystore list --tpm [--json]: the TPM's persistent keys (signing
- * keys at owner-range persistent handles), with their tpmkey: URIs. Keys in
- * TSS2 key files are not in the TPM until loaded: their files name them.
+ * mtls-keystore list --tpm [--json]: the TPM's persistent keys (list_tpm.c).
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -15,9 +13,8 @@
 #include <openssl/bio.h>
 #include <openssl/x509.h>
 
-#include "cli.h"
-
-#define CMD "list"
+#include "json.h"
+#include "list.h"
 
 static void list_usage(FILE *f)
 {
@@ -48,32 +45,6 @@ static void list_usage(FILE *f)
             "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
             CLI_PROGRAM, CLI_PROGRAM);
-}
-
-static const char *class_name(mks_obj_class c)
-{
-    switch (c) {
-    case MKS_OBJ_PRIVATE_KEY:
-        return "private-key";
-    case MKS_OBJ_PUBLIC_KEY:
-        return "public-key";
-    case MKS_OBJ_CERTIFICATE:
-        return "certificate";
-    }
-    return "object";
-}
-
-static const char *key_type_name(mks_key_type t)
-{
-    switch (t) {
-    case MKS_KEY_RSA:
-        return "rsa";
-    case MKS_KEY_EC:
-        return "ec";
-    case MKS_KEY_NONE:
-        break;
-    }
-    return NULL;
 }
 
 static const char *unusable_reason(const mks_slot_info *si)
@@ -190,7 +161,7 @@ static void print_object_text(const mks_object *o)
 {
     char *id = cli_hex(o->id, o->id_len);
     char type[32] = "";
-    const char *kt = key_type_name(o->key_type);
+    const char *kt = cli_key_type_name(o->key_type);
 
     if (kt != NULL && o->curve[0] != '\0')
         snprintf(type, sizeof(type), "%s %s", kt, o->curve);
@@ -198,7 +169,7 @@ static void print_object_text(const mks_object *o)
         snprintf(type, sizeof(type), "%s %d", kt, o->bits);
     else if (kt != NULL)
         snprintf(type, sizeof(type), "%s", kt);
-    printf("  %-12s %-10s label '%s'  id %s\n", class_name(o->cls), type,
+    printf("  %-12s %-10s label '%s'  id %s\n", cli_class_name(o->cls), type,
            o->label != NULL ? o->label : "", id != NULL && *id != '\0' ? id : "(none)");
     if (o->cls == MKS_OBJ_CERTIFICATE) {
         char *subject, *not_after;
@@ -290,257 +261,107 @@ static int list_text(cli_session *s, mks_slot_info **sorted, size_t count, int p
 /* ------------------------------------------------------------------------ */
 /* JSON                                                                      */
 
-static void json_key(const char *k)
-{
-    cli_json_str(stdout, k);
-    fputc(':', stdout);
-}
-
-static void json_bool(int v)
-{
-    fputs(v < 0 ? "null" : v ? "true" : "false", stdout);
-}
-
-static void print_object_json(const mks_object *o)
+static void json_object(cli_json *j, const mks_object *o)
 {
     char *id = cli_hex(o->id, o->id_len);
 
-    fputc('{', stdout);
-    json_key("class");
-    cli_json_str(stdout, class_name(o->cls));
-    fputc(',', stdout);
-    json_key("key_type");
-    cli_json_str(stdout, key_type_name(o->key_type));
-    fputc(',', stdout);
-    json_key("curve");
-    cli_json_str(stdout, o->curve[0] != '\0' ? o->curve : NULL);
-    fputc(',', stdout);
-    json_key("bits");
-    if (o->bits > 0)
-        printf("%d", o->bits);
-    else
-        fputs("null", stdout);
-    fputc(',', stdout);
-    json_key("label");
-    cli_json_str(stdout, o->label != NULL ? o->label : "");
-    fputc(',', stdout);
-    json_key("id");
-    cli_json_str(stdout, id != NULL ? id : "");
-    fputc(',', stdout);
-    json_key("uri");
-    cli_json_str(stdout, o->uri);
+    cli_json_obj_begin(j, NULL);
+    cli_json_string(j, "class", cli_class_name(o->cls));
+    cli_json_key_type(j, cli_key_type_name(o->key_type), o->curve, o->bits);
+    cli_json_string(j, "label", o->label != NULL ? o->label : "");
+    cli_json_string(j, "id", id != NULL ? id : "");
+    cli_json_string(j, "uri", o->uri);
     if (o->cls == MKS_OBJ_PRIVATE_KEY) {
-        fputc(',', stdout);
-        json_key("sensitive");
-        json_bool(o->sensitive);
-        fputc(',', stdout);
-        json_key("extractable");
-        json_bool(o->extractable);
+        cli_json_bool(j, "sensitive", o->sensitive);
+        cli_json_bool(j, "extractable", o->extractable);
     }
     if (o->cls == MKS_OBJ_CERTIFICATE) {
         char *subject, *not_after;
 
         cert_summary(o, &subject, &not_after);
-        fputc(',', stdout);
-        json_key("subject");
-        cli_json_str(stdout, subject);
-        fputc(',', stdout);
-        json_key("not_after");
-        cli_json_str(stdout, not_after);
+        cli_json_string(j, "subject", subject);
+        cli_json_string(j, "not_after", not_after);
         free(subject);
         free(not_after);
     }
-    fputc('}', stdout);
+    cli_json_obj_end(j);
     free(id);
 }
 
-static void print_token_json(const mks_slot_info *si)
+/* The members every slot has: its ID, description, module and token. */
+static void json_slot_common(cli_json *j, const mks_slot_info *si)
 {
-    json_key("token");
+    cli_json_uint(j, "slot_id", si->slot_id);
+    cli_json_string(j, "description", si->slot_description);
+    cli_json_string(j, "module", si->module);
     if (!si->token_present) {
-        fputs("null", stdout);
+        cli_json_null(j, "token");
         return;
     }
-    fputc('{', stdout);
-    json_key("label");
-    cli_json_str(stdout, si->token_label);
-    fputc(',', stdout);
-    json_key("manufacturer");
-    cli_json_str(stdout, si->token_manufacturer);
-    fputc(',', stdout);
-    json_key("model");
-    cli_json_str(stdout, si->token_model);
-    fputc(',', stdout);
-    json_key("serial");
-    cli_json_str(stdout, si->token_serial);
-    fputc(',', stdout);
-    json_key("uri");
-    cli_json_str(stdout, si->token_uri);
-    fputc('}', stdout);
+    cli_json_obj_begin(j, "token");
+    cli_json_string(j, "label", si->token_label);
+    cli_json_string(j, "manufacturer", si->token_manufacturer);
+    cli_json_string(j, "model", si->token_model);
+    cli_json_string(j, "serial", si->token_serial);
+    cli_json_string(j, "uri", si->token_uri);
+    cli_json_obj_end(j);
 }
 
-static void print_slot_common_json(const mks_slot_info *si)
+/* A slot that can hold keys, with its objects; 0 when they cannot be listed. */
+static int json_usable_slot(cli_json *j, cli_session *s, const mks_slot_info *si, int public_only)
 {
-    json_key("slot_id");
-    printf("%lu,", si->slot_id);
-    json_key("description");
-    cli_json_str(stdout, si->slot_description);
-    fputc(',', stdout);
-    json_key("module");
-    cli_json_str(stdout, si->module);
-    fputc(',', stdout);
-    print_token_json(si);
+    token_listing tl;
+    size_t i;
+    int ok = 1;
+
+    list_token(s, si, public_only, &tl);
+    cli_json_obj_begin(j, NULL);
+    cli_json_int(j, "index", si->index);
+    json_slot_common(j, si);
+    cli_json_bool(j, "login_required", si->login_required);
+    cli_json_bool(j, "private_keys_listed", tl.rv == MKS_OK && !tl.private_hidden);
+    cli_json_arr_begin(j, "objects");
+    for (i = 0; i < tl.n; i++)
+        json_object(j, &tl.objs[i]);
+    cli_json_arr_end(j);
+    if (tl.rv != MKS_OK) {
+        cli_json_string(j, "error", tl.error != NULL ? tl.error : mks_rv_name(tl.rv));
+        cli_fail(CMD, "cannot list the objects of token '%s': %s", si->token_label,
+                 tl.error != NULL ? tl.error : mks_rv_name(tl.rv));
+        ok = 0;
+    }
+    cli_json_obj_end(j);
+    token_listing_clear(&tl);
+    return ok;
 }
 
 static int list_json(cli_session *s, mks_slot_info **sorted, size_t count, int public_only)
 {
-    size_t i, j;
-    int first = 1, failed = 0;
+    size_t i;
+    int failed = 0;
+    cli_json j;
 
-    fputc('{', stdout);
-    json_key("module");
-    cli_json_str(stdout, cli_session_module(s));
-    fputc(',', stdout);
-    json_key("slots");
-    fputc('[', stdout);
-    for (i = 0; i < count; i++) {
-        const mks_slot_info *si = sorted[i];
-        token_listing tl;
-
-        if (si->index < 0)
-            continue;
-        if (!first)
-            fputc(',', stdout);
-        first = 0;
-        list_token(s, si, public_only, &tl);
-        fputc('{', stdout);
-        json_key("index");
-        printf("%d,", si->index);
-        print_slot_common_json(si);
-        fputc(',', stdout);
-        json_key("login_required");
-        json_bool(si->login_required);
-        fputc(',', stdout);
-        json_key("private_keys_listed");
-        json_bool(tl.rv == MKS_OK && !tl.private_hidden);
-        fputc(',', stdout);
-        json_key("objects");
-        fputc('[', stdout);
-        for (j = 0; j < tl.n; j++) {
-            if (j > 0)
-                fputc(',', stdout);
-            print_object_json(&tl.objs[j]);
-        }
-        fputc(']', stdout);
-        if (tl.rv != MKS_OK) {
-            fputc(',', stdout);
-            json_key("error");
-            cli_json_str(stdout, tl.error != NULL ? tl.error : mks_rv_name(tl.rv));
-            cli_fail(CMD, "cannot list the objects of token '%s': %s", si->token_label,
-                     tl.error != NULL ? tl.error : mks_rv_name(tl.rv));
+    cli_json_init(&j, stdout);
+    cli_json_obj_begin(&j, NULL);
+    cli_json_string(&j, "module", cli_session_module(s));
+    cli_json_arr_begin(&j, "slots");
+    for (i = 0; i < count; i++)
+        if (sorted[i]->index >= 0 && !json_usable_slot(&j, s, sorted[i], public_only))
             failed = 1;
-        }
-        fputc('}', stdout);
-        token_listing_clear(&tl);
-    }
-    fputs("],", stdout);
-    json_key("unusable_slots");
-    fputc('[', stdout);
-    first = 1;
+    cli_json_arr_end(&j);
+    cli_json_arr_begin(&j, "unusable_slots");
     for (i = 0; i < count; i++) {
-        const mks_slot_info *si = sorted[i];
-
-        if (si->index >= 0)
+        if (sorted[i]->index >= 0)
             continue;
-        if (!first)
-            fputc(',', stdout);
-        first = 0;
-        fputc('{', stdout);
-        print_slot_common_json(si);
-        fputc(',', stdout);
-        json_key("reason");
-        cli_json_str(stdout, unusable_reason(si));
-        fputc('}', stdout);
+        cli_json_obj_begin(&j, NULL);
+        json_slot_common(&j, sorted[i]);
+        cli_json_string(&j, "reason", unusable_reason(sorted[i]));
+        cli_json_obj_end(&j);
     }
-    fputs("]}\n", stdout);
+    cli_json_arr_end(&j);
+    cli_json_obj_end(&j);
+    cli_json_end(&j);
     return failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
-}
-
-/* ------------------------------------------------------------------------ */
-/* TPM                                                                       */
-
-static int by_handle(const void *a, const void *b)
-{
-    const mks_tpm_persistent *x = a, *y = b;
-
-    return (x->handle > y->handle) - (x->handle < y->handle);
-}
-
-static int list_tpm(cli_session *s, int json)
-{
-    mks_tpm_persistent *keys = NULL;
-    size_t n = 0, i;
-    mks_rv rv;
-
-    rv = mks_tpm_list_persistent(s->ks, &keys, &n);
-    if (rv != MKS_OK) {
-        cli_session_fail_tpm(s, rv, "cannot list the TPM's persistent keys");
-        return CLI_EXIT_FAIL;
-    }
-    qsort(keys, n, sizeof(*keys), by_handle);
-    if (json) {
-        fputc('{', stdout);
-        json_key("tcti");
-        cli_json_str(stdout, cli_session_tcti(s));
-        fputc(',', stdout);
-        json_key("persistent_keys");
-        fputc('[', stdout);
-        for (i = 0; i < n; i++) {
-            char handle[16];
-
-            snprintf(handle, sizeof(handle), "0x%08x", keys[i].handle);
-            if (i > 0)
-                fputc(',', stdout);
-            fputc('{', stdout);
-            json_key("handle");
-            cli_json_str(stdout, handle);
-            fputc(',', stdout);
-            json_key("uri");
-            cli_json_str(stdout, keys[i].uri);
-            fputc(',', stdout);
-            json_key("key_type");
-            cli_json_str(stdout, key_type_name(keys[i].type));
-            fputc(',', stdout);
-            json_key("curve");
-            cli_json_str(stdout, keys[i].curve[0] != '\0' ? keys[i].curve : NULL);
-            fputc(',', stdout);
-            json_key("bits");
-            if (keys[i].bits > 0)
-                printf("%d", keys[i].bits);
-            else
-                fputs("null", stdout);
-            fputc('}', stdout);
-        }
-        fputs("]}\n", stdout);
-    } else {
-        printf("TPM: %s\n", cli_session_tcti(s));
-        if (n == 0)
-            printf("  (no persistent keys)\n");
-        for (i = 0; i < n; i++) {
-            char type[32];
-            const char *kt = key_type_name(keys[i].type);
-
-            if (kt != NULL && keys[i].curve[0] != '\0')
-                snprintf(type, sizeof(type), "%s %s", kt, keys[i].curve);
-            else if (kt != NULL)
-                snprintf(type, sizeof(type), "%s %d", kt, keys[i].bits);
-            else
-                snprintf(type, sizeof(type), "?");
-            printf("  persistent-key  0x%08x  %-10s %s\n", keys[i].handle, type, keys[i].uri);
-        }
-    }
-    free(keys);
-    return CLI_EXIT_OK;
 }
 
 int cmd_list(cli_globals *g, int argc, char **argv)
@@ -560,10 +381,7 @@ int cmd_list(cli_globals *g, int argc, char **argv)
     int json = 0, tpm = 0, public_only = 0, c, ret = CLI_EXIT_FAIL;
     mks_rv rv;
 
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, list_usage, &ret)) > 0) {
         switch (c) {
         case 'j':
             json = 1;
@@ -574,19 +392,13 @@ int cmd_list(cli_globals *g, int argc, char **argv)
         case 'p':
             public_only = 1;
             break;
-        case 'h':
-            list_usage(stdout);
-            return CLI_EXIT_OK;
-        default:
-            return cli_usage_error(CMD, argv, c);
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (c == CLI_OPT_EXIT)
+        return ret;
+    if (!cli_no_operands(CMD, argc, argv) || !cli_globals_check(g, CMD))
         return CLI_EXIT_USAGE;
-    }
-    if (!cli_globals_check(g, CMD))
-        return CLI_EXIT_USAGE;
+    ret = CLI_EXIT_FAIL;
 
     if (!cli_session_open(&s, g, CMD)) {
         cli_session_close(&s);

@@ -11,10 +11,7 @@
  * again, costs no new key); `delete --label NAME.next` starts over.
  * --same-key renews the certificate only: the CSR is signed by NAME itself.
  *
- * renew --tpm: a TPM key has no label and no stored certificate, so the
- * current certificate is named (--cert); the new key is made in the TPM and
- * written to --key-out; import-cert --tpm puts the issued certificate and
- * the new key file in place of the current ones.
+ * renew --tpm renews a TPM key (renew_tpm.c).
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -23,12 +20,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "cli.h"
-#include "csr.h"
 #include "lifecycle.h"
 #include "parse.h"
-
-#define CMD "renew"
+#include "renew.h"
 
 static void renew_usage(FILE *f)
 {
@@ -82,12 +76,6 @@ enum {
     OPT_PASSWORD_SOURCE,
 };
 
-/* What renew was asked, for the TPM path. */
-typedef struct renew_opts {
-    const char *out, *key_type, *cert, *key, *key_out, *password_source;
-    int same_key, force;
-} renew_opts;
-
 /* The usage a certificate's extendedKeyUsage asks for; *other when it has more. */
 static cli_usage usage_of(X509 *x, int *other)
 {
@@ -110,8 +98,7 @@ static cli_usage usage_of(X509 *x, int *other)
     return u == 0 ? CLI_USAGE_BOTH : (cli_usage)u;
 }
 
-/* The request renew makes: what the current certificate says. */
-static int req_from_cert(X509 *x, cli_csr_req *req)
+int renew_req_from_cert(X509 *x, cli_csr_req *req)
 {
     GENERAL_NAMES *sans;
     int other;
@@ -137,7 +124,8 @@ static X509 *current_cert(cli_session *s, const char *token_uri, const char *lab
     const unsigned char *id = mks_key_get0_id(key, &id_len);
     X509 *best = NULL;
 
-    if (!cli_find_objects(s, token_uri, label, id, id_len, "cert", MKS_OBJ_CERTIFICATE, &objs, &n))
+    if (!cli_find_objects(s, token_uri, label, id, id_len, MKS_OBJ_CERTIFICATE, MKS_OBJ_CERTIFICATE,
+                          &objs, &n))
         return NULL;
     for (i = 0; i < n; i++) {
         const unsigned char *p = objs[i].der;
@@ -165,14 +153,12 @@ static X509 *current_cert(cli_session *s, const char *token_uri, const char *lab
 /* Opens the key labelled `label` on the token; MKS_ERR_NOT_FOUND is returned quietly. */
 static mks_rv open_label(cli_session *s, const char *token_uri, const char *label, mks_key **key)
 {
-    char *uri = cli_object_uri(token_uri, label, NULL, 0, "private");
+    char *uri = cli_uri_object(CMD, token_uri, label, NULL, 0, MKS_OBJ_PRIVATE_KEY);
     mks_rv rv;
 
     *key = NULL;
-    if (uri == NULL) {
-        cli_fail(CMD, "out of memory");
+    if (uri == NULL)
         return MKS_ERR_NOMEM;
-    }
     rv = mks_key_open(s->ks, uri, &s->pin_ui, key);
     if (rv != MKS_OK) {
         *key = NULL;
@@ -185,160 +171,155 @@ static mks_rv open_label(cli_session *s, const char *token_uri, const char *labe
         else if (rv != MKS_ERR_NOT_FOUND)
             cli_fail_ks(CMD, rv, "cannot open the key %s", uri);
     }
-    free(uri);
+    mks_free(uri);
     return rv;
 }
 
-/* "ec:P-256", "rsa:2048" etc.: the key type of a certificate's key, in buf. */
-static const char *key_type_of(X509 *x, char *buf, size_t size)
+/*
+ * The pending key NAME.next: the one a previous run made (*reused), else a
+ * new one of --key-type or the current key's type. Prints why not.
+ */
+static int pending_key(cli_session *s, const char *token_uri, const char *token_label,
+                       const renew_opts *o, const char *next_label, mks_keygen_params *kp,
+                       mks_key *key, mks_key **next, int *reused)
 {
-    unsigned char *der = NULL;
-    size_t len = 0;
-    cli_cert_info ci;
-    cli_err err;
+    mks_rv rv = open_label(s, token_uri, next_label, next);
 
-    buf[0] = '\0';
-    if (cli_x509_der(x, &der, &len) && cli_cert_info_get(der, len, 0, &ci, &err)) {
-        if (strcmp(ci.key_type, "ec") == 0)
-            snprintf(buf, size, "ec:%s", ci.curve);
-        else if (strcmp(ci.key_type, "rsa") == 0)
-            snprintf(buf, size, "rsa:%d", ci.key_bits);
-        cli_cert_info_clear(&ci);
+    if (rv == MKS_OK) {
+        *reused = 1;
+        if (o->key_type != NULL &&
+            !(mks_key_get_type(*next) == kp->type &&
+              (kp->type == MKS_KEY_RSA ? mks_key_get_bits(*next) == kp->bits
+                                       : strcmp(mks_key_get0_curve(*next), kp->curve) == 0))) {
+            cli_fail(CMD,
+                     "a pending key '%s' of another type is on token '%s'; remove it "
+                     "first ('%s delete --label %s') to make a %s key",
+                     next_label, token_label, CLI_PROGRAM, next_label, o->key_type);
+            return 0;
+        }
+        return 1;
     }
-    OPENSSL_free(der);
-    return buf;
+    if (rv != MKS_ERR_NOT_FOUND)
+        return 0;
+    if (o->key_type == NULL) {
+        kp->type = mks_key_get_type(key);
+        kp->bits = kp->type == MKS_KEY_RSA ? mks_key_get_bits(key) : 0;
+        kp->curve = mks_key_get0_curve(key);
+    }
+    kp->label = next_label;
+    rv = mks_keygen(s->ks, token_uri, kp, &s->pin_ui, next);
+    if (rv == MKS_OK)
+        return 1;
+    *next = NULL;
+    if (rv == MKS_ERR_EXISTS)
+        cli_fail(CMD,
+                 "an object labelled '%s' (not a private key) is on token '%s'; "
+                 "remove it first ('%s delete --label %s')",
+                 next_label, token_label, CLI_PROGRAM, next_label);
+    else
+        cli_fail_ks(CMD, rv,
+                    "cannot make the new key pair '%s' in token '%s' (use "
+                    "--key-type for another type, or --same-key)",
+                    next_label, token_label);
+    return 0;
 }
 
-/* renew --tpm, after the options were checked. */
-static int renew_tpm(cli_globals *g, const renew_opts *o)
+static void print_token_result(const renew_opts *o, mks_key *key, mks_key *next, int reused)
 {
-    STACK_OF(X509) *certs = NULL;
-    X509 *cert;
+    if (o->same_key) {
+        printf("key:     %s (same key)\n", mks_key_get0_uri(key));
+    } else {
+        printf("pending: %s%s\n", mks_key_get0_uri(next), reused ? " (made earlier; reused)" : "");
+        printf("current: %s (keeps serving until the new certificate is imported)\n",
+               mks_key_get0_uri(key));
+    }
+    printf("csr:     %s\n", o->out);
+    printf("next:    have the CA sign %s, then run\n", o->out);
+    printf("           %s import-cert --label %s%s%s --key-ref KEY-REF.pem --cert-out SERVER.crt "
+           "CERT.pem\n"
+           "         (CERT.pem: the certificate the CA issued; KEY-REF.pem and SERVER.crt: the\n"
+           "         key reference and certificate files servers read, rewritten together)\n",
+           CLI_PROGRAM, o->label, o->token != NULL ? " --token " : "",
+           o->token != NULL ? o->token : "");
+    if (!o->same_key)
+        printf("         (it makes the new key '%s' and rewrites the key reference files\n"
+               "         given with --key-ref; servers pick the new key up when they reload)\n",
+               o->label);
+}
+
+/* renew of a token key, after the options were checked. */
+static int renew_token(cli_globals *g, const renew_opts *o, mks_keygen_params *kp)
+{
+    char *token_uri = NULL, *next_label = NULL, *csr_pem = NULL;
+    char token_label[33] = "";
+    const char *labels[] = {o->label};
+    size_t csr_len = 0;
+    int session = 0, reused = 0, ret = CLI_EXIT_FAIL;
+    mks_key *key = NULL, *next = NULL;
     cli_csr_req req = {0};
-    cli_key_arg ka = {0};
-    mks_keygen_params kp = {0};
-    const char *type = o->key_type;
-    mks_key *key = NULL;
-    char *key_pem = NULL, *csr_pem = NULL;
-    size_t key_len = 0, csr_len = 0;
-    const unsigned char *spki;
-    char cert_type[32];
-    size_t spki_len = 0;
-    int session = 0, key_written = 0, ret = CLI_EXIT_FAIL;
+    X509 *cert = NULL;
     cli_session s;
     cli_err err;
+    mks_rv rv;
 
-    if (!cli_read_certs(o->cert, &certs, &err)) {
-        cli_fail(CMD, "--cert: %s", err.msg);
-        goto done;
-    }
-    cert = sk_X509_value(certs, 0);
-    if (!req_from_cert(cert, &req)) {
-        cli_fail_ossl(CMD, "cannot copy the subject of %s", o->cert);
-        goto done;
-    }
-    if (o->same_key && !cli_key_arg_parse(o->key, &ka, &err)) {
-        cli_fail(CMD, "--key: %s", err.msg);
-        goto done;
-    }
-    if (o->same_key && ka.kind == CLI_KEY_PKCS11) {
-        cli_fail(CMD, "--key %s is not a TPM key; renew a token key with --label", o->key);
-        ret = CLI_EXIT_USAGE;
-        goto done;
-    }
-    if (!o->same_key) {
-        if (type == NULL)
-            type = key_type_of(cert, cert_type, sizeof(cert_type));
-        if (!cli_parse_tpm_key_type(type, &kp, &err)) {
-            if (o->key_type != NULL)
-                cli_fail(CMD, "--key-type: %s", err.msg);
-            else
-                cli_fail(CMD,
-                         "the key in %s (%s) is of a type TPM keys are not made in; give "
-                         "--key-type (ec:P-256, ec:P-384, rsa:2048, rsa:3072)",
-                         o->cert, *type != '\0' ? type : "unknown");
-            ret = CLI_EXIT_USAGE;
-            goto done;
-        }
-        if (!cli_out_check(o->key_out, o->force, &err)) {
-            cli_fail(CMD, "%s", err.msg);
-            goto done;
-        }
-    }
     if (!cli_out_check(o->out, o->force, &err)) {
         cli_fail(CMD, "%s", err.msg);
         goto done;
     }
-
-    session = cli_session_open(&s, g, CMD);
-    if (!session)
+    next_label = cli_label_join(o->label, CLI_SUFFIX_NEXT);
+    if (next_label == NULL) {
+        cli_fail(CMD, "out of memory");
         goto done;
-    s.tpm_auth.source = o->password_source;
-    if (o->same_key) {
-        if (!cli_session_open_key(&s, &ka, &key))
-            goto done;
-        spki = mks_key_get0_spki(key, &spki_len);
-        if (!cli_cert_certifies(cert, spki, spki_len)) {
-            cli_fail(CMD, "%s is not the key of %s: the certificate certifies another key", o->key,
-                     o->cert);
-            goto done;
-        }
-    } else {
-        s.tpm_auth.key_name = o->key_out;
-        if (!cli_session_tpm_new_password(&s) ||
-            !cli_session_tpm_keygen(&s, &kp, 0, &key_pem, &key_len, &key))
-            goto done;
-        /* The key exists only in this file: written first, and kept if the CSR
-         * cannot be (csr --key makes it again from the file). */
-        if (!cli_write_file_atomic(o->key_out, key_pem, key_len, 0600, o->force, &err)) {
-            cli_fail(CMD, "%s; the new key is lost (it existed only in that file)", err.msg);
-            goto done;
-        }
-        key_written = 1;
     }
-    if (!cli_session_make_csr(&s, key, &req, &csr_pem, &csr_len) ||
+    session = cli_session_open(&s, g, CMD);
+    if (!session ||
+        !cli_find_label_token(&s, labels, 1, MKS_OBJ_ANY, o->token, &token_uri, token_label))
+        goto done;
+    rv = open_label(&s, token_uri, o->label, &key);
+    if (rv == MKS_ERR_NOT_FOUND)
+        cli_fail(CMD, "no private key labelled '%s' on token '%s' (see '%s list')", o->label,
+                 token_label, CLI_PROGRAM);
+    if (rv != MKS_OK)
+        goto done;
+    cert = current_cert(&s, token_uri, o->label, key);
+    if (cert == NULL)
+        goto done;
+    if (!renew_req_from_cert(cert, &req)) {
+        cli_fail_ossl(CMD, "cannot copy the certificate's subject");
+        goto done;
+    }
+    if (!o->same_key &&
+        !pending_key(&s, token_uri, token_label, o, next_label, kp, key, &next, &reused))
+        goto done;
+
+    if (!cli_session_make_csr(&s, o->same_key ? key : next, &req, &csr_pem, &csr_len) ||
         !cli_write_file_atomic(o->out, csr_pem, csr_len, 0644, o->force, &err)) {
         if (csr_pem != NULL)
             cli_fail(CMD, "%s", err.msg);
-        if (key_written)
-            cli_fail(CMD, "the new key is in %s; make its CSR with '%s csr --key %s'", o->key_out,
-                     CLI_PROGRAM, o->key_out);
+        if (next != NULL)
+            cli_fail(CMD, "the pending key '%s' stays on token '%s'; run renew again to retry",
+                     next_label, token_label);
         goto done;
     }
-
-    if (o->same_key)
-        printf("key:     %s (same key)\n", o->key);
-    else
-        printf("pending: TPM key in %s, %s%s (%s)\n", o->key_out, type,
-               s.tpm_auth.have ? ", with a password" : "", cli_session_tcti(&s));
-    printf("csr:     %s\n", o->out);
-    printf("next:    have the CA sign %s, then run\n", o->out);
-    if (o->same_key)
-        printf("           %s import-cert --tpm --key-ref %s --cert-out %s CERT.pem\n", CLI_PROGRAM,
-               o->key, o->cert);
-    else
-        printf("           %s import-cert --tpm --key-ref KEY.pem --next %s --cert-out %s "
-               "CERT.pem\n"
-               "         (KEY.pem: the key file servers read; it is kept as KEY.pem.old)\n",
-               CLI_PROGRAM, o->key_out, o->cert);
+    print_token_result(o, key, next, reused);
     ret = CLI_EXIT_OK;
 done:
+    if (next != NULL)
+        mks_key_free(next);
     if (key != NULL)
         mks_key_free(key);
-    if (key_pem != NULL) {
-        OPENSSL_cleanse(key_pem, key_len);
-        free(key_pem);
-    }
-    free(csr_pem);
-    cli_key_arg_clear(&ka);
+    X509_free(cert);
     cli_csr_req_clear(&req);
-    sk_X509_pop_free(certs, X509_free);
+    free(csr_pem);
+    free(next_label);
+    free(token_uri);
     if (session)
         cli_session_close(&s);
     return ret;
 }
 
-int cmd_renew(cli_globals *g, int argc, char **argv)
+/* Reads the options into o; 0 with *exit_now when the command ends here. */
+static int read_options(cli_globals *g, int argc, char **argv, renew_opts *o, int *exit_now)
 {
     static const struct option longopts[] = {
         {"label", required_argument, NULL, OPT_LABEL},
@@ -356,249 +337,111 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    renew_opts t = {0};
-    int tpm = 0;
-    const char *label = NULL, *out = NULL, *token = NULL, *key_type = NULL;
-    char *token_uri = NULL, *next_label = NULL, *csr_pem = NULL;
-    char token_label[33] = "";
-    size_t csr_len = 0;
-    int c, same_key = 0, force = 0, session = 0, reused = 0, ret = CLI_EXIT_USAGE;
-    mks_keygen_params kp = {0};
-    mks_key *key = NULL, *next = NULL;
-    cli_csr_req req = {0};
-    X509 *cert = NULL;
-    cli_session s;
-    cli_err err;
-    mks_rv rv;
+    int c;
 
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, renew_usage, exit_now)) > 0) {
         switch (c) {
         case OPT_LABEL:
-            label = optarg;
+            o->label = optarg;
             break;
         case OPT_OUT:
-            out = optarg;
+            o->out = optarg;
             break;
         case OPT_TOKEN:
-            token = optarg;
+            o->token = optarg;
             break;
         case OPT_SAME_KEY:
-            same_key = 1;
+            o->same_key = 1;
             break;
         case OPT_KEY_TYPE:
-            key_type = optarg;
+            o->key_type = optarg;
             break;
         case OPT_FORCE:
-            force = 1;
+            o->force = 1;
             break;
         case OPT_TPM:
-            tpm = 1;
+            o->tpm = 1;
             break;
         case OPT_CERT:
-            t.cert = optarg;
+            o->cert = optarg;
             break;
         case OPT_KEY:
-            t.key = optarg;
+            o->key = optarg;
             break;
         case OPT_KEY_OUT:
-            t.key_out = optarg;
+            o->key_out = optarg;
             break;
         case OPT_PASSWORD_SOURCE:
-            t.password_source = optarg;
+            o->password_source = optarg;
             break;
-        case 'h':
-            renew_usage(stdout);
-            ret = CLI_EXIT_OK;
-            goto done;
-        default:
-            ret = cli_usage_error(CMD, argv, c);
-            goto done;
         }
     }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
-        goto done;
-    }
-    if (tpm) {
-        t.out = out;
-        t.key_type = key_type;
-        t.same_key = same_key;
-        t.force = force;
-        if (label != NULL || token != NULL) {
-            cli_fail(CMD, "--tpm renews a TPM key, which has no label: give --cert (and, with "
-                          "--same-key, --key) instead of --label and --token");
-        } else if (t.cert == NULL || *t.cert == '\0') {
-            cli_fail(CMD, "--tpm needs --cert CERT.pem, the current certificate");
-        } else if (out == NULL) {
-            cli_fail(CMD, "--out FILE.csr is required");
-        } else if (same_key && (t.key == NULL || *t.key == '\0')) {
-            cli_fail(CMD, "--same-key needs --key, the TPM key of %s", t.cert);
-        } else if (same_key && (t.key_out != NULL || key_type != NULL)) {
-            cli_fail(CMD, "--same-key makes no key: --key-out and --key-type do not go with it");
-        } else if (!same_key && t.key != NULL) {
-            cli_fail(CMD, "--key is for --same-key; the new key goes to --key-out");
-        } else if (!same_key && (t.key_out == NULL || *t.key_out == '\0')) {
-            cli_fail(CMD, "--key-out NEXT.key.pem is required: where the new TPM key goes");
-        } else if (!same_key && (strcmp(t.key_out, out) == 0 || strcmp(t.key_out, t.cert) == 0)) {
-            cli_fail(CMD, "--key-out %s is also --out or --cert", t.key_out);
-        } else if (cli_globals_check(g, CMD) && cli_password_source_check(CMD, t.password_source)) {
-            ret = renew_tpm(g, &t);
-        }
-        goto done;
-    }
-    if (t.cert != NULL || t.key != NULL || t.key_out != NULL || t.password_source != NULL) {
-        cli_fail(CMD, "--cert, --key, --key-out and --password-source are for TPM keys (--tpm)");
-        goto done;
-    }
-    if (label == NULL || *label == '\0') {
-        cli_fail(CMD, "--label NAME is required: the key to renew");
-        goto done;
-    }
-    if (cli_label_role(label) != CLI_ROLE_CURRENT) {
-        cli_fail(CMD, "'%s' is a pending, retired or chain label; renew the key it belongs to",
-                 label);
-        goto done;
-    }
-    if (out == NULL) {
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
+        return 0;
+    return 1;
+}
+
+/* The options of renew --tpm, together (usage errors). */
+static int check_tpm_options(const cli_globals *g, const renew_opts *o)
+{
+    if (o->label != NULL || o->token != NULL)
+        cli_fail(CMD, "--tpm renews a TPM key, which has no label: give --cert (and, with "
+                      "--same-key, --key) instead of --label and --token");
+    else if (o->cert == NULL || *o->cert == '\0')
+        cli_fail(CMD, "--tpm needs --cert CERT.pem, the current certificate");
+    else if (o->out == NULL)
         cli_fail(CMD, "--out FILE.csr is required");
-        goto done;
-    }
-    if (token != NULL && *token == '\0') {
+    else if (o->same_key && (o->key == NULL || *o->key == '\0'))
+        cli_fail(CMD, "--same-key needs --key, the TPM key of %s", o->cert);
+    else if (o->same_key && (o->key_out != NULL || o->key_type != NULL))
+        cli_fail(CMD, "--same-key makes no key: --key-out and --key-type do not go with it");
+    else if (!o->same_key && o->key != NULL)
+        cli_fail(CMD, "--key is for --same-key; the new key goes to --key-out");
+    else if (!o->same_key && (o->key_out == NULL || *o->key_out == '\0'))
+        cli_fail(CMD, "--key-out NEXT.key.pem is required: where the new TPM key goes");
+    else if (!o->same_key && (strcmp(o->key_out, o->out) == 0 || strcmp(o->key_out, o->cert) == 0))
+        cli_fail(CMD, "--key-out %s is also --out or --cert", o->key_out);
+    else
+        return cli_globals_check(g, CMD) && cli_password_source_check(CMD, o->password_source);
+    return 0;
+}
+
+/* The options of renew for a token key, together; the new key's type into kp. */
+static int check_token_options(const cli_globals *g, const renew_opts *o, mks_keygen_params *kp)
+{
+    cli_err err;
+
+    if (o->cert != NULL || o->key != NULL || o->key_out != NULL || o->password_source != NULL)
+        cli_fail(CMD, "--cert, --key, --key-out and --password-source are for TPM keys (--tpm)");
+    else if (o->label == NULL || *o->label == '\0')
+        cli_fail(CMD, "--label NAME is required: the key to renew");
+    else if (cli_label_role(o->label) != CLI_ROLE_CURRENT)
+        cli_fail(CMD, "'%s' is a pending, retired or chain label; renew the key it belongs to",
+                 o->label);
+    else if (o->out == NULL)
+        cli_fail(CMD, "--out FILE.csr is required");
+    else if (o->token != NULL && *o->token == '\0')
         cli_fail(CMD, "--token: empty label");
-        goto done;
-    }
-    if (key_type != NULL && same_key) {
+    else if (o->key_type != NULL && o->same_key)
         cli_fail(CMD, "--key-type and --same-key do not go together");
-        goto done;
-    }
-    if (key_type != NULL && !cli_parse_key_type(key_type, &kp, &err)) {
+    else if (o->key_type != NULL && !cli_parse_key_type(o->key_type, kp, &err))
         cli_fail(CMD, "--key-type: %s", err.msg);
-        goto done;
-    }
-    if (!cli_globals_check(g, CMD))
-        goto done;
+    else
+        return cli_globals_check(g, CMD);
+    return 0;
+}
 
-    ret = CLI_EXIT_FAIL;
-    if (!cli_out_check(out, force, &err)) {
-        cli_fail(CMD, "%s", err.msg);
-        goto done;
-    }
-    next_label = cli_label_join(label, CLI_SUFFIX_NEXT);
-    if (next_label == NULL) {
-        cli_fail(CMD, "out of memory");
-        goto done;
-    }
-    session = cli_session_open(&s, g, CMD);
-    if (!session)
-        goto done;
-    {
-        const char *labels[] = {label};
+int cmd_renew(cli_globals *g, int argc, char **argv)
+{
+    renew_opts o = {0};
+    mks_keygen_params kp = {0};
+    int exit_now;
 
-        if (!cli_find_label_token(&s, labels, 1, MKS_OBJ_ANY, token, &token_uri, token_label))
-            goto done;
-    }
-    rv = open_label(&s, token_uri, label, &key);
-    if (rv == MKS_ERR_NOT_FOUND)
-        cli_fail(CMD, "no private key labelled '%s' on token '%s' (see '%s list')", label,
-                 token_label, CLI_PROGRAM);
-    if (rv != MKS_OK)
-        goto done;
-    cert = current_cert(&s, token_uri, label, key);
-    if (cert == NULL)
-        goto done;
-    if (!req_from_cert(cert, &req)) {
-        cli_fail_ossl(CMD, "cannot copy the certificate's subject");
-        goto done;
-    }
-
-    if (!same_key) {
-        rv = open_label(&s, token_uri, next_label, &next);
-        if (rv == MKS_OK) {
-            reused = 1;
-            if (key_type != NULL &&
-                !(mks_key_get_type(next) == kp.type &&
-                  (kp.type == MKS_KEY_RSA ? mks_key_get_bits(next) == kp.bits
-                                          : strcmp(mks_key_get0_curve(next), kp.curve) == 0))) {
-                cli_fail(CMD,
-                         "a pending key '%s' of another type is on token '%s'; remove it "
-                         "first ('%s delete --label %s') to make a %s key",
-                         next_label, token_label, CLI_PROGRAM, next_label, key_type);
-                goto done;
-            }
-        } else if (rv != MKS_ERR_NOT_FOUND) {
-            goto done;
-        } else {
-            if (key_type == NULL) {
-                kp.type = mks_key_get_type(key);
-                kp.bits = kp.type == MKS_KEY_RSA ? mks_key_get_bits(key) : 0;
-                kp.curve = mks_key_get0_curve(key);
-            }
-            kp.label = next_label;
-            rv = mks_keygen(s.ks, token_uri, &kp, &s.pin_ui, &next);
-            if (rv != MKS_OK) {
-                next = NULL;
-                if (rv == MKS_ERR_EXISTS)
-                    cli_fail(CMD,
-                             "an object labelled '%s' (not a private key) is on token '%s'; "
-                             "remove it first ('%s delete --label %s')",
-                             next_label, token_label, CLI_PROGRAM, next_label);
-                else
-                    cli_fail_ks(CMD, rv,
-                                "cannot make the new key pair '%s' in token '%s' (use "
-                                "--key-type for another type, or --same-key)",
-                                next_label, token_label);
-                goto done;
-            }
-        }
-    }
-
-    if (!cli_session_make_csr(&s, same_key ? key : next, &req, &csr_pem, &csr_len)) {
-        if (next != NULL)
-            cli_fail(CMD, "the pending key '%s' stays on token '%s'; run renew again to retry",
-                     next_label, token_label);
-        goto done;
-    }
-    if (!cli_write_file_atomic(out, csr_pem, csr_len, 0644, force, &err)) {
-        cli_fail(CMD, "%s", err.msg);
-        if (next != NULL)
-            cli_fail(CMD, "the pending key '%s' stays on token '%s'; run renew again to retry",
-                     next_label, token_label);
-        goto done;
-    }
-
-    if (same_key) {
-        printf("key:     %s (same key)\n", mks_key_get0_uri(key));
-    } else {
-        printf("pending: %s%s\n", mks_key_get0_uri(next), reused ? " (made earlier; reused)" : "");
-        printf("current: %s (keeps serving until the new certificate is imported)\n",
-               mks_key_get0_uri(key));
-    }
-    printf("csr:     %s\n", out);
-    printf("next:    have the CA sign %s, then run\n", out);
-    printf("           %s import-cert --label %s%s%s --key-ref KEY-REF.pem --cert-out SERVER.crt "
-           "CERT.pem\n"
-           "         (CERT.pem: the certificate the CA issued; KEY-REF.pem and SERVER.crt: the\n"
-           "         key reference and certificate files servers read, rewritten together)\n",
-           CLI_PROGRAM, label, token != NULL ? " --token " : "", token != NULL ? token : "");
-    if (!same_key)
-        printf("         (it makes the new key '%s' and rewrites the key reference files\n"
-               "         given with --key-ref; servers pick the new key up when they reload)\n",
-               label);
-    ret = CLI_EXIT_OK;
-done:
-    if (next != NULL)
-        mks_key_free(next);
-    if (key != NULL)
-        mks_key_free(key);
-    X509_free(cert);
-    cli_csr_req_clear(&req);
-    free(csr_pem);
-    free(next_label);
-    free(token_uri);
-    if (session)
-        cli_session_close(&s);
-    return ret;
+    if (!read_options(g, argc, argv, &o, &exit_now))
+        return exit_now;
+    if (o.tpm)
+        return check_tpm_options(g, &o) ? renew_tpm(g, &o) : CLI_EXIT_USAGE;
+    if (!check_token_options(g, &o, &kp))
+        return CLI_EXIT_USAGE;
+    return renew_token(g, &o, &kp);
 }

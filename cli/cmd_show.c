@@ -4,23 +4,18 @@
  * CA certificates of its chain, and a renewal in progress (NAME.next) or
  * the pair a renewal retired (NAME.old).
  *
- * show --tpm --key FILE|tpmkey:handle=H: a TPM key (type, where it lives,
- * whether it has a password, its public key's SHA-256) and, with --cert,
- * its certificate and whether the certificate is that key's.
+ * show --tpm shows a TPM key (show_tpm.c).
  */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <openssl/evp.h>
 #include <openssl/x509.h>
 
-#include "cli.h"
 #include "json.h"
 #include "lifecycle.h"
-
-#define CMD "show"
+#include "show.h"
 
 static void show_usage(FILE *f)
 {
@@ -56,19 +51,6 @@ typedef struct group {
     size_t n;
 } group;
 
-static const char *class_name(mks_obj_class c)
-{
-    switch (c) {
-    case MKS_OBJ_PRIVATE_KEY:
-        return "private-key";
-    case MKS_OBJ_PUBLIC_KEY:
-        return "public-key";
-    case MKS_OBJ_CERTIFICATE:
-        return "certificate";
-    }
-    return "object";
-}
-
 static int by_class(const void *a, const void *b)
 {
     const mks_object *x = a, *y = b;
@@ -80,7 +62,7 @@ static int load_group(cli_session *s, const char *token_uri, const char *label, 
                       group *gr)
 {
     gr->label = label;
-    if (!cli_find_objects(s, token_uri, label, NULL, 0, NULL, classes, &gr->objs, &gr->n))
+    if (!cli_find_objects(s, token_uri, label, NULL, 0, 0, classes, &gr->objs, &gr->n))
         return 0;
     if (gr->n > 1)
         qsort(gr->objs, gr->n, sizeof(*gr->objs), by_class);
@@ -102,7 +84,7 @@ static void print_list(const char *title, const cli_strlist *l)
     printf("\n");
 }
 
-static void print_cert_text(const mks_object *o, time_t now, int brief)
+void show_cert_text(const mks_object *o, time_t now, int brief)
 {
     cli_cert_info ci;
     cli_err err;
@@ -141,7 +123,7 @@ static void print_group_text(const group *gr, time_t now, int brief)
         char *id = cli_hex(o->id, o->id_len);
 
         if (o->cls == MKS_OBJ_CERTIFICATE) {
-            print_cert_text(o, now, brief);
+            show_cert_text(o, now, brief);
         } else {
             printf("  %-12s %s, id %s\n",
                    o->cls == MKS_OBJ_PRIVATE_KEY ? "private key" : "public key",
@@ -198,7 +180,7 @@ static void json_object(cli_json *j, const mks_object *o, time_t now)
     char *id = cli_hex(o->id, o->id_len);
 
     cli_json_obj_begin(j, NULL);
-    cli_json_string(j, "class", class_name(o->cls));
+    cli_json_string(j, "class", cli_class_name(o->cls));
     cli_json_string(j, "label", o->label != NULL ? o->label : "");
     cli_json_string(j, "id", id != NULL ? id : "");
     cli_json_string(j, "uri", o->uri);
@@ -213,15 +195,7 @@ static void json_object(cli_json *j, const mks_object *o, time_t now)
             cli_json_string(j, "error", err.msg);
         }
     } else {
-        cli_json_string(j, "key_type",
-                        o->key_type == MKS_KEY_RSA  ? "rsa"
-                        : o->key_type == MKS_KEY_EC ? "ec"
-                                                    : NULL);
-        cli_json_string(j, "curve", o->curve[0] != '\0' ? o->curve : NULL);
-        if (o->bits > 0)
-            cli_json_int(j, "bits", o->bits);
-        else
-            cli_json_null(j, "bits");
+        cli_json_key_type(j, cli_key_type_name(o->key_type), o->curve, o->bits);
     }
     cli_json_obj_end(j);
     free(id);
@@ -270,132 +244,13 @@ static void print_json(const group *cur, const group *chain, const group *next, 
     cli_json_end(&j);
 }
 
-/* ------------------------------------------------------------------------ */
-/* TPM keys                                                                  */
+typedef struct show_opts {
+    const char *label, *token, *key_arg, *cert_path;
+    int json, tpm;
+} show_opts;
 
-/* show --tpm, after the options were checked. */
-static int show_tpm(cli_globals *g, const char *key_arg, const char *cert_path, int json)
-{
-    cli_key_arg ka = {0};
-    cli_session s;
-    cli_err err;
-    mks_key *key = NULL;
-    STACK_OF(X509) *certs = NULL;
-    mks_object cert = {0};
-    unsigned char *der = NULL, md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    const unsigned char *spki;
-    size_t spki_len = 0;
-    char *fp = NULL, where[48], type[24];
-    int session = 0, n, matches = -1, ret = CLI_EXIT_FAIL;
-    time_t now = time(NULL);
-
-    if (!cli_key_arg_parse(key_arg, &ka, &err)) {
-        cli_fail(CMD, "--key: %s", err.msg);
-        goto done;
-    }
-    if (ka.kind == CLI_KEY_PKCS11) {
-        cli_fail(CMD, "--key %s is not a TPM key; show a token key with --label", key_arg);
-        ret = CLI_EXIT_USAGE;
-        goto done;
-    }
-    if (cert_path != NULL) {
-        if (!cli_read_certs(cert_path, &certs, &err)) {
-            cli_fail(CMD, "--cert: %s", err.msg);
-            goto done;
-        }
-        n = i2d_X509(sk_X509_value(certs, 0), &der);
-        if (n <= 0) {
-            cli_fail_ossl(CMD, "cannot encode the certificate of %s", cert_path);
-            goto done;
-        }
-        cert.cls = MKS_OBJ_CERTIFICATE;
-        cert.der = der;
-        cert.der_len = (size_t)n;
-    }
-    session = cli_session_open(&s, g, CMD);
-    if (!session || !cli_session_open_key(&s, &ka, &key))
-        goto done;
-    spki = mks_key_get0_spki(key, &spki_len);
-    if (spki == NULL || !EVP_Digest(spki, spki_len, md, &mdlen, EVP_sha256(), NULL) ||
-        (fp = cli_hex(md, mdlen)) == NULL) {
-        cli_fail_ossl(CMD, "cannot hash the public key of %s", key_arg);
-        goto done;
-    }
-    if (cert.der != NULL)
-        matches = cli_cert_certifies(sk_X509_value(certs, 0), spki, spki_len);
-    if (mks_key_get_type(key) == MKS_KEY_RSA)
-        snprintf(type, sizeof(type), "rsa %d", mks_key_get_bits(key));
-    else
-        snprintf(type, sizeof(type), "ec %s", mks_key_get0_curve(key));
-    if (ka.kind == CLI_KEY_TPM_HANDLE)
-        snprintf(where, sizeof(where), "persistent (%s)", ka.uri);
-    else
-        snprintf(where, sizeof(where), "only in its key file");
-
-    if (json) {
-        cli_json j;
-
-        cli_json_init(&j, stdout);
-        cli_json_obj_begin(&j, NULL);
-        cli_json_string(&j, "key", key_arg);
-        cli_json_string(&j, "tcti", cli_session_tcti(&s));
-        cli_json_string(&j, "key_type", mks_key_get_type(key) == MKS_KEY_RSA ? "rsa" : "ec");
-        cli_json_string(&j, "curve",
-                        mks_key_get_type(key) == MKS_KEY_EC ? mks_key_get0_curve(key) : NULL);
-        cli_json_int(&j, "bits", mks_key_get_bits(key));
-        cli_json_string(&j, "persistent", ka.kind == CLI_KEY_TPM_HANDLE ? ka.uri : NULL);
-        if (ka.kind == CLI_KEY_TPM_FILE)
-            cli_json_bool(&j, "password", ka.needs_password);
-        else
-            cli_json_null(&j, "password");
-        cli_json_string(&j, "public_key_sha256", fp);
-        if (cert.der != NULL) {
-            cli_cert_info ci;
-
-            if (!cli_cert_info_get(cert.der, cert.der_len, now, &ci, &err)) {
-                cli_fail(CMD, "%s: %s", cert_path, err.msg);
-                goto done;
-            }
-            cli_json_obj_begin(&j, "certificate");
-            cli_json_string(&j, "file", cert_path);
-            cli_cert_info_json(&j, &ci);
-            cli_json_bool(&j, "certifies_key", matches);
-            cli_json_obj_end(&j);
-            cli_cert_info_clear(&ci);
-        } else {
-            cli_json_null(&j, "certificate");
-        }
-        cli_json_obj_end(&j);
-        cli_json_end(&j);
-    } else {
-        printf("%s  (TPM at %s)\n", key_arg, cli_session_tcti(&s));
-        printf("  %-12s %s, %s\n", "private key", type, where);
-        printf("    %-11s%s\n", "password",
-               ka.kind == CLI_KEY_TPM_HANDLE ? "(not recorded for a persistent key)"
-               : ka.needs_password           ? "yes"
-                                             : "none (exempt from dictionary-attack lockout)");
-        printf("    %-11s%s\n", "pub sha256", fp);
-        if (cert.der != NULL) {
-            print_cert_text(&cert, now, 0);
-            printf("    %-11s%s\n", "key",
-                   matches ? "this key" : "ANOTHER KEY: the certificate does not certify it");
-        }
-    }
-    ret = CLI_EXIT_OK;
-done:
-    if (key != NULL)
-        mks_key_free(key);
-    free(fp);
-    OPENSSL_free(der);
-    sk_X509_pop_free(certs, X509_free);
-    cli_key_arg_clear(&ka);
-    if (session)
-        cli_session_close(&s);
-    return ret;
-}
-
-int cmd_show(cli_globals *g, int argc, char **argv)
+/* Reads the options into o; 0 with *exit_now when the command ends here. */
+static int read_options(cli_globals *g, int argc, char **argv, show_opts *o, int *exit_now)
 {
     static const struct option longopts[] = {
         {"label", required_argument, NULL, OPT_LABEL},
@@ -408,103 +263,71 @@ int cmd_show(cli_globals *g, int argc, char **argv)
         CLI_GLOBAL_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    const char *label = NULL, *token = NULL, *key_arg = NULL, *cert_path = NULL;
-    int tpm = 0;
+    int c;
+
+    while ((c = cli_next_opt(g, argc, argv, longopts, CMD, show_usage, exit_now)) > 0) {
+        switch (c) {
+        case OPT_LABEL:
+            o->label = optarg;
+            break;
+        case OPT_TOKEN:
+            o->token = optarg;
+            break;
+        case OPT_JSON:
+            o->json = 1;
+            break;
+        case OPT_TPM:
+            o->tpm = 1;
+            break;
+        case OPT_KEY:
+            o->key_arg = optarg;
+            break;
+        case OPT_CERT:
+            o->cert_path = optarg;
+            break;
+        }
+    }
+    if (c == CLI_OPT_EXIT || !cli_no_operands(CMD, argc, argv))
+        return 0;
+    return 1;
+}
+
+/* show of a token key pair, after the options were checked. */
+static int show_token(cli_globals *g, const show_opts *o)
+{
     char *token_uri = NULL, *next_label = NULL, *old_label = NULL, *chain_label = NULL;
     char token_label[33] = "";
+    const char *labels[2];
     group cur = {0}, chain = {0}, next = {0}, old = {0};
-    int c, json = 0, session = 0, ret = CLI_EXIT_USAGE;
+    int session = 0, ret = CLI_EXIT_FAIL;
     cli_session s;
     time_t now;
 
-    opterr = 0;
-    while ((c = cli_getopt(argc, argv, ":h", longopts)) != -1) {
-        if (cli_globals_opt(g, c, optarg))
-            continue;
-        switch (c) {
-        case OPT_LABEL:
-            label = optarg;
-            break;
-        case OPT_TOKEN:
-            token = optarg;
-            break;
-        case OPT_JSON:
-            json = 1;
-            break;
-        case OPT_TPM:
-            tpm = 1;
-            break;
-        case OPT_KEY:
-            key_arg = optarg;
-            break;
-        case OPT_CERT:
-            cert_path = optarg;
-            break;
-        case 'h':
-            show_usage(stdout);
-            return CLI_EXIT_OK;
-        default:
-            return cli_usage_error(CMD, argv, c);
-        }
-    }
-    if (optind < argc) {
-        cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
-        return CLI_EXIT_USAGE;
-    }
-    if (tpm || key_arg != NULL || cert_path != NULL) {
-        if (!tpm || label != NULL || token != NULL) {
-            cli_fail(CMD, "--tpm --key FILE|tpmkey:handle=H [--cert CERT] shows a TPM key; "
-                          "--label and --token name token keys");
-            return CLI_EXIT_USAGE;
-        }
-        if (key_arg == NULL || *key_arg == '\0') {
-            cli_fail(CMD, "--tpm needs --key, the TPM key's file or tpmkey:handle=");
-            return CLI_EXIT_USAGE;
-        }
-        if (!cli_globals_check(g, CMD))
-            return CLI_EXIT_USAGE;
-        return show_tpm(g, key_arg, cert_path, json);
-    }
-    if (label == NULL || *label == '\0') {
-        cli_fail(CMD, "--label NAME is required");
-        return CLI_EXIT_USAGE;
-    }
-    if (token != NULL && *token == '\0') {
-        cli_fail(CMD, "--token: empty label");
-        return CLI_EXIT_USAGE;
-    }
-    if (!cli_globals_check(g, CMD))
-        return CLI_EXIT_USAGE;
-
-    ret = CLI_EXIT_FAIL;
-    next_label = cli_label_join(label, CLI_SUFFIX_NEXT);
-    old_label = cli_label_join(label, CLI_SUFFIX_OLD);
-    chain_label = cli_label_join(label, CLI_SUFFIX_CHAIN);
+    next_label = cli_label_join(o->label, CLI_SUFFIX_NEXT);
+    old_label = cli_label_join(o->label, CLI_SUFFIX_OLD);
+    chain_label = cli_label_join(o->label, CLI_SUFFIX_CHAIN);
     if (next_label == NULL || old_label == NULL || chain_label == NULL) {
         cli_fail(CMD, "out of memory");
         goto done;
     }
     session = cli_session_open(&s, g, CMD);
-    if (!session)
+    labels[0] = o->label;
+    labels[1] = next_label;
+    if (!session ||
+        !cli_find_label_token(&s, labels, 2, MKS_OBJ_ANY, o->token, &token_uri, token_label))
         goto done;
-    {
-        const char *labels[] = {label, next_label};
-
-        if (!cli_find_label_token(&s, labels, 2, MKS_OBJ_ANY, token, &token_uri, token_label))
-            goto done;
-    }
-    if (!load_group(&s, token_uri, label, MKS_OBJ_ANY, &cur) ||
+    if (!load_group(&s, token_uri, o->label, MKS_OBJ_ANY, &cur) ||
         !load_group(&s, token_uri, chain_label, MKS_OBJ_CERTIFICATE, &chain) ||
         !load_group(&s, token_uri, next_label, MKS_OBJ_ANY, &next) ||
         !load_group(&s, token_uri, old_label, MKS_OBJ_ANY, &old))
         goto done;
     if (cur.n == 0 && next.n == 0) {
-        cli_fail(CMD, "nothing labelled '%s' on token '%s' (see '%s list')", label, token_label,
+        cli_fail(CMD, "nothing labelled '%s' on token '%s' (see '%s list')", o->label, token_label,
                  CLI_PROGRAM);
         goto done;
     }
     now = time(NULL);
-    if (json)
+    if (o->json)
         print_json(&cur, &chain, &next, &old, token_label, token_uri, now);
     else
         print_text(&cur, &chain, &next, &old, token_label, now);
@@ -521,4 +344,38 @@ done:
     if (session)
         cli_session_close(&s);
     return ret;
+}
+
+int cmd_show(cli_globals *g, int argc, char **argv)
+{
+    show_opts o = {0};
+    int exit_now;
+
+    if (!read_options(g, argc, argv, &o, &exit_now))
+        return exit_now;
+    if (o.tpm || o.key_arg != NULL || o.cert_path != NULL) {
+        if (!o.tpm || o.label != NULL || o.token != NULL) {
+            cli_fail(CMD, "--tpm --key FILE|tpmkey:handle=H [--cert CERT] shows a TPM key; "
+                          "--label and --token name token keys");
+            return CLI_EXIT_USAGE;
+        }
+        if (o.key_arg == NULL || *o.key_arg == '\0') {
+            cli_fail(CMD, "--tpm needs --key, the TPM key's file or tpmkey:handle=");
+            return CLI_EXIT_USAGE;
+        }
+        if (!cli_globals_check(g, CMD))
+            return CLI_EXIT_USAGE;
+        return show_tpm(g, o.key_arg, o.cert_path, o.json);
+    }
+    if (o.label == NULL || *o.label == '\0') {
+        cli_fail(CMD, "--label NAME is required");
+        return CLI_EXIT_USAGE;
+    }
+    if (o.token != NULL && *o.token == '\0') {
+        cli_fail(CMD, "--token: empty label");
+        return CLI_EXIT_USAGE;
+    }
+    if (!cli_globals_check(g, CMD))
+        return CLI_EXIT_USAGE;
+    return show_token(g, &o);
 }

@@ -69,6 +69,12 @@ void cli_json_int(cli_json *j, const char *key, long long value)
     fprintf(j->f, "%lld", value);
 }
 
+void cli_json_uint(cli_json *j, const char *key, unsigned long long value)
+{
+    json_member(j, key);
+    fprintf(j->f, "%llu", value);
+}
+
 void cli_json_bool(cli_json *j, const char *key, int value)
 {
     json_member(j, key);
@@ -79,6 +85,16 @@ void cli_json_null(cli_json *j, const char *key)
 {
     json_member(j, key);
     fputs("null", j->f);
+}
+
+void cli_json_key_type(cli_json *j, const char *type, const char *curve, int bits)
+{
+    cli_json_string(j, "key_type", type);
+    cli_json_string(j, "curve", curve != NULL && *curve != '\0' ? curve : NULL);
+    if (bits > 0)
+        cli_json_int(j, "bits", bits);
+    else
+        cli_json_null(j, "bits");
 }
 
 void cli_json_end(cli_json *j)

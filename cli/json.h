@@ -30,9 +30,14 @@ void cli_json_arr_end(cli_json *j);
 /* A string; NULL writes null. */
 void cli_json_string(cli_json *j, const char *key, const char *value);
 void cli_json_int(cli_json *j, const char *key, long long value);
+void cli_json_uint(cli_json *j, const char *key, unsigned long long value);
 /* true/false; a negative value writes null (unknown). */
 void cli_json_bool(cli_json *j, const char *key, int value);
 void cli_json_null(cli_json *j, const char *key);
+
+/* A key's members "key_type" (NULL: null), "curve" (NULL or "": null) and
+ * "bits" (not positive: null), in that order. */
+void cli_json_key_type(cli_json *j, const char *type, const char *curve, int bits);
 
 /* Ends the document with a newline. */
 void cli_json_end(cli_json *j);

@@ -60,75 +60,20 @@ char *cli_label_join(const char *name, const char *suffix)
     return s;
 }
 
-/* The path attributes of an object, which the token part leaves out. */
-static int object_attr(const char *a, size_t len)
+char *cli_uri_object(const char *cmd, const char *token_uri, const char *label,
+                     const unsigned char *id, size_t id_len, unsigned type)
 {
-    return (len >= 3 && strncmp(a, "id=", 3) == 0) || (len >= 7 && strncmp(a, "object=", 7) == 0) ||
-           (len >= 5 && strncmp(a, "type=", 5) == 0);
-}
+    char *uri = NULL;
+    mks_rv rv = mks_uri_object(token_uri, label, id, id_len, type, &uri);
 
-char *cli_token_uri_of(const char *object_uri)
-{
-    const char *p, *q, *end;
-    char *out, *w;
-    size_t len;
-
-    if (object_uri == NULL || strncmp(object_uri, "pkcs11:", 7) != 0)
-        return NULL;
-    end = object_uri + strcspn(object_uri, "?"); /* query attributes stay out */
-    len = (size_t)(end - object_uri);
-    out = malloc(len + 1);
-    if (out == NULL)
-        return NULL;
-    memcpy(out, "pkcs11:", 7);
-    w = out + 7;
-    for (p = object_uri + 7; p < end; p = q + 1) {
-        q = memchr(p, ';', (size_t)(end - p));
-        if (q == NULL)
-            q = end;
-        if (q > p && !object_attr(p, (size_t)(q - p))) {
-            if (w > out + 7)
-                *w++ = ';';
-            memcpy(w, p, (size_t)(q - p));
-            w += q - p;
-        }
-        if (q == end)
-            break;
-    }
-    *w = '\0';
-    return out;
-}
-
-char *cli_object_uri(const char *token_uri, const char *label, const unsigned char *id,
-                     size_t id_len, const char *type)
-{
-    char *esc = NULL, *uri = NULL, *w;
-    const char *base = token_uri != NULL ? token_uri : "pkcs11:";
-    size_t n, i;
-
-    if (label != NULL && (esc = cli_uri_escape(label)) == NULL)
-        return NULL;
-    n = strlen(base) + 3 * id_len + (esc != NULL ? strlen(esc) : 0) +
-        (type != NULL ? strlen(type) : 0) + 32;
-    uri = malloc(n);
-    if (uri == NULL)
-        goto done;
-    w = uri + snprintf(uri, n, "%s", base);
-    /* "pkcs11:" takes the first attribute without a ';' before it. */
-#define SEP() (w[-1] == ':' ? "" : ";")
-    if (id != NULL && id_len > 0) {
-        w += snprintf(w, n - (size_t)(w - uri), "%sid=", SEP());
-        for (i = 0; i < id_len; i++)
-            w += snprintf(w, n - (size_t)(w - uri), "%%%02x", id[i]);
-    }
-    if (esc != NULL)
-        w += snprintf(w, n - (size_t)(w - uri), "%sobject=%s", SEP(), esc);
-    if (type != NULL)
-        snprintf(w, n - (size_t)(w - uri), "%stype=%s", SEP(), type);
-#undef SEP
-done:
-    free(esc);
-    return uri;
+    if (rv == MKS_OK)
+        return uri;
+    if (rv == MKS_ERR_NOMEM)
+        cli_fail(cmd, "out of memory");
+    else
+        cli_fail_ks(cmd, rv, "cannot name the objects labelled '%s' in a pkcs11: URI",
+                    label != NULL ? label : "");
+    return NULL;
 }
 
 int cli_same_id(const mks_object *o, const unsigned char *id, size_t id_len)
@@ -137,89 +82,91 @@ int cli_same_id(const mks_object *o, const unsigned char *id, size_t id_len)
 }
 
 int cli_find_objects(cli_session *s, const char *token_uri, const char *label,
-                     const unsigned char *id, size_t id_len, const char *type, unsigned classes,
+                     const unsigned char *id, size_t id_len, unsigned type, unsigned classes,
                      mks_object **out, size_t *n)
 {
-    char *uri = cli_object_uri(token_uri, label, id, id_len, type);
+    char *uri = cli_uri_object(s->cmd, token_uri, label, id, id_len, type);
     mks_rv rv;
 
     *out = NULL;
     *n = 0;
-    if (uri == NULL) {
-        cli_fail(s->cmd, "out of memory");
+    if (uri == NULL)
         return 0;
-    }
     rv = mks_objects_find(s->ks, uri, classes, &s->pin_ui, out, n);
     if (rv != MKS_OK) {
         cli_fail_ks(s->cmd, rv, "cannot search %s", uri);
         *out = NULL;
         *n = 0;
     }
-    free(uri);
+    mks_free(uri);
     return rv == MKS_OK;
 }
 
-int cli_find_label_token(cli_session *s, const char *const *labels, size_t nlabels,
-                         unsigned classes, const char *token, char **token_uri,
-                         char token_label[33])
+int cli_relabel(cli_session *s, const char *token_uri, const char *label, const unsigned char *id,
+                size_t id_len, unsigned type, const char *new_label)
 {
-    mks_slot_info *slots = NULL;
-    size_t count = 0, i, k, nfound = 0;
-    const mks_slot_info *found = NULL;
-    char names[256] = "";
+    char *uri = cli_uri_object(s->cmd, token_uri, label, id, id_len, type);
     mks_rv rv;
+
+    if (uri == NULL)
+        return 0;
+    if (new_label != NULL)
+        rv = mks_objects_set_label(s->ks, uri, MKS_OBJ_ANY, new_label, &s->pin_ui, NULL);
+    else
+        rv = mks_objects_destroy(s->ks, uri, MKS_OBJ_ANY, &s->pin_ui, NULL);
+    if (rv != MKS_OK)
+        cli_fail_ks(s->cmd, rv, "cannot %s %s (run import-cert again to continue)",
+                    new_label != NULL ? "relabel" : "destroy", uri);
+    mks_free(uri);
+    return rv == MKS_OK;
+}
+
+/* 1 when objs[i] has an id other than the new key's, and is the first with it. */
+static int first_old_id(const mks_object *objs, size_t i, const unsigned char *new_id,
+                        size_t new_len)
+{
+    size_t j;
+
+    if (objs[i].id_len == 0 || cli_same_id(&objs[i], new_id, new_len))
+        return 0;
+    for (j = 0; j < i; j++)
+        if (cli_same_id(&objs[j], objs[i].id, objs[i].id_len))
+            return 0;
+    return 1;
+}
+
+int cli_handover(cli_session *s, const char *token_uri, const char *name, const unsigned char *id,
+                 size_t id_len, cli_handover_files_fn *files, void *arg, size_t *nretired)
+{
+    char *next_label = cli_label_join(name, CLI_SUFFIX_NEXT);
+    char *old_label = cli_label_join(name, CLI_SUFFIX_OLD);
+    mks_object *objs = NULL;
+    size_t n = 0, nold = 0, i;
     int ok = 0;
 
-    *token_uri = NULL;
-    /* The commands on existing keys take --token, never --slot. */
-    if (token != NULL)
-        return cli_session_find_token(s, -1, token, 0, token_uri, token_label);
-    rv = mks_slots_list(s->ks, &slots, &count);
-    if (rv != MKS_OK) {
-        cli_fail_ks(s->cmd, rv, "cannot list the slots of %s", cli_session_module(s));
-        return 0;
-    }
-    for (i = 0; i < count; i++) {
-        int here = 0;
-
-        if (slots[i].index < 0 || slots[i].token_uri == NULL)
-            continue;
-        for (k = 0; k < nlabels && !here; k++) {
-            mks_object *objs = NULL;
-            size_t n = 0;
-
-            if (!cli_find_objects(s, slots[i].token_uri, labels[k], NULL, 0, NULL, classes, &objs,
-                                  &n))
-                goto done;
-            here = n > 0;
-            mks_objects_free(objs, n);
-        }
-        if (!here)
-            continue;
-        if (nfound++ == 0)
-            found = &slots[i];
-        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s'%s'",
-                 nfound > 1 ? ", " : "", slots[i].token_label);
-    }
-    if (nfound == 0) {
-        cli_fail(s->cmd, "no key or certificate labelled '%s' on any token of %s (see '%s list')",
-                 labels[0], cli_session_module(s), CLI_PROGRAM);
-        goto done;
-    }
-    if (nfound > 1) {
-        cli_fail(s->cmd, "'%s' is on several tokens (%s); choose one with --token LABEL", labels[0],
-                 names);
-        goto done;
-    }
-    *token_uri = strdup(found->token_uri);
-    if (*token_uri == NULL) {
+    *nretired = 0;
+    if (next_label == NULL || old_label == NULL) {
         cli_fail(s->cmd, "out of memory");
         goto done;
     }
-    snprintf(token_label, 33, "%s", found->token_label);
+    if (!cli_relabel(s, token_uri, next_label, id, id_len, 0, name) || !files(arg))
+        goto done;
+    if (!cli_find_objects(s, token_uri, name, NULL, 0, 0, MKS_OBJ_ANY, &objs, &n))
+        goto done;
+    for (i = 0; i < n; i++)
+        nold += first_old_id(objs, i, id, id_len);
+    if (nold > 0 && !cli_relabel(s, token_uri, old_label, NULL, 0, 0, NULL))
+        goto done;
+    for (i = 0; i < n; i++)
+        if (first_old_id(objs, i, id, id_len) &&
+            !cli_relabel(s, token_uri, name, objs[i].id, objs[i].id_len, 0, old_label))
+            goto done;
+    *nretired = nold;
     ok = 1;
 done:
-    mks_slots_free(slots, count);
+    mks_objects_free(objs, n);
+    free(next_label);
+    free(old_label);
     return ok;
 }
 
@@ -484,12 +431,7 @@ void cli_cert_info_json(cli_json *j, const cli_cert_info *ci)
     json_strlist(j, "key_usage", &ci->key_usage);
     json_strlist(j, "extended_key_usage", &ci->ext_key_usage);
     cli_json_bool(j, "ca", ci->is_ca);
-    cli_json_string(j, "key_type", ci->key_type[0] != '\0' ? ci->key_type : NULL);
-    cli_json_string(j, "curve", ci->curve[0] != '\0' ? ci->curve : NULL);
-    if (ci->key_bits > 0)
-        cli_json_int(j, "bits", ci->key_bits);
-    else
-        cli_json_null(j, "bits");
+    cli_json_key_type(j, ci->key_type[0] != '\0' ? ci->key_type : NULL, ci->curve, ci->key_bits);
     cli_json_string(j, "sha256", ci->sha256);
 }
 
@@ -537,6 +479,26 @@ done:
     sk_X509_pop_free(sk, X509_free);
     BIO_free(bio);
     free(data);
+    return ok;
+}
+
+int cli_write_certs(const char *cmd, const char *path, X509 *x, STACK_OF(X509) * chain)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data;
+    long len;
+    int k, ok;
+
+    ok = bio != NULL && PEM_write_bio_X509(bio, x);
+    for (k = 0; ok && k < sk_X509_num(chain); k++)
+        ok = PEM_write_bio_X509(bio, sk_X509_value(chain, k));
+    if (!ok) {
+        cli_fail_ossl(cmd, "cannot write the certificate as PEM");
+    } else {
+        len = BIO_get_mem_data(bio, &data);
+        ok = cli_write_replacing(cmd, path, data, (size_t)len, 0644);
+    }
+    BIO_free(bio);
     return ok;
 }
 

@@ -1,8 +1,7 @@
 /*
  * What the lifecycle commands (check, renew, import-cert's hand-over,
  * delete, show) share: the labels a key pair's objects carry through a
- * renewal, URIs naming those objects, certificate facts, and finding the
- * token a label lives on.
+ * renewal, URIs naming those objects, and certificate facts.
  *
  * Labels. A key pair NAME is a private key, a public key and a certificate
  * labelled NAME with one CKA_ID (enroll, import-cert). Around it:
@@ -48,36 +47,50 @@ const char *cli_role_name(cli_role role);
 char *cli_label_join(const char *name, const char *suffix);
 
 /*
- * The token part of an object URI (model, manufacturer, serial, token):
- * object URIs from the keystore without id=, object= and type=. malloc'd.
+ * mks_uri_object (a URI for the objects on token_uri with that label, id
+ * and type, a MKS_OBJ_* class or 0), the error printed for cmd; NULL then.
+ * Free with mks_free.
  */
-char *cli_token_uri_of(const char *object_uri);
-
-/*
- * "TOKEN_URI;id=%..;object=LABEL;type=TYPE" with whatever is given
- * (token_uri NULL = "pkcs11:", id NULL, label NULL, type NULL leave that
- * attribute out), percent-encoded as RFC 7512 asks. malloc'd.
- */
-char *cli_object_uri(const char *token_uri, const char *label, const unsigned char *id,
-                     size_t id_len, const char *type);
+char *cli_uri_object(const char *cmd, const char *token_uri, const char *label,
+                     const unsigned char *id, size_t id_len, unsigned type);
 
 /* Same CKA_ID. */
 int cli_same_id(const mks_object *o, const unsigned char *id, size_t id_len);
 
-/*
- * Finds the token for a command on objects labelled labels[0..n): the one
- * --token names (token != NULL), else the one token that can hold keys and
- * has an object (of `classes`) with one of the labels. None, or several,
- * is an error printed for s->cmd. Returns 1 with *token_uri (malloc'd) and
- * token_label, or 0.
- */
-int cli_find_label_token(cli_session *s, const char *const *labels, size_t n, unsigned classes,
-                         const char *token, char **token_uri, char token_label[33]);
-
-/* mks_objects_find on cli_object_uri(...); prints the error for s->cmd. */
+/* mks_objects_find of `classes` on cli_uri_object(...); prints the error for s->cmd. */
 int cli_find_objects(cli_session *s, const char *token_uri, const char *label,
-                     const unsigned char *id, size_t id_len, const char *type, unsigned classes,
+                     const unsigned char *id, size_t id_len, unsigned type, unsigned classes,
                      mks_object **out, size_t *n);
+
+/*
+ * Relabels (new_label != NULL) or destroys (NULL) the objects of any class
+ * that cli_uri_object(token_uri, label, id, id_len, type) names. An error
+ * is printed for s->cmd with the hint to run import-cert again.
+ */
+int cli_relabel(cli_session *s, const char *token_uri, const char *label, const unsigned char *id,
+                size_t id_len, unsigned type, const char *new_label);
+
+/* Rewrites the files servers read once the new pair is NAME; 1 when done. */
+typedef int cli_handover_files_fn(void *arg);
+
+/*
+ * The hand-over that finishes a renewal of NAME, once the new certificate
+ * is stored with the new key's id (`id`):
+ *   1. the new pair and its certificate, NAME.next with that id, become
+ *      NAME. For a moment two pairs carry NAME, told apart by their ids: key
+ *      references (which name id and label) keep finding the key they
+ *      named, and a URI by label alone is ambiguous, which fails closed;
+ *   2. `files` rewrites the key references and certificate files;
+ *   3. the objects labelled NAME with other ids (the old pair) become
+ *      NAME.old, a previous NAME.old destroyed first. Servers still running
+ *      with the old key find it by its id and keep signing until they
+ *      reload.
+ * Each step can be repeated: run again after an interruption, it finds
+ * where it stopped; until step 1 the old pair serves alone. Prints errors
+ * for s->cmd; returns 1 with *nretired, the number of ids retired.
+ */
+int cli_handover(cli_session *s, const char *token_uri, const char *name, const unsigned char *id,
+                 size_t id_len, cli_handover_files_fn *files, void *arg, size_t *nretired);
 
 /* ------------------------------------------------------------------------ */
 /* Certificates                                                              */
@@ -118,6 +131,13 @@ void cli_cert_info_json(cli_json *j, const cli_cert_info *ci);
 
 /* Every certificate in a PEM file (or the one in a DER file), in file order. */
 int cli_read_certs(const char *path, STACK_OF(X509) * *out, cli_err *err);
+
+/*
+ * Writes x followed by the certificates of chain (NULL: none) as PEM to
+ * path, with cli_write_replacing (a new file gets 0644): the certificate
+ * file a server reads. Prints errors for cmd; returns 1 when written.
+ */
+int cli_write_certs(const char *cmd, const char *path, X509 *x, STACK_OF(X509) * chain);
 
 /* DER of a certificate, malloc'd (OPENSSL_free). */
 int cli_x509_der(X509 *x, unsigned char **der, size_t *len);

@@ -141,11 +141,104 @@ fail:
     return 0;
 }
 
+/*
+ * Reads one TYPE=VALUE at s[*pos] up to an unescaped ',' or '+' or the end
+ * into a; 0 with err set.
+ */
+static int read_ava(const char *s, size_t *pos, ava *a, cli_err *err)
+{
+    size_t i = *pos, tstart, tend;
+    char type[64];
+
+    while (s[i] == ' ')
+        i++;
+    tstart = i;
+    while (s[i] != '\0' && s[i] != '=' && s[i] != ',' && s[i] != '+')
+        i++;
+    tend = i;
+    while (tend > tstart && s[tend - 1] == ' ')
+        tend--;
+    if (s[i] != '=') {
+        if (tend == tstart)
+            cli_err_set(err,
+                        "an empty attribute at position %zu (two separators in a row "
+                        "or one at the end?)",
+                        tstart + 1);
+        else
+            cli_err_set(err, "'%.*s' has no '=' (expected TYPE=VALUE, e.g. CN=web)",
+                        (int)(tend - tstart), s + tstart);
+        return 0;
+    }
+    if (tend == tstart) {
+        cli_err_set(err, "an attribute type is missing before '=' at position %zu", i + 1);
+        return 0;
+    }
+    if (tend - tstart >= sizeof(type)) {
+        cli_err_set(err, "unknown attribute '%.*s'", (int)(tend - tstart), s + tstart);
+        return 0;
+    }
+    memcpy(type, s + tstart, tend - tstart);
+    type[tend - tstart] = '\0';
+    a->nid = subject_nid(type);
+    if (a->nid == NID_undef) {
+        cli_err_set(err, "unknown attribute '%s' (known: %s)", type, SUBJECT_TYPES_HELP);
+        return 0;
+    }
+    i++; /* '=' */
+    if (!read_value(s, &i, type, &a->value, &a->len, err))
+        return 0;
+    if (a->len == 0) {
+        cli_err_set(err, "%s has an empty value", type);
+        goto fail;
+    }
+    if (a->nid == NID_countryName && a->len != 2) {
+        cli_err_set(err, "C='%s': a country is a two-letter ISO 3166 code such as DE or US",
+                    a->value);
+        goto fail;
+    }
+    *pos = i;
+    return 1;
+fail:
+    free(a->value);
+    a->value = NULL;
+    return 0;
+}
+
+/* The X509_NAME of the attributes in the order typed (RFC 4514 lists the
+ * last RDN first: the RDNs are walked from the end). */
+static X509_NAME *build_name(const ava *avas, size_t navas, cli_err *err)
+{
+    X509_NAME *name = X509_NAME_new();
+    size_t k = navas;
+
+    if (name == NULL) {
+        cli_err_set(err, "out of memory");
+        return NULL;
+    }
+    while (k > 0) {
+        size_t first = k - 1, j;
+
+        while (first > 0 && avas[first].joined)
+            first--;
+        for (j = first; j < k; j++) {
+            if (!X509_NAME_add_entry_by_NID(name, avas[j].nid, MBSTRING_UTF8,
+                                            (unsigned char *)avas[j].value, (int)avas[j].len, -1,
+                                            j == first ? 0 : -1)) {
+                cli_err_set_ossl(err, "%s='%s' cannot be encoded", OBJ_nid2sn(avas[j].nid),
+                                 avas[j].value);
+                X509_NAME_free(name);
+                return NULL;
+            }
+        }
+        k = first;
+    }
+    return name;
+}
+
 int cli_parse_subject(const char *s, X509_NAME **out, cli_err *err)
 {
     ava *avas = NULL;
-    size_t navas = 0, cap = 0, i = 0, k;
-    X509_NAME *name = NULL;
+    size_t navas = 0, cap = 0, i = 0;
     int joined = 0, ok = 0;
 
     *out = NULL;
@@ -162,58 +255,10 @@ int cli_parse_subject(const char *s, X509_NAME **out, cli_err *err)
     }
 
     for (;;) {
-        size_t tstart, tend;
-        char type[64];
         ava a = {0};
 
-        while (s[i] == ' ')
-            i++;
-        tstart = i;
-        while (s[i] != '\0' && s[i] != '=' && s[i] != ',' && s[i] != '+')
-            i++;
-        tend = i;
-        while (tend > tstart && s[tend - 1] == ' ')
-            tend--;
-        if (s[i] != '=') {
-            if (tend == tstart)
-                cli_err_set(err,
-                            "an empty attribute at position %zu (two separators in a row "
-                            "or one at the end?)",
-                            tstart + 1);
-            else
-                cli_err_set(err, "'%.*s' has no '=' (expected TYPE=VALUE, e.g. CN=web)",
-                            (int)(tend - tstart), s + tstart);
+        if (!read_ava(s, &i, &a, err))
             goto done;
-        }
-        if (tend == tstart) {
-            cli_err_set(err, "an attribute type is missing before '=' at position %zu", i + 1);
-            goto done;
-        }
-        if (tend - tstart >= sizeof(type)) {
-            cli_err_set(err, "unknown attribute '%.*s'", (int)(tend - tstart), s + tstart);
-            goto done;
-        }
-        memcpy(type, s + tstart, tend - tstart);
-        type[tend - tstart] = '\0';
-        a.nid = subject_nid(type);
-        if (a.nid == NID_undef) {
-            cli_err_set(err, "unknown attribute '%s' (known: %s)", type, SUBJECT_TYPES_HELP);
-            goto done;
-        }
-        i++; /* '=' */
-        if (!read_value(s, &i, type, &a.value, &a.len, err))
-            goto done;
-        if (a.len == 0) {
-            cli_err_set(err, "%s has an empty value", type);
-            free(a.value);
-            goto done;
-        }
-        if (a.nid == NID_countryName && a.len != 2) {
-            cli_err_set(err, "C='%s': a country is a two-letter ISO 3166 code such as DE or US",
-                        a.value);
-            free(a.value);
-            goto done;
-        }
         a.joined = joined;
         if (navas == cap) {
             ava *na = realloc(avas, (cap = cap ? cap * 2 : 8) * sizeof(*avas));
@@ -235,35 +280,9 @@ int cli_parse_subject(const char *s, X509_NAME **out, cli_err *err)
             goto done;
         }
     }
-
-    name = X509_NAME_new();
-    if (name == NULL) {
-        cli_err_set(err, "out of memory");
-        goto done;
-    }
-    /* RFC 4514 lists the last RDN first: walk the RDNs from the end. */
-    k = navas;
-    while (k > 0) {
-        size_t first = k - 1, j;
-
-        while (first > 0 && avas[first].joined)
-            first--;
-        for (j = first; j < k; j++) {
-            if (!X509_NAME_add_entry_by_NID(name, avas[j].nid, MBSTRING_UTF8,
-                                            (unsigned char *)avas[j].value, (int)avas[j].len, -1,
-                                            j == first ? 0 : -1)) {
-                cli_err_set_ossl(err, "%s='%s' cannot be encoded", OBJ_nid2sn(avas[j].nid),
-                                 avas[j].value);
-                goto done;
-            }
-        }
-        k = first;
-    }
-    *out = name;
-    name = NULL;
-    ok = 1;
+    *out = build_name(avas, navas, err);
+    ok = *out != NULL;
 done:
-    X509_NAME_free(name);
     avas_free(avas, navas);
     return ok;
 }
@@ -510,27 +529,4 @@ int cli_parse_uint(const char *s, int *out)
         return 0;
     *out = (int)v;
     return 1;
-}
-
-char *cli_uri_escape(const char *value)
-{
-    static const char digits[] = "0123456789ABCDEF";
-    size_t n = strlen(value), i, o = 0;
-    char *s = malloc(n * 3 + 1);
-
-    if (s == NULL)
-        return NULL;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)value[i];
-
-        if ((c < 0x80 && isalnum(c)) || c == '-' || c == '.' || c == '_' || c == '~') {
-            s[o++] = (char)c;
-        } else {
-            s[o++] = '%';
-            s[o++] = digits[c >> 4];
-            s[o++] = digits[c & 0x0f];
-        }
-    }
-    s[o] = '\0';
-    return s;
 }

@@ -57,13 +57,6 @@ int cli_parse_usage(const char *s, cli_usage *out, cli_err *err);
  * leading "*." is accepted when allow_wildcard. */
 int cli_valid_dns_name(const char *s, int allow_wildcard);
 
-/*
- * Percent-encodes a value for a pkcs11: URI path attribute (RFC 7512):
- * everything but ALPHA DIGIT "-" "." "_" "~" becomes %XX. malloc'd; NULL on
- * allocation failure.
- */
-char *cli_uri_escape(const char *value);
-
 /* Parses a non-negative decimal integer that fits an int; 1 on success. */
 int cli_parse_uint(const char *s, int *out);
 

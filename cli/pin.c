@@ -154,18 +154,19 @@ int cli_pin_cb(char *buf, size_t bufsize, size_t *len, const char *token_label, 
     return 1;
 }
 
+/* ui_data is the mks_pin_ui that answers: the PIN prompt or a TPM key's password. */
 static int ui_read(UI *ui, UI_STRING *uis)
 {
     char buf[CLI_PIN_MAX];
     size_t len = 0;
-    cli_pin *st;
+    const mks_pin_ui *pu;
     int ok = 0;
 
     switch (UI_get_string_type(uis)) {
     case UIT_PROMPT:
     case UIT_VERIFY:
-        st = UI_get0_user_data(ui);
-        if (st != NULL && cli_pin_cb(buf, sizeof(buf), &len, NULL, st) == 1)
+        pu = UI_get0_user_data(ui);
+        if (pu != NULL && pu->cb(buf, sizeof(buf), &len, NULL, pu->arg) == 1)
             ok = UI_set_result_ex(ui, uis, buf, (int)len) >= 0;
         OPENSSL_cleanse(buf, sizeof(buf));
         return ok;

@@ -39,8 +39,10 @@ int cli_pin_cb(char *buf, size_t bufsize, size_t *len, const char *token_label, 
 
 /*
  * A UI_METHOD that answers OpenSSL's passphrase requests (OSSL_STORE_open_ex
- * in the CLI's library context) from the same cli_pin, given as ui_data.
- * Free with UI_destroy_method.
+ * and the decoder in the CLI's library context) from the mks_pin_ui given as
+ * ui_data: the same callback the keystore asks (cli_pin_cb on a cli_pin, or
+ * a TPM key's password), so nothing is asked twice. Free with
+ * UI_destroy_method.
  */
 UI_METHOD *cli_pin_ui_method_new(void);
 

@@ -376,6 +376,38 @@ done:
     return ok;
 }
 
+int cli_write_replacing(const char *cmd, const char *path, const void *data, size_t len,
+                        mode_t mode)
+{
+    struct stat old;
+    int had = lstat(path, &old) == 0 && S_ISREG(old.st_mode);
+    cli_err err;
+
+    if (!cli_write_file_atomic(path, data, len, had ? (old.st_mode & 0600) : mode, 1, &err)) {
+        cli_fail(cmd, "%s", err.msg);
+        return 0;
+    }
+    if (!had)
+        return 1;
+    if (chown(path, old.st_uid, old.st_gid) != 0 || chmod(path, old.st_mode & 07777) != 0)
+        cli_fail(cmd,
+                 "warning: %s is written, but not with the owner, group and mode of the file "
+                 "it replaced (%u:%u, %o): %s",
+                 path, (unsigned)old.st_uid, (unsigned)old.st_gid, (unsigned)(old.st_mode & 07777),
+                 strerror(errno));
+    return 1;
+}
+
+int cli_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    if (strcmp(a, b) == 0)
+        return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 int cli_read_file(const char *path, size_t max, unsigned char **data, size_t *len, cli_err *err)
 {
     FILE *f = NULL;
@@ -436,6 +468,32 @@ done:
     free(buf);
     fclose(f);
     return ok;
+}
+
+const char *cli_class_name(mks_obj_class c)
+{
+    switch (c) {
+    case MKS_OBJ_PRIVATE_KEY:
+        return "private-key";
+    case MKS_OBJ_PUBLIC_KEY:
+        return "public-key";
+    case MKS_OBJ_CERTIFICATE:
+        return "certificate";
+    }
+    return "object";
+}
+
+const char *cli_key_type_name(mks_key_type t)
+{
+    switch (t) {
+    case MKS_KEY_RSA:
+        return "rsa";
+    case MKS_KEY_EC:
+        return "ec";
+    case MKS_KEY_NONE:
+        break;
+    }
+    return NULL;
 }
 
 char *cli_hex(const unsigned char *p, size_t len)

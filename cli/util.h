@@ -79,10 +79,29 @@ int cli_write_file_atomic(const char *path, const void *data, size_t len, mode_t
                           cli_err *err);
 
 /*
+ * Writes a file a server reads, atomically, replacing it
+ * (cli_write_file_atomic with force). A file replaced keeps its owner, group
+ * and mode (a key reference made readable to a service's group stays so); a
+ * new one gets `mode`. Prints errors, and a warning when the owner or mode
+ * cannot be kept, for cmd; returns 1 when written.
+ */
+int cli_write_replacing(const char *cmd, const char *path, const void *data, size_t len,
+                        mode_t mode);
+
+/* 1 when a and b name one file: the same path, or the same device and inode. */
+int cli_same_file(const char *a, const char *b);
+
+/*
  * Reads a whole file (at most `max` bytes) into a malloc'd buffer with a NUL
  * after the data. Returns 1, or 0 with err set.
  */
 int cli_read_file(const char *path, size_t max, unsigned char **data, size_t *len, cli_err *err);
+
+/* "private-key", "public-key", "certificate": the names list and show print. */
+const char *cli_class_name(mks_obj_class c);
+
+/* "rsa", "ec"; NULL for a key of no known type. */
+const char *cli_key_type_name(mks_key_type t);
 
 /* Lower-case hex of len bytes into a malloc'd string; NULL on allocation failure. */
 char *cli_hex(const unsigned char *p, size_t len);

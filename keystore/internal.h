@@ -1,5 +1,5 @@
 /*
- * Keystore internals shared between the front (keystore.c, keyref.c,
+ * Keystore internals shared between the front (ctx.c, keystore.c, keyref.c,
  * tss2key.c, spki.c) and the backends (pkcs11/, tpm2/). Not installed.
  */
 #ifndef MTLSKS_INTERNAL_H
@@ -46,6 +46,7 @@ void mks_copy_padded(char *dst, size_t dstsize, const unsigned char *src, size_t
  */
 typedef struct mks_key_ops {
     const char *backend; /* "pkcs11", "tpm2" */
+    mks_backend kind;
     mks_rv (*sign)(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
                    unsigned char *out, size_t *outlen);
     mks_rv (*decrypt)(mks_key *key, const mks_mech_params *p, const unsigned char *in, size_t inlen,
@@ -79,6 +80,8 @@ struct mks_key {
 /* A zeroed key with one reference, holding a reference on ctx. */
 mks_key *mks_key_alloc(mks_ctx *ctx, const mks_key_ops *ops);
 
+/* ---- ctx.c: the context ---------------------------------------------------- */
+
 /* Takes a reference on the context (for backends). */
 void mks_ctx_up_ref(mks_ctx *ctx);
 
@@ -99,6 +102,41 @@ struct mks_async *mks_ctx_async(mks_ctx *ctx);
 /* The context's TPM state, created on first use from the configured TCTI. */
 struct tpm2_state;
 mks_rv mks_ctx_tpm2(mks_ctx *ctx, struct tpm2_state **out);
+
+/* ---- algs.c: digests and curves ------------------------------------------ */
+
+#define MKS_DIGEST_INFO_MAX (19 + 64) /* the longest DigestInfo: SHA-512's */
+
+typedef struct mks_hash_def {
+    mks_hash hash;
+    const char *name; /* OpenSSL's name: "SHA256" */
+    size_t size;      /* digest bytes */
+    size_t prefix_len;
+    unsigned char prefix[19]; /* DigestInfo DER up to the digest (RFC 8017 9.2) */
+} mks_hash_def;
+
+/* The facts of a digest; NULL for MKS_HASH_NONE. */
+const mks_hash_def *mks_hash_get(mks_hash h);
+/* The digest of that size (20: SHA-1, 28: SHA-224, 32, 48, 64); NULL for none. */
+const mks_hash_def *mks_hash_by_size(size_t size);
+/* The digest whose DigestInfo `in` is (prefix and digest, nothing more); NULL
+ * when in is not one (for callers that built the DigestInfo themselves). */
+const mks_hash_def *mks_digest_info_split(const unsigned char *in, size_t inlen);
+/* DigestInfo { hd's algorithm, hash } into out. MKS_ERR_ARG when hlen is not
+ * the digest's size. */
+mks_rv mks_digest_info(const mks_hash_def *hd, const unsigned char *hash, size_t hlen,
+                       unsigned char out[MKS_DIGEST_INFO_MAX], size_t *outlen);
+
+typedef struct mks_curve_def {
+    const char *name;  /* ours: "P-256" */
+    const char *group; /* OpenSSL's group name: "prime256v1" */
+    int nid;
+    int bits; /* field bits */
+} mks_curve_def;
+
+/* A curve by our name or OpenSSL's group name; NULL for one we do not know. */
+const mks_curve_def *mks_curve_by_name(const char *name);
+const mks_curve_def *mks_curve_by_nid(int nid);
 
 /* SubjectPublicKeyInfo helpers shared by the backends (spki.c). */
 mks_rv mks_spki_rsa(OSSL_LIB_CTX *libctx, const unsigned char *n, size_t nlen,

@@ -217,6 +217,11 @@ void mks_key_free(mks_key *key)
     mks_ctx_free(ctx);
 }
 
+mks_backend mks_key_backend(const mks_key *key)
+{
+    return key->ops->kind;
+}
+
 int mks_key_is_private(const mks_key *key)
 {
     return key->is_private;
@@ -295,6 +300,50 @@ mks_rv mks_cert_import(mks_key *key, const char *label, const unsigned char *der
         return mks_error(MKS_ERR_UNSUPPORTED, "keys of the %s backend keep no certificates",
                          key->ops->backend);
     return key->ops->cert_import(key, label, der, der_len);
+}
+
+/* ---- objects: what mks_objects_find hands out ----------------------------- */
+
+void mks_object_clear(mks_object *obj)
+{
+    if (obj == NULL)
+        return;
+    free(obj->label);
+    free(obj->id);
+    free(obj->uri);
+    free(obj->der);
+    memset(obj, 0, sizeof(*obj));
+}
+
+void mks_objects_free(mks_object *objs, size_t count)
+{
+    size_t i;
+
+    if (objs == NULL)
+        return;
+    for (i = 0; i < count; i++)
+        mks_object_clear(&objs[i]);
+    free(objs);
+}
+
+mks_rv mks_objects_append(mks_object **objs, size_t *count, mks_object *more, size_t nmore)
+{
+    mks_object *v;
+
+    if (nmore == 0) {
+        free(more);
+        return MKS_OK;
+    }
+    v = realloc(*objs, (*count + nmore) * sizeof(*v));
+    if (v == NULL) {
+        mks_objects_free(more, nmore);
+        return mks_error(MKS_ERR_NOMEM, "out of memory collecting objects");
+    }
+    memcpy(v + *count, more, nmore * sizeof(*more));
+    free(more); /* its members now belong to *objs */
+    *objs = v;
+    *count += nmore;
+    return MKS_OK;
 }
 
 mks_rv mks_pem_encode(const char *label, const unsigned char *der, size_t der_len, char **pem,

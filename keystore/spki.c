@@ -57,17 +57,6 @@ done:
     return rv;
 }
 
-static const char *group_of(const char *curve)
-{
-    if (strcmp(curve, "P-256") == 0)
-        return "prime256v1";
-    if (strcmp(curve, "P-384") == 0)
-        return "secp384r1";
-    if (strcmp(curve, "P-521") == 0)
-        return "secp521r1";
-    return NULL;
-}
-
 mks_rv mks_spki_ec(OSSL_LIB_CTX *libctx, const char *curve, const unsigned char *point, size_t plen,
                    unsigned char **spki, size_t *len)
 {
@@ -75,13 +64,13 @@ mks_rv mks_spki_ec(OSSL_LIB_CTX *libctx, const char *curve, const unsigned char 
     OSSL_PARAM params[3];
     EVP_PKEY_CTX *pctx = NULL;
     EVP_PKEY *pkey = NULL;
-    const char *group = group_of(curve);
+    const mks_curve_def *cd = mks_curve_by_name(curve);
 
-    if (group == NULL)
+    if (cd == NULL)
         return mks_error(MKS_ERR_UNSUPPORTED, "EC curve %s is not supported", curve);
     /* The named curve goes into the key, so the SPKI carries its OID and
      * never explicit parameters. */
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, 0);
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)cd->group, 0);
     params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)point, plen);
     params[2] = OSSL_PARAM_construct_end();
     if ((pctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL)) == NULL ||

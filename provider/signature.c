@@ -606,33 +606,6 @@ static int mks_sig_digest_verify_init(void *ctx, const char *mdname, void *provk
 
 /* ---- signing --------------------------------------------------------------------- */
 
-/* DigestInfo prefixes (RFC 8017, section 9.2, note 1). */
-static const struct {
-    mks_hash hash;
-    unsigned char len;
-    unsigned char der[19];
-} digest_info[] = {
-    {MKS_HASH_SHA1,
-     15,
-     {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14}},
-    {MKS_HASH_SHA224,
-     19,
-     {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04,
-      0x05, 0x00, 0x04, 0x1c}},
-    {MKS_HASH_SHA256,
-     19,
-     {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-      0x05, 0x00, 0x04, 0x20}},
-    {MKS_HASH_SHA384,
-     19,
-     {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
-      0x05, 0x00, 0x04, 0x30}},
-    {MKS_HASH_SHA512,
-     19,
-     {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
-      0x05, 0x00, 0x04, 0x40}},
-};
-
 /* Appends a DER INTEGER holding the unsigned big-endian n[0..len). */
 static size_t der_uint(unsigned char *out, const unsigned char *n, size_t len)
 {
@@ -709,9 +682,7 @@ static int rsa_sign(mks_sigctx *c, unsigned char *sig, size_t *siglen, size_t si
 {
     const EVP_MD *md = md_for(c, tbslen);
     mks_mech_params mp = {.mech = MKS_MECH_RSA_PKCS1};
-    unsigned char di[19 + EVP_MAX_MD_SIZE];
-    const unsigned char *in = tbs;
-    size_t inlen = tbslen, i, len = sigsize;
+    size_t len = sigsize;
     mks_rv rv;
 
     if (md != NULL && (size_t)EVP_MD_get_size(md) != tbslen) {
@@ -737,24 +708,16 @@ static int rsa_sign(mks_sigctx *c, unsigned char *sig, size_t *siglen, size_t si
         mp.mgf1_hash = mks_md_to_hash(c->mgf1_md != NULL ? c->mgf1_md : md);
         mp.salt_len = (size_t)salt;
     } else if (md != NULL) {
-        /* PKCS#1 v1.5: the token signs DigestInfo { algorithm, hash }. */
-        mks_hash h = mks_md_to_hash(md);
-
-        for (i = 0; i < sizeof(digest_info) / sizeof(digest_info[0]); i++)
-            if (digest_info[i].hash == h)
-                break;
-        if (i == sizeof(digest_info) / sizeof(digest_info[0]) || tbslen > EVP_MAX_MD_SIZE) {
+        /* PKCS#1 v1.5 over the hash: the keystore signs DigestInfo { md, hash }. */
+        mp.hash = mks_md_to_hash(md);
+        if (mp.hash == MKS_HASH_NONE) {
             mks_raise(c->prov, MKS_R_UNSUPPORTED, "no DigestInfo for %s", EVP_MD_get0_name(md));
             return 0;
         }
-        memcpy(di, digest_info[i].der, digest_info[i].len);
-        memcpy(di + digest_info[i].len, tbs, tbslen);
-        in = di;
-        inlen = digest_info[i].len + tbslen;
     }
     /* else: raw PKCS#1 v1.5, the caller built what is signed (a DigestInfo). */
     ERR_set_mark();
-    rv = mks_prov_key_sign(mks_keyobj_key(c->key), &mp, in, inlen, sig, &len);
+    rv = mks_prov_key_sign(mks_keyobj_key(c->key), &mp, tbs, tbslen, sig, &len);
     ERR_pop_to_mark();
     if (rv != MKS_OK) {
         mks_raise_ks(c->prov, rv);

@@ -1,13 +1,13 @@
 /*
  * PKCS#11 backend internals.
  *
- * Locking: ctx->lock guards the token list and module (re)initialisation;
+ * Locking: mod->lock guards the token list and module (re)initialisation;
  * token->lock guards the token's session pool, login state and cached PIN.
  * No lock is held across C_Sign/C_Decrypt, so concurrent operations run on
  * separate sessions in parallel. Functions named _locked expect the named
  * lock held by the caller.
  *
- * Fork: an atfork child handler (p11_token.c) marks every context stale and
+ * Fork: an atfork child handler (ctx.c) marks every module stale and
  * re-creates its locks; the first call in the child initialises the module
  * again and each token then reopens sessions, logs in again with the PIN it
  * kept, and each key finds its object again.
@@ -30,27 +30,26 @@
 
 typedef struct p11_token p11_token;
 
-struct mks_ctx {
-    atomic_int refs;
+/* The PKCS#11 state of a keystore context, made with it (p11_module_new);
+ * the module itself is loaded at first use (p11_module_ready). */
+typedef struct p11_module {
     char *module_path; /* NULL: p11-kit-proxy */
     char *pin_source;
-    char *tpm2_tcti;
     CK_FUNCTION_LIST *fl;
-    void *dl;             /* dlopen handle when the module is not loaded through p11-kit */
-    OSSL_LIB_CTX *libctx; /* our own, so our crypto never loops into the provider */
-    OSSL_PROVIDER *deflt; /* the default provider, loaded into libctx */
+    void *dl; /* dlopen handle when the module is not loaded through p11-kit */
     pthread_mutex_t lock;
     unsigned long fork_gen; /* generation the module was initialised in */
     atomic_ulong ready_gen; /* fork_gen once the module is ready; 0 before */
     int initialized;
     p11_token *tokens;
-    struct tpm2_state *tpm2; /* NULL until a TPM key is used */
-    struct mks_async *async; /* worker threads (async.c) */
-    struct mks_ctx *next_registered;
-};
+} p11_module;
+
+/* The context's PKCS#11 state (ctx.c). */
+p11_module *mks_ctx_p11(mks_ctx *ctx);
 
 struct p11_token {
-    mks_ctx *ctx;
+    mks_ctx *ctx; /* the keys found on the token hold references on it */
+    p11_module *mod;
     CK_SLOT_ID slot;
     CK_TOKEN_INFO info;
     char label[33];
@@ -84,7 +83,7 @@ CK_RV p11_take_fail(void);
 /* Every C_* call goes through P11: it counts and, with MTLSKS_DEBUG=1, traces
  * calls, and it holds the fork guard for the duration of the call: fork()
  * waits until no thread is inside the module, so a child never inherits the
- * module's own locks held (p11_token.c). */
+ * module's own locks held. */
 #define P11_COUNTED(X)                                                                             \
     X(C_Initialize)                                                                                \
     X(C_Finalize)                                                                                  \
@@ -117,36 +116,40 @@ CK_RV p11_trace(p11_fn fn, CK_RV rv);
 void p11_fork_guard_enter(void);
 CK_RV p11_fork_guard_leave(CK_RV rv);
 /* A function missing from P11_COUNTED does not compile. */
-#define P11(ctx, fn, ...)                                                                          \
+#define P11(mod, fn, ...)                                                                          \
     p11_trace(P11_FN_##fn,                                                                         \
-              (p11_fork_guard_enter(), p11_fork_guard_leave((ctx)->fl->fn(__VA_ARGS__))))
+              (p11_fork_guard_enter(), p11_fork_guard_leave((mod)->fl->fn(__VA_ARGS__))))
+
+/* The fork guard's part of the atfork handlers (ctx.c): prepare waits for
+ * every call to leave the module; init makes the guard, once and in the child. */
+void p11_fork_guard_init(void);
+void p11_fork_prepare(void);
+void p11_fork_parent(void);
 
 /* Number of calls made to `name` ("C_Sign") in this process, for tests and benches. */
 unsigned long p11_call_count(const char *name);
 
-/* ---- p11_token.c: module, slots, tokens, sessions, login ----------------- */
+/* ---- p11_module.c: the module's life ------------------------------------ */
 
+/* Takes the configuration (strings copied; an empty module_path is the
+ * default); loads nothing. */
+mks_rv p11_module_new(const char *module_path, const char *pin_source, p11_module **out);
+/* Closes the sessions and finalises the module, except while the process
+ * exits or in a child after fork (then the module is left alone). */
+void p11_module_free(p11_module *mod);
+/* Atfork child handler part: new locks, sessions and login dropped. */
+void p11_module_after_fork(p11_module *mod);
 /* Makes sure the module is initialised in this process (re-initialises after fork). */
-mks_rv p11_ctx_ready(mks_ctx *ctx);
+mks_rv p11_module_ready(p11_module *mod);
 
-/* Finds (or creates) the token object for a slot. ctx->lock must not be held. */
+/* ---- p11_token.c: slots, tokens, sessions, login -------------------------- */
+
+/* Finds (or creates) the token object for a slot. mod->lock must not be held. */
 mks_rv p11_token_for_slot(mks_ctx *ctx, CK_SLOT_ID slot, const CK_TOKEN_INFO *info,
                           p11_token **out);
 
 /* Slots whose token matches the URI (NULL uri: all with a token). Caller frees *slots. */
 mks_rv p11_match_slots(mks_ctx *ctx, P11KitUri *uri, CK_SLOT_ID **slots, size_t *count);
-
-/* Takes a session from the token's pool (opening one if needed), logged in when
- * `login` is set (PIN from the URI's pin_source, the config, or pin_ui).
- * *gen (may be NULL) receives the token's handle generation: object handles
- * found in an older generation must be found again. */
-mks_rv p11_session_get(p11_token *tok, int login, const char *uri_pin_source,
-                       const mks_pin_ui *pin_ui, CK_SESSION_HANDLE *out, unsigned long *gen);
-
-/* Gives a session back. `rv` is the result of the last call made on it: a
- * session the token no longer knows is dropped instead of pooled, and a lost
- * login or token is recorded so the next get recovers. */
-void p11_session_put(p11_token *tok, CK_SESSION_HANDLE s, CK_RV rv);
 
 /* Token needs a login (CKF_LOGIN_REQUIRED). */
 int p11_token_login_required(const p11_token *tok);
@@ -156,6 +159,40 @@ int p11_token_pin_available(p11_token *tok, const char *uri_pin_source);
 
 /* URI naming the token: model, manufacturer, serial, token label. malloc'd. */
 char *p11_token_uri(const CK_TOKEN_INFO *info);
+
+/* ---- p11_session.c: sessions, login, operations on a session ------------- */
+
+/*
+ * One operation on a token, run on a session from its pool. The caller
+ * embeds this in a struct of its own (first member) and sets login,
+ * pin_source, pin and run; run reports a failed call through p11_fail, which
+ * is how p11_session_run learns the CK_RV.
+ */
+typedef struct p11_op p11_op;
+struct p11_op {
+    int login;              /* log in first (PIN from pin_source, the config, pin) */
+    int login_optional;     /* no PIN to be had: go on without login (login is then 0) */
+    const char *pin_source; /* the URI's pin-source=, or NULL */
+    const mks_pin_ui *pin;
+    mks_rv (*run)(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s);
+    /* Set for run: the token's handle generation when the session was
+     * taken; object handles found in an older one must be found again. */
+    unsigned long gen;
+    /* Set by run: what it changed on the token makes a second run wrong. */
+    int no_retry;
+};
+
+/*
+ * Takes a session (logged in when op->login), calls op->run on it, gives it
+ * back marked with the CK_RV of the call that failed, and runs op->run again
+ * on a fresh session when that call lost the session
+ * (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED), the login
+ * (CKR_USER_NOT_LOGGED_IN: logged in again with the kept PIN) or an object
+ * handle (CKR_OBJECT_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID): once for each
+ * kind of loss, so at most four runs. A failed login is never retried.
+ * Returns run's result, or why no session could be had.
+ */
+mks_rv p11_session_run(p11_token *tok, p11_op *op);
 
 /* ---- p11_key.c: objects ---------------------------------------------------- */
 

@@ -1,10 +1,12 @@
 /*
  * The thin layer around the module's C_* functions: CKR names for errors a
- * person can read, call counting for tests and benchmarks, and tracing
- * (MTLSKS_DEBUG=1 prints each call and its result to stderr).
+ * person can read, call counting for tests and benchmarks, tracing
+ * (MTLSKS_DEBUG=1 prints each call and its result to stderr), and the fork
+ * guard every call holds.
  */
 #include "p11.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,4 +196,44 @@ unsigned long p11_call_count(const char *name)
 unsigned long mks_pkcs11_call_count(const char *name)
 {
     return p11_call_count(name);
+}
+
+/*
+ * The fork guard: every call into the module holds it for reading, fork()
+ * takes it for writing. A thread forking while another is inside C_Sign
+ * would otherwise hand the child the module's internal locks held, and the
+ * child would deadlock in its first call. Writers are preferred, so a busy
+ * signing loop cannot starve a fork.
+ */
+static pthread_rwlock_t fork_guard;
+
+void p11_fork_guard_init(void)
+{
+    pthread_rwlockattr_t attr;
+
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fork_guard, &attr);
+    pthread_rwlockattr_destroy(&attr);
+}
+
+void p11_fork_guard_enter(void)
+{
+    pthread_rwlock_rdlock(&fork_guard);
+}
+
+CK_RV p11_fork_guard_leave(CK_RV rv)
+{
+    pthread_rwlock_unlock(&fork_guard);
+    return rv;
+}
+
+void p11_fork_prepare(void)
+{
+    pthread_rwlock_wrlock(&fork_guard);
+}
+
+void p11_fork_parent(void)
+{
+    pthread_rwlock_unlock(&fork_guard);
 }

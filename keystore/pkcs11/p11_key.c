@@ -28,44 +28,17 @@ typedef struct p11_key {
 
 static const mks_key_ops p11_key_ops;
 
-struct curve_def {
-    const char *name; /* our name */
-    const char *sn;   /* OpenSSL group name */
-    int nid;
-    int bits;
-};
-
-static const struct curve_def curves[] = {
-    {"P-256", "prime256v1", NID_X9_62_prime256v1, 256},
-    {"P-384", "secp384r1", NID_secp384r1, 384},
-    {"P-521", "secp521r1", NID_secp521r1, 521},
-};
-
-static const struct curve_def *curve_by_name(const char *name)
-{
-    size_t i;
-
-    for (i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
-        if (strcmp(curves[i].name, name) == 0 || strcmp(curves[i].sn, name) == 0)
-            return &curves[i];
-    return NULL;
-}
-
-static const struct curve_def *curve_by_params(const unsigned char *der, size_t len)
+static const mks_curve_def *curve_by_params(const unsigned char *der, size_t len)
 {
     const unsigned char *p = der;
     ASN1_OBJECT *oid = d2i_ASN1_OBJECT(NULL, &p, (long)len);
     int nid;
-    size_t i;
 
     if (oid == NULL)
         return NULL;
     nid = OBJ_obj2nid(oid);
     ASN1_OBJECT_free(oid);
-    for (i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
-        if (curves[i].nid == nid)
-            return &curves[i];
-    return NULL;
+    return mks_curve_by_nid(nid);
 }
 
 /* ---- URIs -------------------------------------------------------------- */
@@ -140,14 +113,14 @@ mks_rv p11_get_attr(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_
 
     *val = NULL;
     *len = 0;
-    crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    crv = P11(tok->mod, C_GetAttributeValue, s, o, &a, 1);
     if (crv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
         return p11_fail(crv == CKR_OK ? CKR_ATTRIBUTE_TYPE_INVALID : crv, "C_GetAttributeValue",
                         tok);
     a.pValue = malloc(a.ulValueLen + 1);
     if (a.pValue == NULL)
         return mks_error(MKS_ERR_NOMEM, "out of memory");
-    crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    crv = P11(tok->mod, C_GetAttributeValue, s, o, &a, 1);
     if (crv != CKR_OK) {
         free(a.pValue);
         return p11_fail(crv, "C_GetAttributeValue", tok);
@@ -164,7 +137,7 @@ static mks_rv get_ulong(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
                         CK_ATTRIBUTE_TYPE type, CK_ULONG *out)
 {
     CK_ATTRIBUTE a = {type, out, sizeof(*out)};
-    CK_RV crv = P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1);
+    CK_RV crv = P11(tok->mod, C_GetAttributeValue, s, o, &a, 1);
 
     if (crv != CKR_OK)
         return p11_fail(crv, "C_GetAttributeValue", tok);
@@ -176,49 +149,12 @@ static int get_bool(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_
     CK_BBOOL v = CK_FALSE;
     CK_ATTRIBUTE a = {type, &v, sizeof(v)};
 
-    if (P11(tok->ctx, C_GetAttributeValue, s, o, &a, 1) != CKR_OK)
+    if (P11(tok->mod, C_GetAttributeValue, s, o, &a, 1) != CKR_OK)
         return -1;
     return v == CK_TRUE;
 }
 
 #define FIND_MAX 256
-
-/* What a failed call lost, as a bit: each kind of loss is recovered from
- * once per operation (a token that was reset loses its sessions and its
- * login: two recoveries); 0 for failures that are not recovered from. */
-static unsigned recovery_kind(CK_RV crv)
-{
-    switch (crv) {
-    case CKR_SESSION_HANDLE_INVALID:
-    case CKR_SESSION_CLOSED:
-        return 1;
-    case CKR_USER_NOT_LOGGED_IN:
-        return 2;
-    case CKR_KEY_HANDLE_INVALID:
-    case CKR_OBJECT_HANDLE_INVALID:
-        return 4;
-    default:
-        return 0;
-    }
-}
-
-/*
- * Hands back the session a lookup (search, attribute reads) used, marked with
- * what the token said when it failed: a session it forgot is dropped, a lost
- * login noted. Returns 1 when the lookup is worth one more try on a fresh
- * session (and login): once per kind of loss, as for signatures.
- */
-static int lookup_put(p11_token *tok, CK_SESSION_HANDLE s, mks_rv rv, unsigned *recovered)
-{
-    CK_RV crv = rv == MKS_OK ? CKR_OK : p11_take_fail();
-    unsigned kind = recovery_kind(crv) & 3; /* the session or the login */
-
-    p11_session_put(tok, s, crv);
-    if (rv == MKS_OK || kind == 0 || (*recovered & kind) != 0)
-        return 0;
-    *recovered |= kind;
-    return 1;
-}
 
 static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                            CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *count)
@@ -226,11 +162,11 @@ static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
     CK_RV crv;
 
     *count = 0;
-    crv = P11(tok->ctx, C_FindObjectsInit, s, tmpl, n);
+    crv = P11(tok->mod, C_FindObjectsInit, s, tmpl, n);
     if (crv != CKR_OK)
         return p11_fail(crv, "C_FindObjectsInit", tok);
-    crv = P11(tok->ctx, C_FindObjects, s, out, max, count);
-    P11(tok->ctx, C_FindObjectsFinal, s);
+    crv = P11(tok->mod, C_FindObjects, s, out, max, count);
+    P11(tok->mod, C_FindObjectsFinal, s);
     if (crv != CKR_OK)
         return p11_fail(crv, "C_FindObjects", tok);
     return MKS_OK;
@@ -241,14 +177,14 @@ static mks_rv find_handles(p11_token *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *tm
 static mks_rv spki_rsa(mks_ctx *ctx, const unsigned char *n, size_t nlen, const unsigned char *e,
                        size_t elen, unsigned char **spki, size_t *len, int *bits)
 {
-    mks_rv rv = mks_spki_rsa(ctx->libctx, n, nlen, e, elen, spki, len, bits);
+    mks_rv rv = mks_spki_rsa(mks_ctx_libctx(ctx), n, nlen, e, elen, spki, len, bits);
 
     if (rv != MKS_OK)
         mks_error_prefix("RSA key on the token");
     return rv;
 }
 
-static mks_rv spki_ec(mks_ctx *ctx, const struct curve_def *cd, const unsigned char *point,
+static mks_rv spki_ec(mks_ctx *ctx, const mks_curve_def *cd, const unsigned char *point,
                       size_t plen, unsigned char **spki, size_t *len)
 {
     mks_rv rv;
@@ -264,7 +200,7 @@ static mks_rv spki_ec(mks_ctx *ctx, const struct curve_def *cd, const unsigned c
         point = ASN1_STRING_get0_data(os);
         plen = (size_t)ASN1_STRING_length(os);
     }
-    rv = mks_spki_ec(ctx->libctx, cd->name, point, plen, spki, len);
+    rv = mks_spki_ec(mks_ctx_libctx(ctx), cd->name, point, plen, spki, len);
     ASN1_OCTET_STRING_free(os);
     return rv;
 }
@@ -294,7 +230,7 @@ static mks_rv spki_describe(mks_ctx *ctx, const unsigned char *spki, size_t len,
                             int *bits, char *curve, size_t curvesz)
 {
     const unsigned char *p = spki;
-    EVP_PKEY *pkey = d2i_PUBKEY_ex(NULL, &p, (long)len, ctx->libctx, NULL);
+    EVP_PKEY *pkey = d2i_PUBKEY_ex(NULL, &p, (long)len, mks_ctx_libctx(ctx), NULL);
     char group[64];
 
     if (pkey == NULL)
@@ -304,11 +240,11 @@ static mks_rv spki_describe(mks_ctx *ctx, const unsigned char *spki, size_t len,
     if (EVP_PKEY_is_a(pkey, "RSA")) {
         *type = MKS_KEY_RSA;
     } else if (EVP_PKEY_is_a(pkey, "EC")) {
-        const struct curve_def *cd;
+        const mks_curve_def *cd;
         *type = MKS_KEY_EC;
         if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
                                            NULL) &&
-            (cd = curve_by_name(group)) != NULL)
+            (cd = mks_curve_by_name(group)) != NULL)
             snprintf(curve, curvesz, "%s", cd->name);
     } else {
         *type = MKS_KEY_NONE;
@@ -331,7 +267,7 @@ static mks_rv key_public(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o
     CK_KEY_TYPE kt = (CK_ULONG)-1;
     unsigned char *a = NULL, *b = NULL, *id = NULL;
     size_t alen, blen, idlen;
-    const struct curve_def *cd;
+    const mks_curve_def *cd;
     CK_OBJECT_HANDLE found[2];
     CK_ULONG nfound;
 
@@ -437,25 +373,6 @@ static mks_rv obj_list_add(obj_list *l, mks_object **out)
     return MKS_OK;
 }
 
-static void object_clear(mks_object *o)
-{
-    free(o->label);
-    free(o->id);
-    free(o->uri);
-    free(o->der);
-}
-
-void mks_objects_free(mks_object *objs, size_t count)
-{
-    size_t i;
-
-    if (objs == NULL)
-        return;
-    for (i = 0; i < count; i++)
-        object_clear(&objs[i]);
-    free(objs);
-}
-
 static mks_obj_class class_of(CK_OBJECT_CLASS c)
 {
     switch (c) {
@@ -527,57 +444,68 @@ static mks_rv describe_object(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
     return MKS_OK;
 }
 
+/* A search on one token, objects added to out from out->n == first on. */
+typedef struct find_op {
+    p11_op op;
+    P11KitUri *uri;
+    unsigned classes;
+    int login_wanted;
+    obj_list *out;
+    size_t first;
+} find_op;
+
+static mks_rv find_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    find_op *f = (find_op *)op;
+    CK_ULONG nattrs = 0, nfound = 0, i;
+    CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(f->uri, &nattrs);
+    CK_OBJECT_HANDLE found[FIND_MAX];
+    unsigned classes = f->classes;
+    mks_rv rv;
+
+    /* No PIN to be had: the public objects still. */
+    if (f->login_wanted && !op->login)
+        classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
+    /* A run after a loss starts again from where this token's objects began. */
+    while (f->out->n > f->first)
+        mks_object_clear(&f->out->v[--f->out->n]);
+    rv = find_handles(tok, s, attrs, nattrs, found, FIND_MAX, &nfound);
+    for (i = 0; rv == MKS_OK && i < nfound; i++) {
+        CK_OBJECT_CLASS cls = (CK_ULONG)-1;
+        mks_object *o = NULL;
+
+        rv = get_ulong(tok, s, found[i], CKA_CLASS, &cls);
+        if (rv != MKS_OK)
+            break;
+        if (!(class_of(cls) & classes))
+            continue;
+        rv = obj_list_add(f->out, &o);
+        if (rv == MKS_OK)
+            rv = describe_object(tok, s, found[i], cls, o);
+    }
+    return rv;
+}
+
 /* Searches one token. */
 static mks_rv find_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, const mks_pin_ui *pin,
                             obj_list *out)
 {
-    mks_rv rv;
-    CK_SESSION_HANDLE s;
-    CK_ULONG nattrs = 0, nfound = 0, i;
-    CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(uri, &nattrs);
-    CK_OBJECT_HANDLE found[FIND_MAX];
-    const char *pin_source = p11_kit_uri_get_pin_source(uri);
-    int login = 0;
-    size_t first = out->n;
-    unsigned recovered = 0;
+    find_op f = {
+        .op = {.run = find_run}, .uri = uri, .classes = classes, .out = out, .first = out->n};
 
+    f.op.pin_source = p11_kit_uri_get_pin_source(uri);
+    f.op.pin = pin;
     if ((classes & MKS_OBJ_PRIVATE_KEY) && p11_token_login_required(tok)) {
         /* Listing public objects never forces a prompt; asking for keys does. */
-        login = classes == MKS_OBJ_PRIVATE_KEY || p11_token_pin_available(tok, pin_source) ||
-                (pin != NULL && pin->cb != NULL);
-        if (!login)
-            classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
+        f.op.login = classes == MKS_OBJ_PRIVATE_KEY ||
+                     p11_token_pin_available(tok, f.op.pin_source) ||
+                     (pin != NULL && pin->cb != NULL);
+        if (!f.op.login)
+            f.classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
+        f.op.login_optional = classes != MKS_OBJ_PRIVATE_KEY;
+        f.login_wanted = f.op.login;
     }
-    for (;;) {
-        rv = p11_session_get(tok, login, pin_source, pin, &s, NULL);
-        if (rv == MKS_ERR_PIN_REQUIRED && classes != MKS_OBJ_PRIVATE_KEY) {
-            classes &= ~(unsigned)MKS_OBJ_PRIVATE_KEY;
-            login = 0;
-            rv = p11_session_get(tok, 0, NULL, NULL, &s, NULL);
-        }
-        if (rv != MKS_OK)
-            return rv;
-        p11_take_fail();
-        rv = find_handles(tok, s, attrs, nattrs, found, FIND_MAX, &nfound);
-        for (i = 0; rv == MKS_OK && i < nfound; i++) {
-            CK_OBJECT_CLASS cls = (CK_ULONG)-1;
-            mks_object *o = NULL;
-
-            rv = get_ulong(tok, s, found[i], CKA_CLASS, &cls);
-            if (rv != MKS_OK)
-                break;
-            if (!(class_of(cls) & classes))
-                continue;
-            rv = obj_list_add(out, &o);
-            if (rv == MKS_OK)
-                rv = describe_object(tok, s, found[i], cls, o);
-        }
-        if (!lookup_put(tok, s, rv, &recovered))
-            return rv;
-        /* Once more, from where this token's objects began. */
-        while (out->n > first)
-            object_clear(&out->v[--out->n]);
-    }
+    return p11_session_run(tok, &f.op);
 }
 
 /* Visits the tokens a URI names. */
@@ -600,7 +528,7 @@ static mks_rv tokens_for_uri(mks_ctx *ctx, P11KitUri *uri, p11_token ***out, siz
     }
     for (i = 0; i < n; i++) {
         CK_TOKEN_INFO tinfo;
-        if (P11(ctx, C_GetTokenInfo, slots[i], &tinfo) != CKR_OK)
+        if (P11(mks_ctx_p11(ctx), C_GetTokenInfo, slots[i], &tinfo) != CKR_OK)
             continue;
         rv = p11_token_for_slot(ctx, slots[i], &tinfo, &toks[m]);
         if (rv != MKS_OK)
@@ -728,6 +656,39 @@ static void p11_key_free_be(mks_key *key)
     free(pk);
 }
 
+/* The key objects a URI names on one token (two are enough to tell one from several). */
+typedef struct key_find_op {
+    p11_op op;
+    P11KitUri *uri;
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG nfound;
+} key_find_op;
+
+static mks_rv key_find_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    key_find_op *f = (key_find_op *)op;
+    CK_ULONG nattrs = 0;
+    CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(f->uri, &nattrs);
+
+    return find_handles(tok, s, attrs, nattrs, f->found, 2, &f->nfound);
+}
+
+/* The mks_key for the object found. */
+typedef struct key_new_op {
+    p11_op op;
+    CK_OBJECT_HANDLE h;
+    CK_OBJECT_CLASS cls;
+    unsigned long gen; /* of the session the object was found on */
+    mks_key **out;
+} key_new_op;
+
+static mks_rv key_new_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    key_new_op *k = (key_new_op *)op;
+
+    return key_new(tok, s, k->h, k->cls, k->gen, op->pin_source, k->out);
+}
+
 static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, const mks_pin_ui *pin,
                        mks_key **out)
 {
@@ -737,10 +698,8 @@ static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, co
     size_t ntok = 0, i;
     p11_token *match_tok = NULL;
     CK_OBJECT_HANDLE match = CK_INVALID_HANDLE;
-    CK_SESSION_HANDLE s;
     unsigned long gen = 0;
     size_t matches = 0;
-    unsigned recovered = 0;
     const char *pin_source;
     const char *what = cls == CKO_PRIVATE_KEY ? "private key" : "public key";
 
@@ -775,28 +734,21 @@ static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, co
         goto done;
     }
     for (i = 0; i < ntok; i++) {
-        p11_token *tok = toks[i];
-        CK_ULONG nattrs = 0, nfound = 0;
-        CK_ATTRIBUTE *attrs = p11_kit_uri_get_attributes(uri, &nattrs);
-        CK_OBJECT_HANDLE found[2];
-        unsigned long g;
-        unsigned tok_recovered = 0;
+        key_find_op f = {.op = {.login = cls == CKO_PRIVATE_KEY,
+                                .pin_source = pin_source,
+                                .pin = pin,
+                                .run = key_find_run},
+                         .uri = uri};
 
-        do {
-            rv = p11_session_get(tok, cls == CKO_PRIVATE_KEY, pin_source, pin, &s, &g);
-            if (rv != MKS_OK)
-                goto done;
-            p11_take_fail();
-            rv = find_handles(tok, s, attrs, nattrs, found, 2, &nfound);
-        } while (lookup_put(tok, s, rv, &tok_recovered));
+        rv = p11_session_run(toks[i], &f.op);
         if (rv != MKS_OK)
             goto done;
-        if (nfound > 0 && matches == 0) {
-            match_tok = tok;
-            match = found[0];
-            gen = g;
+        if (f.nfound > 0 && matches == 0) {
+            match_tok = toks[i];
+            match = f.found[0];
+            gen = f.op.gen;
         }
-        matches += nfound;
+        matches += f.nfound;
     }
     if (matches == 0) {
         rv = mks_error(MKS_ERR_NOT_FOUND, "no %s matches '%s'", what, uristr);
@@ -809,13 +761,18 @@ static mks_rv open_one(mks_ctx *ctx, const char *uristr, CK_OBJECT_CLASS cls, co
                        uristr, what);
         goto done;
     }
-    do {
-        rv = p11_session_get(match_tok, cls == CKO_PRIVATE_KEY, pin_source, pin, &s, NULL);
-        if (rv != MKS_OK)
-            goto done;
-        p11_take_fail();
-        rv = key_new(match_tok, s, match, cls, gen, pin_source, out);
-    } while (lookup_put(match_tok, s, rv, &recovered));
+    {
+        key_new_op k = {.op = {.login = cls == CKO_PRIVATE_KEY,
+                               .pin_source = pin_source,
+                               .pin = pin,
+                               .run = key_new_run},
+                        .h = match,
+                        .cls = cls,
+                        .gen = gen,
+                        .out = out};
+
+        rv = p11_session_run(match_tok, &k.op);
+    }
 done:
     free(toks);
     p11_kit_uri_free(uri);
@@ -856,11 +813,11 @@ static CK_RV key_handle(mks_key *key, CK_SESSION_HANDLE s, unsigned long gen, CK
         t[1].pValue = key->label;
         t[1].ulValueLen = strlen(key->label);
     }
-    crv = P11(key->ctx, C_FindObjectsInit, s, t, 2);
+    crv = P11(pk->tok->mod, C_FindObjectsInit, s, t, 2);
     if (crv != CKR_OK)
         return crv;
-    crv = P11(key->ctx, C_FindObjects, s, found, 2, &n);
-    P11(key->ctx, C_FindObjectsFinal, s);
+    crv = P11(pk->tok->mod, C_FindObjects, s, found, 2, &n);
+    P11(pk->tok->mod, C_FindObjectsFinal, s);
     if (crv != CKR_OK)
         return crv;
     if (n != 1)
@@ -965,18 +922,64 @@ static mks_rv mech_for(const mks_key *key, const mks_mech_params *p, int decrypt
                      key->type == MKS_KEY_RSA ? "RSA" : "EC");
 }
 
-/* One private-key operation (sign or decrypt) with one recovery: a lost
- * session, login or handle is restored and the operation tried once more. */
+/* One private-key operation (sign or decrypt) on a session. */
+typedef struct key_op_call {
+    p11_op op;
+    mks_key *key;
+    mech_buf *m;
+    int decrypt;
+    const unsigned char *in;
+    size_t inlen;
+    unsigned char *out;
+    size_t *outlen;
+} key_op_call;
+
+static mks_rv key_op_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    key_op_call *c = (key_op_call *)op;
+    const char *call = "C_FindObjects";
+    CK_OBJECT_HANDLE h;
+    CK_ULONG len = *c->outlen;
+    mks_rv rv;
+    CK_RV crv;
+
+    crv = key_handle(c->key, s, op->gen, &h);
+    if (crv == CKR_OK) {
+        call = c->decrypt ? "C_DecryptInit" : "C_SignInit";
+        crv = c->decrypt ? P11(tok->mod, C_DecryptInit, s, &c->m->mech, h)
+                         : P11(tok->mod, C_SignInit, s, &c->m->mech, h);
+    }
+    if (crv == CKR_OK) {
+        call = c->decrypt ? "C_Decrypt" : "C_Sign";
+        crv = c->decrypt ? P11(tok->mod, C_Decrypt, s, (CK_BYTE_PTR)c->in, c->inlen, c->out, &len)
+                         : P11(tok->mod, C_Sign, s, (CK_BYTE_PTR)c->in, c->inlen, c->out, &len);
+    }
+    if (crv == CKR_OK) {
+        *c->outlen = len;
+        return MKS_OK;
+    }
+    if (crv == CKR_KEY_HANDLE_INVALID || crv == CKR_OBJECT_HANDLE_INVALID)
+        key_forget_handle(c->key); /* found again on the next run */
+    rv = p11_fail(crv, call, tok);
+    mks_error_prefix("key '%s'", c->key->label);
+    return rv;
+}
+
+/* One private-key operation (sign or decrypt); a lost session, login or
+ * handle is restored and the operation run once more (p11_session_run). */
 static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const unsigned char *in,
                      size_t inlen, unsigned char *out, size_t *outlen)
 {
-    p11_token *tok = P11K(key)->tok;
-    const char *call = "C_SignInit";
     mech_buf m;
+    key_op_call c = {.op = {.login = 1, .pin_source = P11K(key)->pin_source, .run = key_op_run},
+                     .key = key,
+                     .m = &m,
+                     .decrypt = decrypt,
+                     .in = in,
+                     .inlen = inlen,
+                     .out = out,
+                     .outlen = outlen};
     mks_rv rv;
-    unsigned recovered = 0;
-    int attempt;
-    CK_RV crv = CKR_OK;
 
     if (!key->is_private)
         return mks_error(MKS_ERR_UNSUPPORTED, "%s is a public key; it cannot %s", key->uri,
@@ -994,47 +997,26 @@ static mks_rv key_op(mks_key *key, const mks_mech_params *p, int decrypt, const 
     if (!decrypt && *outlen < key->sig_len)
         return mks_error(MKS_ERR_ARG, "signature buffer too small (%zu < %zu)", *outlen,
                          key->sig_len);
-
-    for (attempt = 0; attempt < 4; attempt++) {
-        CK_SESSION_HANDLE s;
-        CK_OBJECT_HANDLE h;
-        CK_ULONG len = *outlen;
-        unsigned long gen;
-
-        rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, &gen);
-        if (rv != MKS_OK)
-            return rv;
-        call = "C_FindObjects";
-        crv = key_handle(key, s, gen, &h);
-        if (crv == CKR_OK) {
-            call = decrypt ? "C_DecryptInit" : "C_SignInit";
-            crv = decrypt ? P11(key->ctx, C_DecryptInit, s, &m.mech, h)
-                          : P11(key->ctx, C_SignInit, s, &m.mech, h);
-        }
-        if (crv == CKR_OK) {
-            call = decrypt ? "C_Decrypt" : "C_Sign";
-            crv = decrypt ? P11(key->ctx, C_Decrypt, s, (CK_BYTE_PTR)in, inlen, out, &len)
-                          : P11(key->ctx, C_Sign, s, (CK_BYTE_PTR)in, inlen, out, &len);
-        }
-        p11_session_put(tok, s, crv);
-        if (crv == CKR_OK) {
-            *outlen = len;
-            return MKS_OK;
-        }
-        if (crv == CKR_KEY_HANDLE_INVALID || crv == CKR_OBJECT_HANDLE_INVALID)
-            key_forget_handle(key);
-        if (recovery_kind(crv) == 0 || (recovered & recovery_kind(crv)) != 0)
-            break;
-        recovered |= recovery_kind(crv);
-    }
-    rv = p11_fail(crv, call, tok);
-    mks_error_prefix("key '%s'", key->label);
-    return rv;
+    return p11_session_run(P11K(key)->tok, &c.op);
 }
 
 static mks_rv p11_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in,
                            size_t inlen, unsigned char *sig, size_t *siglen)
 {
+    unsigned char di[MKS_DIGEST_INFO_MAX];
+    const mks_hash_def *hd;
+    mks_rv rv;
+
+    /* PKCS#1 v1.5 over a hash: CKM_RSA_PKCS signs DigestInfo { algorithm, hash }. */
+    if (p->mech == MKS_MECH_RSA_PKCS1 && p->hash != MKS_HASH_NONE && sig != NULL) {
+        hd = mks_hash_get(p->hash);
+        if (hd == NULL)
+            return mks_error(MKS_ERR_UNSUPPORTED, "no DigestInfo for hash %d", (int)p->hash);
+        rv = mks_digest_info(hd, in, inlen, di, &inlen);
+        if (rv != MKS_OK)
+            return rv;
+        in = di;
+    }
     return key_op(key, p, 0, in, inlen, sig, siglen);
 }
 
@@ -1094,30 +1076,80 @@ static mks_rv label_taken(p11_token *tok, CK_SESSION_HANDLE s, const char *label
     return MKS_OK;
 }
 
+/* The key pair, made from the templates, its CKA_ID set from its public key. */
+typedef struct keygen_op {
+    p11_op op;
+    const char *label;
+    CK_MECHANISM *mech;
+    CK_ATTRIBUTE *pubt, *privt;
+    CK_ULONG npub, npriv;
+    mks_key **out;
+} keygen_op;
+
+static mks_rv keygen_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    keygen_op *g = (keygen_op *)op;
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+    unsigned char *spki = NULL, id[20];
+    size_t spki_len = 0;
+    mks_key_type t;
+    int b;
+    char c[16];
+    mks_rv rv;
+    CK_RV crv;
+
+    rv = label_taken(tok, s, g->label);
+    if (rv != MKS_OK)
+        return rv;
+    crv = P11(tok->mod, C_GenerateKeyPair, s, g->mech, g->pubt, g->npub, g->privt, g->npriv, &pub,
+              &priv);
+    if (crv != CKR_OK) {
+        rv = p11_fail(crv, "C_GenerateKeyPair", tok);
+        if (rv == MKS_ERR_NO_SPACE)
+            mks_error_prefix("the token has no room for another key");
+        return rv;
+    }
+    /* The pair exists now: a second run would make another one. */
+    op->no_retry = 1;
+    /* The ID comes from the public key, known only now: set it on both halves.
+     * If that fails the pair is destroyed, never left without its ID. */
+    rv = key_public(tok, s, pub, CKO_PUBLIC_KEY, &t, &b, c, sizeof(c), &spki, &spki_len);
+    if (rv == MKS_OK)
+        rv = mks_spki_id(mks_ctx_libctx(tok->ctx), spki, spki_len, id);
+    if (rv == MKS_OK) {
+        CK_ATTRIBUTE ida = {CKA_ID, id, sizeof(id)};
+        crv = P11(tok->mod, C_SetAttributeValue, s, pub, &ida, 1);
+        if (crv == CKR_OK)
+            crv = P11(tok->mod, C_SetAttributeValue, s, priv, &ida, 1);
+        if (crv != CKR_OK)
+            rv = p11_fail(crv, "C_SetAttributeValue(CKA_ID)", tok);
+    }
+    if (rv == MKS_OK)
+        rv = key_new(tok, s, priv, CKO_PRIVATE_KEY, op->gen, NULL, g->out);
+    if (rv != MKS_OK) {
+        P11(tok->mod, C_DestroyObject, s, priv);
+        P11(tok->mod, C_DestroyObject, s, pub);
+        mks_error_prefix("key generation undone");
+    }
+    OPENSSL_free(spki);
+    return rv;
+}
+
 mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *kp,
                   const mks_pin_ui *pin, mks_key **out)
 {
     mks_rv rv;
     p11_token *tok = NULL;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_ULONG bits = 0;
     CK_BYTE e65537[] = {0x01, 0x00, 0x01};
     unsigned char ecparams[16];
-    const struct curve_def *cd = NULL;
+    const mks_curve_def *cd = NULL;
     CK_MECHANISM mech = {0, NULL, 0};
-    CK_RV crv = CKR_OK;
-    unsigned char *spki = NULL;
-    size_t spki_len = 0;
-    unsigned char id[20];
-    mks_key_type t;
-    int b;
-    char c[16];
     CK_ATTRIBUTE pubt[12], privt[12];
     CK_ULONG npub = 0, npriv = 0;
     size_t label_len;
-    unsigned long gen;
+    keygen_op g = {.op = {.login = 1, .pin = pin, .run = keygen_run}, .mech = &mech, .out = out};
 
     *out = NULL;
     if (kp == NULL || kp->label == NULL || *kp->label == '\0')
@@ -1127,7 +1159,7 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
         unsigned char *p = ecparams;
         ASN1_OBJECT *oid;
         int n;
-        cd = kp->curve != NULL ? curve_by_name(kp->curve) : curve_by_name("P-256");
+        cd = kp->curve != NULL ? mks_curve_by_name(kp->curve) : mks_curve_by_name("P-256");
         if (cd == NULL || cd->bits == 521)
             return mks_error(MKS_ERR_UNSUPPORTED, "EC curve '%s' is not supported (P-256, P-384)",
                              kp->curve);
@@ -1173,60 +1205,28 @@ mks_rv mks_keygen(mks_ctx *ctx, const char *token_uri, const mks_keygen_params *
     rv = p11_one_token(ctx, token_uri, NULL, &tok);
     if (rv != MKS_OK)
         return rv;
-    rv = p11_session_get(tok, 1, NULL, pin, &s, &gen);
-    if (rv != MKS_OK)
-        return rv;
-    rv = label_taken(tok, s, kp->label);
-    if (rv != MKS_OK)
-        goto done;
-    crv = P11(ctx, C_GenerateKeyPair, s, &mech, pubt, npub, privt, npriv, &pub, &priv);
-    if (crv != CKR_OK) {
-        rv = p11_fail(crv, "C_GenerateKeyPair", tok);
-        if (rv == MKS_ERR_NO_SPACE)
-            mks_error_prefix("the token has no room for another key");
-        goto done;
-    }
-    /* The ID comes from the public key, known only now: set it on both halves.
-     * If that fails the pair is destroyed, never left without its ID. */
-    rv = key_public(tok, s, pub, CKO_PUBLIC_KEY, &t, &b, c, sizeof(c), &spki, &spki_len);
-    if (rv == MKS_OK)
-        rv = mks_spki_id(ctx->libctx, spki, spki_len, id);
-    if (rv == MKS_OK) {
-        CK_ATTRIBUTE ida = {CKA_ID, id, sizeof(id)};
-        crv = P11(ctx, C_SetAttributeValue, s, pub, &ida, 1);
-        if (crv == CKR_OK)
-            crv = P11(ctx, C_SetAttributeValue, s, priv, &ida, 1);
-        if (crv != CKR_OK)
-            rv = p11_fail(crv, "C_SetAttributeValue(CKA_ID)", tok);
-    }
-    if (rv == MKS_OK)
-        rv = key_new(tok, s, priv, CKO_PRIVATE_KEY, gen, NULL, out);
-    if (rv != MKS_OK) {
-        P11(ctx, C_DestroyObject, s, priv);
-        P11(ctx, C_DestroyObject, s, pub);
-        mks_error_prefix("key generation undone");
-    }
-done:
-    OPENSSL_free(spki);
-    p11_session_put(tok, s, crv);
-    return rv;
+    g.label = kp->label;
+    g.pubt = pubt;
+    g.privt = privt;
+    g.npub = npub;
+    g.npriv = npriv;
+    return p11_session_run(tok, &g.op);
 }
 
-static mks_rv p11_key_destroy(mks_key *key)
+/* The key pair's objects, private then public, found by the key's CKA_ID. */
+typedef struct destroy_op {
+    p11_op op;
+    mks_key *key;
+} destroy_op;
+
+static mks_rv destroy_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
 {
-    p11_token *tok = P11K(key)->tok;
-    CK_SESSION_HANDLE s;
-    mks_rv rv;
+    mks_key *key = ((destroy_op *)op)->key;
     CK_OBJECT_CLASS classes[2] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
-    CK_RV crv = CKR_OK;
+    mks_rv rv = MKS_OK;
+    CK_RV crv;
     int i;
 
-    if (key->id_len == 0)
-        return mks_error(MKS_ERR_ARG, "key '%s' has no CKA_ID; not destroying by label alone",
-                         key->label);
-    rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, NULL);
-    if (rv != MKS_OK)
-        return rv;
     for (i = 0; i < 2 && rv == MKS_OK; i++) {
         CK_ATTRIBUTE t[2] = {{CKA_CLASS, &classes[i], sizeof(classes[i])},
                              {CKA_ID, key->id, key->id_len}};
@@ -1234,17 +1234,75 @@ static mks_rv p11_key_destroy(mks_key *key)
         CK_ULONG n = 0, j;
         rv = find_handles(tok, s, t, 2, found, FIND_MAX, &n);
         for (j = 0; rv == MKS_OK && j < n; j++) {
-            crv = P11(key->ctx, C_DestroyObject, s, found[j]);
+            crv = P11(tok->mod, C_DestroyObject, s, found[j]);
             if (crv != CKR_OK)
                 rv = p11_fail(crv, "C_DestroyObject", tok);
         }
     }
-    p11_session_put(tok, s, crv);
+    return rv;
+}
+
+/* A run after a loss finds what is left of the pair and destroys that. */
+static mks_rv p11_key_destroy(mks_key *key)
+{
+    destroy_op d = {.op = {.login = 1, .pin_source = P11K(key)->pin_source, .run = destroy_run},
+                    .key = key};
+    mks_rv rv;
+
+    if (key->id_len == 0)
+        return mks_error(MKS_ERR_ARG, "key '%s' has no CKA_ID; not destroying by label alone",
+                         key->label);
+    rv = p11_session_run(P11K(key)->tok, &d.op);
     key_forget_handle(key);
     return rv;
 }
 
 /* ---- certificates ------------------------------------------------------------ */
+
+/* The key's certificate, stored unless the same one carries the label already. */
+typedef struct cert_op {
+    p11_op op;
+    const char *label;
+    const unsigned char *der;
+    size_t der_len;
+    CK_ATTRIBUTE *tmpl;
+    CK_ULONG ntmpl;
+} cert_op;
+
+static mks_rv cert_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    cert_op *c = (cert_op *)op;
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_LABEL, (void *)c->label, strlen(c->label)}};
+    CK_OBJECT_HANDLE found[FIND_MAX], h;
+    CK_ULONG n = 0, i;
+    mks_rv rv;
+    CK_RV crv;
+
+    rv = find_handles(tok, s, t, 2, found, FIND_MAX, &n);
+    for (i = 0; rv == MKS_OK && i < n; i++) {
+        unsigned char *v = NULL;
+        size_t vlen = 0;
+        int same;
+        rv = p11_get_attr(tok, s, found[i], CKA_VALUE, &v, &vlen);
+        same = rv == MKS_OK && vlen == c->der_len && memcmp(v, c->der, c->der_len) == 0;
+        free(v);
+        if (rv == MKS_OK && same)
+            return MKS_OK; /* the same certificate is there already */
+        if (rv == MKS_OK)
+            rv = mks_error(MKS_ERR_EXISTS,
+                           "token '%s' already holds a certificate "
+                           "labelled '%s'",
+                           tok->label, c->label);
+    }
+    if (rv != MKS_OK)
+        return rv;
+    crv = P11(tok->mod, C_CreateObject, s, c->tmpl, c->ntmpl, &h);
+    if (crv != CKR_OK)
+        return p11_fail(crv, "C_CreateObject(certificate)", tok);
+    return MKS_OK;
+}
 
 static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned char *der,
                               size_t der_len)
@@ -1257,12 +1315,9 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
     unsigned char *subj = NULL, *issuer = NULL, *serial = NULL, *spki = NULL;
     int subj_len, issuer_len, serial_len;
     size_t spki_len = 0;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_CERTIFICATE_TYPE ctype = CKC_X_509;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_OBJECT_HANDLE h;
-    CK_RV crv = CKR_OK;
 
     if (label == NULL || *label == '\0')
         return mks_error(MKS_ERR_ARG, "a certificate needs a label");
@@ -1276,8 +1331,8 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
         goto done;
     {
         const unsigned char *a = spki, *b = key->spki;
-        EVP_PKEY *ka = d2i_PUBKEY_ex(NULL, &a, (long)spki_len, ctx->libctx, NULL);
-        EVP_PKEY *kb = d2i_PUBKEY_ex(NULL, &b, (long)key->spki_len, ctx->libctx, NULL);
+        EVP_PKEY *ka = d2i_PUBKEY_ex(NULL, &a, (long)spki_len, mks_ctx_libctx(ctx), NULL);
+        EVP_PKEY *kb = d2i_PUBKEY_ex(NULL, &b, (long)key->spki_len, mks_ctx_libctx(ctx), NULL);
         int same = ka != NULL && kb != NULL && EVP_PKEY_eq(ka, kb) == 1;
         EVP_PKEY_free(ka);
         EVP_PKEY_free(kb);
@@ -1296,33 +1351,6 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
         rv = mks_error(MKS_ERR_ARG, "cannot encode the certificate's names");
         goto done;
     }
-    rv = p11_session_get(tok, 1, P11K(key)->pin_source, NULL, &s, NULL);
-    if (rv != MKS_OK)
-        goto done;
-    {
-        CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)},
-                             {CKA_LABEL, (void *)label, strlen(label)}};
-        CK_OBJECT_HANDLE found[FIND_MAX];
-        CK_ULONG n = 0, i;
-        rv = find_handles(tok, s, t, 2, found, FIND_MAX, &n);
-        for (i = 0; rv == MKS_OK && i < n; i++) {
-            unsigned char *v = NULL;
-            size_t vlen = 0;
-            int same;
-            rv = p11_get_attr(tok, s, found[i], CKA_VALUE, &v, &vlen);
-            same = rv == MKS_OK && vlen == der_len && memcmp(v, der, der_len) == 0;
-            free(v);
-            if (rv == MKS_OK && same)
-                goto done; /* the same certificate is there already */
-            if (rv == MKS_OK)
-                rv = mks_error(MKS_ERR_EXISTS,
-                               "token '%s' already holds a certificate "
-                               "labelled '%s'",
-                               tok->label, label);
-        }
-        if (rv != MKS_OK)
-            goto done;
-    }
     {
         CK_ATTRIBUTE t[] = {
             {CKA_CLASS, &cls, sizeof(cls)},
@@ -1337,13 +1365,16 @@ static mks_rv p11_cert_import(mks_key *key, const char *label, const unsigned ch
             {CKA_SERIAL_NUMBER, serial, (CK_ULONG)serial_len},
             {CKA_VALUE, (void *)der, der_len},
         };
-        crv = P11(ctx, C_CreateObject, s, t, sizeof(t) / sizeof(t[0]), &h);
-        if (crv != CKR_OK)
-            rv = p11_fail(crv, "C_CreateObject(certificate)", tok);
+        cert_op c = {.op = {.login = 1, .pin_source = P11K(key)->pin_source, .run = cert_run},
+                     .label = label,
+                     .der = der,
+                     .der_len = der_len,
+                     .tmpl = t,
+                     .ntmpl = sizeof(t) / sizeof(t[0])};
+
+        rv = p11_session_run(tok, &c.op);
     }
 done:
-    if (s != CK_INVALID_HANDLE)
-        p11_session_put(tok, s, crv);
     X509_free(x);
     OPENSSL_free(subj);
     OPENSSL_free(issuer);
@@ -1354,6 +1385,7 @@ done:
 
 static const mks_key_ops p11_key_ops = {
     .backend = "pkcs11",
+    .kind = MKS_BACKEND_PKCS11,
     .sign = p11_key_sign,
     .decrypt = p11_key_decrypt,
     .destroy = p11_key_destroy,

@@ -73,48 +73,94 @@ static CK_ULONG class_template(P11KitUri *uri, CK_OBJECT_CLASS *cls, CK_ATTRIBUT
 }
 
 /* One token: every matching object of the allowed classes, changed in class order. */
-static mks_rv manage_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, manage_op op,
-                              const char *new_label, const mks_pin_ui *pin, size_t *count)
+typedef struct manage_token_op {
+    p11_op op;
+    P11KitUri *uri;
+    unsigned classes;
+    manage_op what;
+    const char *new_label;
+    size_t *count;
+    int runs;
+} manage_token_op;
+
+/* In a run after a loss: 1 when the object carries new_label already (an
+ * earlier run relabelled and counted it). */
+static int relabelled(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                      const char *new_label)
 {
-    CK_SESSION_HANDLE s;
-    CK_RV crv = CKR_OK;
-    mks_rv rv;
+    unsigned char *v = NULL;
+    size_t len = 0;
+    int same = p11_get_attr(tok, s, h, CKA_LABEL, &v, &len) == MKS_OK && len == strlen(new_label) &&
+               memcmp(v, new_label, len) == 0;
+
+    free(v);
+    return same;
+}
+
+static mks_rv change(p11_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, manage_op what,
+                     const char *new_label)
+{
+    CK_ATTRIBUTE la;
+    CK_RV crv;
+
+    if (what == MANAGE_DESTROY) {
+        crv = P11(tok->mod, C_DestroyObject, s, h);
+        return crv == CKR_OK ? MKS_OK : p11_fail(crv, "C_DestroyObject", tok);
+    }
+    la.type = CKA_LABEL;
+    la.pValue = (void *)new_label;
+    la.ulValueLen = strlen(new_label);
+    crv = P11(tok->mod, C_SetAttributeValue, s, h, &la, 1);
+    return crv == CKR_OK ? MKS_OK : p11_fail(crv, "C_SetAttributeValue(CKA_LABEL)", tok);
+}
+
+/* Destroyed objects are not found again after a loss; relabelled ones may be
+ * (a URI without object=) and are skipped then, so that none counts twice. */
+static mks_rv manage_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    manage_token_op *m = (manage_token_op *)op;
+    int again = m->runs++ > 0 && m->what == MANAGE_SET_LABEL;
+    mks_rv rv = MKS_OK;
     size_t k;
 
-    rv = p11_session_get(tok, 1, p11_kit_uri_get_pin_source(uri), pin, &s, NULL);
-    if (rv != MKS_OK)
-        return rv;
     for (k = 0; rv == MKS_OK && k < NCLASSES; k++) {
         CK_OBJECT_CLASS ck = class_order[k].ck;
         CK_ATTRIBUTE t[16];
         CK_OBJECT_HANDLE found[MANAGE_MAX];
         CK_ULONG nt, nfound = 0, i;
 
-        if (!(classes & class_order[k].cls))
+        if (!(m->classes & class_order[k].cls))
             continue;
-        nt = class_template(uri, &ck, t, sizeof(t) / sizeof(t[0]));
+        nt = class_template(m->uri, &ck, t, sizeof(t) / sizeof(t[0]));
         rv = p11_find_objects(tok, s, t, nt, found, MANAGE_MAX, &nfound);
         for (i = 0; rv == MKS_OK && i < nfound; i++) {
-            if (op == MANAGE_DESTROY) {
-                crv = P11(tok->ctx, C_DestroyObject, s, found[i]);
-                if (crv != CKR_OK)
-                    rv = p11_fail(crv, "C_DestroyObject", tok);
-            } else {
-                CK_ATTRIBUTE la = {CKA_LABEL, (void *)new_label, strlen(new_label)};
-
-                crv = P11(tok->ctx, C_SetAttributeValue, s, found[i], &la, 1);
-                if (crv != CKR_OK)
-                    rv = p11_fail(crv, "C_SetAttributeValue(CKA_LABEL)", tok);
-            }
+            if (again && relabelled(tok, s, found[i], m->new_label))
+                continue;
+            rv = change(tok, s, found[i], m->what, m->new_label);
             if (rv != MKS_OK)
                 mks_error_prefix("%s %zu of %lu", class_order[k].name, (size_t)i + 1,
                                  (unsigned long)nfound);
             else
-                (*count)++;
+                (*m->count)++;
         }
     }
-    p11_session_put(tok, s, crv);
     return rv;
+}
+
+static mks_rv manage_on_token(p11_token *tok, P11KitUri *uri, unsigned classes, manage_op what,
+                              const char *new_label, const mks_pin_ui *pin, size_t *count)
+{
+    manage_token_op m = {.op = {.login = 1,
+                                .pin_source = p11_kit_uri_get_pin_source(uri),
+                                .pin = pin,
+                                .run = manage_run},
+                         .uri = uri,
+                         .classes = classes,
+                         .what = what,
+                         .new_label = new_label,
+                         .count = count};
+
+    return p11_session_run(tok, &m.op);
 }
 
 static mks_rv manage(mks_ctx *ctx, const char *uristr, unsigned classes, manage_op op,
@@ -193,6 +239,36 @@ static mks_rv cert_present(p11_token *tok, CK_SESSION_HANDLE s, const char *labe
     return rv;
 }
 
+/* A CA certificate, stored unless the same one carries the label already. */
+typedef struct authority_op {
+    p11_op op;
+    const char *label;
+    const unsigned char *der;
+    size_t der_len;
+    CK_ATTRIBUTE *tmpl;
+    CK_ULONG ntmpl;
+} authority_op;
+
+static mks_rv authority_run(p11_op *op, p11_token *tok, CK_SESSION_HANDLE s)
+{
+    authority_op *a = (authority_op *)op;
+    CK_OBJECT_HANDLE h;
+    int present = 0;
+    mks_rv rv;
+    CK_RV crv;
+
+    rv = cert_present(tok, s, a->label, a->der, a->der_len, &present);
+    if (rv != MKS_OK || present)
+        return rv;
+    crv = P11(tok->mod, C_CreateObject, s, a->tmpl, a->ntmpl, &h);
+    if (crv == CKR_OK)
+        return MKS_OK;
+    rv = p11_fail(crv, "C_CreateObject(CA certificate)", tok);
+    if (rv == MKS_ERR_NO_SPACE)
+        mks_error_prefix("the token has no room for another certificate");
+    return rv;
+}
+
 mks_rv mks_cert_store_authority(mks_ctx *ctx, const char *token_uri, const char *label,
                                 const unsigned char *der, size_t der_len, const mks_pin_ui *pin)
 {
@@ -201,10 +277,8 @@ mks_rv mks_cert_store_authority(mks_ctx *ctx, const char *token_uri, const char 
     const unsigned char *p = der;
     X509 *x = NULL;
     unsigned char *subj = NULL, *issuer = NULL, *serial = NULL;
-    int subj_len, issuer_len, serial_len, present = 0;
+    int subj_len, issuer_len, serial_len;
     const ASN1_OCTET_STRING *ski;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    CK_RV crv = CKR_OK;
     mks_rv rv;
 
     if (label == NULL || *label == '\0')
@@ -224,21 +298,12 @@ mks_rv mks_cert_store_authority(mks_ctx *ctx, const char *token_uri, const char 
     rv = p11_one_token(ctx, token_uri, &uri, &tok);
     if (rv != MKS_OK)
         goto done;
-    rv = p11_session_get(tok, 1, p11_kit_uri_get_pin_source(uri), pin, &s, NULL);
-    if (rv != MKS_OK) {
-        s = CK_INVALID_HANDLE;
-        goto done;
-    }
-    rv = cert_present(tok, s, label, der, der_len, &present);
-    if (rv != MKS_OK || present)
-        goto done;
     ski = X509_get0_subject_key_id(x);
     {
         CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
         CK_CERTIFICATE_TYPE ctype = CKC_X_509;
         CK_ULONG category = 2; /* CK_CERTIFICATE_CATEGORY_AUTHORITY */
         CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-        CK_OBJECT_HANDLE h;
         CK_ATTRIBUTE t[] = {
             {CKA_CLASS, &cls, sizeof(cls)},
             {CKA_CERTIFICATE_TYPE, &ctype, sizeof(ctype)},
@@ -254,24 +319,25 @@ mks_rv mks_cert_store_authority(mks_ctx *ctx, const char *token_uri, const char 
             /* last, so that it can be left out */
             {CKA_ID, NULL, 0},
         };
-        CK_ULONG nt = sizeof(t) / sizeof(t[0]);
+        authority_op a = {.op = {.login = 1,
+                                 .pin_source = p11_kit_uri_get_pin_source(uri),
+                                 .pin = pin,
+                                 .run = authority_run},
+                          .label = label,
+                          .der = der,
+                          .der_len = der_len,
+                          .tmpl = t,
+                          .ntmpl = sizeof(t) / sizeof(t[0])};
 
         if (ski != NULL && ASN1_STRING_length(ski) > 0) {
-            t[nt - 1].pValue = (void *)ASN1_STRING_get0_data(ski);
-            t[nt - 1].ulValueLen = (CK_ULONG)ASN1_STRING_length(ski);
+            t[a.ntmpl - 1].pValue = (void *)ASN1_STRING_get0_data(ski);
+            t[a.ntmpl - 1].ulValueLen = (CK_ULONG)ASN1_STRING_length(ski);
         } else {
-            nt--;
+            a.ntmpl--;
         }
-        crv = P11(ctx, C_CreateObject, s, t, nt, &h);
-        if (crv != CKR_OK) {
-            rv = p11_fail(crv, "C_CreateObject(CA certificate)", tok);
-            if (rv == MKS_ERR_NO_SPACE)
-                mks_error_prefix("the token has no room for another certificate");
-        }
+        rv = p11_session_run(tok, &a.op);
     }
 done:
-    if (s != CK_INVALID_HANDLE)
-        p11_session_put(tok, s, crv);
     if (rv == MKS_OK)
         mks_error_clear();
     p11_kit_uri_free(uri);

@@ -118,21 +118,40 @@ static mks_rv parent_locked(tpm2_state *st, uint32_t parent, ESYS_TR *out, int *
     return MKS_OK;
 }
 
+/* The TPM's IDs of the curves the keystore knows; keys are made on the
+ * first two only (P-521 is rare in TPMs). */
+static const struct {
+    TPMI_ECC_CURVE id;
+    const char *name;
+    int keygen;
+} tpm_curves[] = {
+    {TPM2_ECC_NIST_P256, "P-256", 1},
+    {TPM2_ECC_NIST_P384, "P-384", 1},
+    {TPM2_ECC_NIST_P521, "P-521", 0},
+};
+
 static const char *curve_name(TPMI_ECC_CURVE c, int *bits)
 {
-    switch (c) {
-    case TPM2_ECC_NIST_P256:
-        *bits = 256;
-        return "P-256";
-    case TPM2_ECC_NIST_P384:
-        *bits = 384;
-        return "P-384";
-    case TPM2_ECC_NIST_P521:
-        *bits = 521;
-        return "P-521";
-    default:
-        return NULL;
-    }
+    const mks_curve_def *cd;
+    size_t i;
+
+    for (i = 0; i < sizeof(tpm_curves) / sizeof(tpm_curves[0]); i++)
+        if (tpm_curves[i].id == c && (cd = mks_curve_by_name(tpm_curves[i].name)) != NULL) {
+            *bits = cd->bits;
+            return cd->name;
+        }
+    return NULL;
+}
+
+/* The TPM's ID of a curve keys can be made on; TPM2_ECC_NONE for others. */
+static TPMI_ECC_CURVE curve_for_keygen(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(tpm_curves) / sizeof(tpm_curves[0]); i++)
+        if (tpm_curves[i].keygen && strcmp(tpm_curves[i].name, name) == 0)
+            return tpm_curves[i].id;
+    return TPM2_ECC_NONE;
 }
 
 /* Fills the common key fields from the TPM's public area. */
@@ -461,95 +480,17 @@ static TPMI_ALG_HASH hash_alg(mks_hash h)
     }
 }
 
-static TPMI_ALG_HASH hash_by_len(size_t len)
-{
-    switch (len) {
-    case 20:
-        return TPM2_ALG_SHA1;
-    case 32:
-        return TPM2_ALG_SHA256;
-    case 48:
-        return TPM2_ALG_SHA384;
-    case 64:
-        return TPM2_ALG_SHA512;
-    default:
-        return TPM2_ALG_NULL;
-    }
-}
-
-/* DigestInfo prefixes (RFC 8017 9.2 note 1): the TPM builds DigestInfo itself
- * from the hash, so the caller's DigestInfo is taken apart again. */
-static const struct {
-    TPMI_ALG_HASH alg;
-    size_t hlen;
-    unsigned char prefix[19];
-    size_t plen;
-} digest_infos[] = {
-    {TPM2_ALG_SHA1,
-     20,
-     {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14},
-     15},
-    {TPM2_ALG_SHA256,
-     32,
-     {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-      0x05, 0x00, 0x04, 0x20},
-     19},
-    {TPM2_ALG_SHA384,
-     48,
-     {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
-      0x05, 0x00, 0x04, 0x30},
-     19},
-    {TPM2_ALG_SHA512,
-     64,
-     {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
-      0x05, 0x00, 0x04, 0x40},
-     19},
-};
-
-static mks_rv split_digest_info(const unsigned char *in, size_t inlen, TPMI_ALG_HASH *alg,
-                                const unsigned char **hash, size_t *hlen)
-{
-    size_t i;
-
-    for (i = 0; i < sizeof(digest_infos) / sizeof(digest_infos[0]); i++)
-        if (inlen == digest_infos[i].plen + digest_infos[i].hlen &&
-            memcmp(in, digest_infos[i].prefix, digest_infos[i].plen) == 0) {
-            *alg = digest_infos[i].alg;
-            *hash = in + digest_infos[i].plen;
-            *hlen = digest_infos[i].hlen;
-            return MKS_OK;
-        }
-    return mks_error(MKS_ERR_UNSUPPORTED, "the TPM signs PKCS#1 v1.5 only over a SHA-1/256/384/"
-                                          "512 DigestInfo");
-}
-
-static const char *hash_name(TPMI_ALG_HASH alg)
-{
-    switch (alg) {
-    case TPM2_ALG_SHA1:
-        return "SHA1";
-    case TPM2_ALG_SHA256:
-        return "SHA256";
-    case TPM2_ALG_SHA384:
-        return "SHA384";
-    case TPM2_ALG_SHA512:
-        return "SHA512";
-    default:
-        return NULL;
-    }
-}
-
 /* TPMs pick the PSS salt length themselves (the digest length on current
  * ones, the maximum on some older ones): check the signature has the salt
  * length asked for, so a mismatch is a clear error, not a failed handshake. */
-static mks_rv check_pss_salt(mks_key *key, TPMI_ALG_HASH alg, const unsigned char *hash,
+static mks_rv check_pss_salt(mks_key *key, const mks_hash_def *hd, const unsigned char *hash,
                              size_t hlen, const unsigned char *sig, size_t siglen, size_t salt)
 {
     OSSL_LIB_CTX *libctx = mks_ctx_libctx(key->ctx);
     const unsigned char *p = key->spki;
     EVP_PKEY *pk = d2i_PUBKEY_ex(NULL, &p, (long)key->spki_len, libctx, NULL);
     EVP_PKEY_CTX *vctx = pk ? EVP_PKEY_CTX_new_from_pkey(libctx, pk, NULL) : NULL;
-    EVP_MD *md = EVP_MD_fetch(libctx, hash_name(alg), NULL);
+    EVP_MD *md = EVP_MD_fetch(libctx, hd->name, NULL);
     int ok = vctx != NULL && md != NULL && EVP_PKEY_verify_init(vctx) == 1 &&
              EVP_PKEY_CTX_set_rsa_padding(vctx, RSA_PKCS1_PSS_PADDING) == 1 &&
              EVP_PKEY_CTX_set_signature_md(vctx, md) == 1 &&
@@ -583,7 +524,8 @@ static mks_rv tpm2_key_sign(mks_key *key, const mks_mech_params *p, const unsign
     TPMT_SIGNATURE *sig = NULL;
     const unsigned char *hash = in;
     size_t hlen = inlen;
-    TPMI_ALG_HASH alg = TPM2_ALG_NULL;
+    const mks_hash_def *hd = NULL;
+    TPMI_ALG_HASH alg;
     tpm2_state *st;
     mks_rv rv;
     TSS2_RC rc = TSS2_RC_SUCCESS;
@@ -599,21 +541,31 @@ static mks_rv tpm2_key_sign(mks_key *key, const mks_mech_params *p, const unsign
     case MKS_MECH_ECDSA:
         if (key->type != MKS_KEY_EC)
             goto unsupported;
-        alg = hash_by_len(inlen);
+        hd = mks_hash_by_size(inlen);
         scheme.scheme = TPM2_ALG_ECDSA;
         break;
     case MKS_MECH_RSA_PKCS1:
         if (key->type != MKS_KEY_RSA)
             goto unsupported;
-        rv = split_digest_info(in, inlen, &alg, &hash, &hlen);
-        if (rv != MKS_OK)
-            return rv;
+        /* TPM2_Sign builds the DigestInfo from the hash itself. A caller
+         * that built one (no hash named) gets it read back. */
+        hd = p->hash != MKS_HASH_NONE ? mks_hash_get(p->hash) : mks_digest_info_split(in, inlen);
+        if (hd == NULL && p->hash == MKS_HASH_NONE)
+            return mks_error(MKS_ERR_UNSUPPORTED, "the TPM signs PKCS#1 v1.5 only over a "
+                                                  "SHA-1/256/384/512 DigestInfo");
+        if (hd != NULL && p->hash == MKS_HASH_NONE) {
+            hash = in + hd->prefix_len;
+            hlen = hd->size;
+        }
+        if (hd != NULL && hlen != hd->size)
+            return mks_error(MKS_ERR_ARG, "%zu bytes to sign, but a %s hash has %zu", hlen,
+                             hd->name, hd->size);
         scheme.scheme = TPM2_ALG_RSASSA;
         break;
     case MKS_MECH_RSA_PSS:
         if (key->type != MKS_KEY_RSA)
             goto unsupported;
-        alg = hash_alg(p->hash);
+        hd = mks_hash_get(p->hash);
         if (p->mgf1_hash != MKS_HASH_NONE && p->mgf1_hash != p->hash)
             return mks_error(MKS_ERR_UNSUPPORTED, "the TPM uses the message hash for MGF1");
         scheme.scheme = TPM2_ALG_RSAPSS;
@@ -621,6 +573,7 @@ static mks_rv tpm2_key_sign(mks_key *key, const mks_mech_params *p, const unsign
     default:
         goto unsupported;
     }
+    alg = hd != NULL ? hash_alg(hd->hash) : TPM2_ALG_NULL;
     if (alg == TPM2_ALG_NULL || hlen > sizeof(digest.buffer))
         return mks_error(MKS_ERR_UNSUPPORTED, "the TPM signs SHA-1/256/384/512 digests only");
     scheme.details.any.hashAlg = alg;
@@ -675,7 +628,7 @@ static mks_rv tpm2_key_sign(mks_key *key, const mks_mech_params *p, const unsign
     }
     Esys_Free(sig);
     if (scheme.scheme == TPM2_ALG_RSAPSS)
-        return check_pss_salt(key, alg, hash, hlen, out, *outlen, p->salt_len);
+        return check_pss_salt(key, hd, hash, hlen, out, *outlen, p->salt_len);
     return MKS_OK;
 unsupported:
     return mks_error(MKS_ERR_UNSUPPORTED, "mechanism not supported for this TPM %s key",
@@ -751,6 +704,7 @@ static mks_rv tpm2_key_destroy(mks_key *key)
 
 static const mks_key_ops tpm2_key_ops = {
     .backend = "tpm2",
+    .kind = MKS_BACKEND_TPM,
     .sign = tpm2_key_sign,
     .decrypt = tpm2_key_decrypt,
     .destroy = tpm2_key_destroy,
@@ -800,11 +754,8 @@ mks_rv mks_tpm_keygen(mks_ctx *ctx, const mks_tpm_keygen_params *params, char **
         tmpl.publicArea.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
         tmpl.publicArea.parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
         tmpl.publicArea.parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
-        if (strcmp(c, "P-256") == 0)
-            tmpl.publicArea.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
-        else if (strcmp(c, "P-384") == 0)
-            tmpl.publicArea.parameters.eccDetail.curveID = TPM2_ECC_NIST_P384;
-        else
+        tmpl.publicArea.parameters.eccDetail.curveID = curve_for_keygen(c);
+        if (tmpl.publicArea.parameters.eccDetail.curveID == TPM2_ECC_NONE)
             return mks_error(MKS_ERR_UNSUPPORTED,
                              "TPM keys: curve %s not supported (P-256, "
                              "P-384)",

@@ -1,7 +1,7 @@
 /*
- * What the lifecycle commands build on: the labels of a renewal, URIs for
- * the objects around a key, certificate facts (days left rounded up, also
- * below zero; SANs, usages, key), certificate files, and the JSON writer.
+ * What the lifecycle commands build on: the labels of a renewal, certificate
+ * facts (days left rounded up, also below zero; SANs, usages, key),
+ * certificate files, and the JSON writer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -51,53 +51,6 @@ static void test_label_join(void **state)
     char *s = cli_label_join("web", CLI_SUFFIX_NEXT);
 
     assert_string_equal(s, "web.next");
-    free(s);
-}
-
-/* ---- URIs ------------------------------------------------------------------- */
-
-#define TOK "pkcs11:model=SoftHSM%20v2;manufacturer=SoftHSM%20project;serial=1;token=a%3Bb"
-
-static void test_token_uri_of(void **state)
-{
-    static const struct {
-        const char *in, *out;
-    } cases[] = {
-        {TOK ";id=%01%02;object=web;type=private", TOK},
-        {TOK ";object=web;type=cert?pin-source=file:/x", TOK},
-        {"pkcs11:id=%01;object=web;type=cert", "pkcs11:"},
-        {TOK, TOK},
-        {"pkcs11:object=web;token=t", "pkcs11:token=t"},
-    };
-    size_t i;
-
-    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char *s = cli_token_uri_of(cases[i].in);
-
-        assert_non_null(s);
-        assert_string_equal(s, cases[i].out);
-        free(s);
-    }
-    assert_null(cli_token_uri_of("file:/etc/x"));
-    assert_null(cli_token_uri_of(NULL));
-}
-
-static void test_object_uri(void **state)
-{
-    static const unsigned char id[] = {0xab, 0x01, 0x7f};
-    char *s;
-
-    s = cli_object_uri(NULL, "web", NULL, 0, "private");
-    assert_string_equal(s, "pkcs11:object=web;type=private");
-    free(s);
-    s = cli_object_uri(TOK, "a b;c.next", id, sizeof(id), "cert");
-    assert_string_equal(s, TOK ";id=%ab%01%7f;object=a%20b%3Bc.next;type=cert");
-    free(s);
-    s = cli_object_uri(TOK, NULL, id, 1, NULL);
-    assert_string_equal(s, TOK ";id=%ab");
-    free(s);
-    s = cli_object_uri(NULL, NULL, NULL, 0, "cert");
-    assert_string_equal(s, "pkcs11:type=cert");
     free(s);
 }
 
@@ -363,7 +316,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_label_roles),         cmocka_unit_test(test_label_join),
-        cmocka_unit_test(test_token_uri_of),        cmocka_unit_test(test_object_uri),
         cmocka_unit_test(test_cert_info),           cmocka_unit_test(test_cert_info_json),
         cmocka_unit_test(test_read_certs_and_keys), cmocka_unit_test(test_json_writer),
     };

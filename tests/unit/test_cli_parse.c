@@ -1,6 +1,6 @@
 /*
- * The CLI's parsers: subjects, subjectAltNames, key types, usages, URI
- * escaping. Table-driven: each row is an input and what must come out (the
+ * The CLI's parsers: subjects, subjectAltNames, key types, usages.
+ * Table-driven: each row is an input and what must come out (the
  * encoded value) or what the error must name.
  */
 #include <setjmp.h>
@@ -273,7 +273,7 @@ static void test_dns_name_length(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Key types, usage, numbers, URI escaping                                   */
+/* Key types, usage, numbers                                                 */
 
 static const struct {
     const char *in;
@@ -372,30 +372,6 @@ static void test_uint(void **state)
     }
 }
 
-static void test_uri_escape(void **state)
-{
-    static const struct {
-        const char *in, *out;
-    } rows[] = {
-        {"web", "web"},
-        {"safe-._~09AZaz", "safe-._~09AZaz"},
-        {"web key", "web%20key"},
-        {"a;b/c?d=e", "a%3Bb%2Fc%3Fd%3De"},
-        {"100%", "100%25"},
-        {"\xc3\x9c", "%C3%9C"},
-        {"", ""},
-    };
-    size_t i;
-
-    for (i = 0; i < N(rows); i++) {
-        char *s = cli_uri_escape(rows[i].in);
-
-        assert_non_null(s);
-        assert_string_equal(s, rows[i].out);
-        free(s);
-    }
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,7 +379,7 @@ int main(void)
         cmocka_unit_test(test_subject_bad),  cmocka_unit_test(test_san_good),
         cmocka_unit_test(test_san_bad),      cmocka_unit_test(test_dns_name_length),
         cmocka_unit_test(test_key_types),    cmocka_unit_test(test_usage),
-        cmocka_unit_test(test_uint),         cmocka_unit_test(test_uri_escape),
+        cmocka_unit_test(test_uint),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -130,6 +130,29 @@ static mks_key *gen(mks_ctx *ctx, mks_key_type t, int bits, const char *curve, c
     return key;
 }
 
+/* The URI a key reports is the one mks_uri_object builds from its parts. */
+static void uri_names_key(const mks_key *key, const char *label)
+{
+    mks_uri_parts parts;
+    const unsigned char *id;
+    size_t idlen;
+    char *uri = NULL;
+
+    assert_int_equal(mks_uri_parse(mks_key_get0_uri(key), &parts), MKS_OK);
+    assert_string_equal(parts.label, label);
+    assert_string_equal(parts.token_label, "ks-unit");
+    assert_int_equal(parts.cls, MKS_OBJ_PRIVATE_KEY);
+    id = mks_key_get0_id(key, &idlen);
+    assert_int_equal(parts.id_len, idlen);
+    assert_memory_equal(parts.id, id, idlen);
+    assert_string_equal(parts.token_uri, token_uri);
+    assert_int_equal(mks_uri_object(parts.token_uri, label, id, idlen, MKS_OBJ_PRIVATE_KEY, &uri),
+                     MKS_OK);
+    assert_string_equal(uri, mks_key_get0_uri(key));
+    mks_free(uri);
+    mks_uri_parts_clear(&parts);
+}
+
 static void test_keygen_ec_sign(void **state)
 {
     mks_ctx *ctx = new_ctx(pin_source);
@@ -149,6 +172,8 @@ static void test_keygen_ec_sign(void **state)
     assert_int_equal(idlen, 20);
     assert_non_null(strstr(mks_key_get0_uri(key), "object=ec-one"));
     assert_non_null(strstr(mks_key_get0_uri(key), "type=private"));
+    assert_int_equal(mks_key_backend(key), MKS_BACKEND_PKCS11);
+    uri_names_key(key, "ec-one");
 
     memset(hash, 0x5a, sizeof(hash));
     assert_int_equal(mks_key_sign(key, &mp, hash, sizeof(hash), sig, &siglen), MKS_OK);
@@ -221,6 +246,70 @@ static void test_rsa_sign_decrypt(void **state)
     assert_int_equal(ptlen, 6);
     assert_memory_equal(pt, "secret", 6);
 
+    EVP_PKEY_free(pk);
+    mks_key_free(key);
+    mks_ctx_free(ctx);
+}
+
+/* PKCS#1 v1.5 takes the hash and names its digest; the keystore signs the
+ * DigestInfo. The same DigestInfo built by the caller (no hash named) gives
+ * the same signature: PKCS#1 v1.5 is deterministic. */
+static void test_rsa_pkcs1_over_hash(void **state)
+{
+    static const struct {
+        mks_hash hash;
+        const char *md;
+        size_t len;
+    } cases[] = {
+        {MKS_HASH_SHA1, "SHA1", 20},     {MKS_HASH_SHA224, "SHA224", 28},
+        {MKS_HASH_SHA256, "SHA256", 32}, {MKS_HASH_SHA384, "SHA384", 48},
+        {MKS_HASH_SHA512, "SHA512", 64},
+    };
+    mks_ctx *ctx = new_ctx(pin_source);
+    mks_key *key = NULL;
+    EVP_PKEY *pk;
+    size_t i;
+
+    assert_int_equal(
+        mks_key_open(ctx, "pkcs11:token=ks-unit;object=rsa-one;type=private", NULL, &key), MKS_OK);
+    pk = pubkey_of(key);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        mks_mech_params mp = {MKS_MECH_RSA_PKCS1, cases[i].hash, MKS_HASH_NONE, 0, NULL, 0};
+        mks_mech_params raw = {MKS_MECH_RSA_PKCS1, MKS_HASH_NONE, MKS_HASH_NONE, 0, NULL, 0};
+        unsigned char hash[64], sig[256], sig2[256], *di = NULL;
+        size_t siglen = sizeof(sig), siglen2 = sizeof(sig2);
+        X509_SIG *xs = X509_SIG_new();
+        X509_ALGOR *alg;
+        ASN1_OCTET_STRING *digest;
+        EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new(pk, NULL);
+        int dilen;
+
+        memset(hash, (int)i + 1, sizeof(hash));
+        if (mks_key_sign(key, &mp, hash, cases[i].len, sig, &siglen) != MKS_OK)
+            fail_msg("%s: %s", cases[i].md, mks_last_error());
+        assert_int_equal(EVP_PKEY_verify_init(pctx), 1);
+        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING);
+        EVP_PKEY_CTX_set_signature_md(pctx, EVP_get_digestbyname(cases[i].md));
+        assert_int_equal(EVP_PKEY_verify(pctx, sig, siglen, hash, cases[i].len), 1);
+        EVP_PKEY_CTX_free(pctx);
+
+        /* OpenSSL's own DigestInfo, signed as it is. */
+        X509_SIG_getm(xs, &alg, &digest);
+        X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(EVP_get_digestbyname(cases[i].md))),
+                        V_ASN1_NULL, NULL);
+        ASN1_OCTET_STRING_set(digest, hash, (int)cases[i].len);
+        dilen = i2d_X509_SIG(xs, &di);
+        assert_true(dilen > 0);
+        assert_int_equal(mks_key_sign(key, &raw, di, (size_t)dilen, sig2, &siglen2), MKS_OK);
+        assert_int_equal(siglen2, siglen);
+        assert_memory_equal(sig2, sig, siglen);
+        OPENSSL_free(di);
+        X509_SIG_free(xs);
+
+        /* A hash of another size than the digest named is refused. */
+        siglen = sizeof(sig);
+        assert_int_equal(mks_key_sign(key, &mp, hash, cases[i].len - 1, sig, &siglen), MKS_ERR_ARG);
+    }
     EVP_PKEY_free(pk);
     mks_key_free(key);
     mks_ctx_free(ctx);
@@ -488,6 +577,7 @@ int main(void)
         cmocka_unit_test(test_keygen_ec_sign),
         cmocka_unit_test(test_label_exists),
         cmocka_unit_test(test_rsa_sign_decrypt),
+        cmocka_unit_test(test_rsa_pkcs1_over_hash),
         cmocka_unit_test(test_find_objects_and_sensitivity),
         cmocka_unit_test(test_bad_uris),
         cmocka_unit_test(test_steady_state_sign_costs_two_calls),

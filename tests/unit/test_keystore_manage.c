@@ -23,56 +23,22 @@
 
 #include <mtlsks/keystore.h>
 
-#define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#include "cert_fixture.h"
+#include "softhsm_fixture.h"
+
 #define TOKEN "pkcs11:token=ks-manage"
 
-static char dir[256];
-static char pin_source[320];
+static softhsm_fixture token;
+static const char *pin_source = token.pin_source;
 
 static int make_token(void **state)
 {
-    char path[300], cmd[1024];
-    FILE *f;
-
-    if (access(SOFTHSM_MODULE, R_OK) != 0) {
-        fprintf(stderr, "SKIP: %s not found\n", SOFTHSM_MODULE);
-        exit(77);
-    }
-    snprintf(dir, sizeof(dir), "/tmp/mtlsks-manage-XXXXXX");
-    if (mkdtemp(dir) == NULL)
-        return -1;
-    snprintf(path, sizeof(path), "%s/tokens", dir);
-    mkdir(path, 0700);
-    snprintf(path, sizeof(path), "%s/softhsm2.conf", dir);
-    f = fopen(path, "w");
-    if (f == NULL)
-        return -1;
-    fprintf(f, "directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir);
-    fclose(f);
-    setenv("SOFTHSM2_CONF", path, 1);
-    snprintf(cmd, sizeof(cmd),
-             "softhsm2-util --init-token --free --label ks-manage --pin 1234 --so-pin 5678 "
-             ">/dev/null");
-    if (system(cmd) != 0)
-        return -1;
-    snprintf(path, sizeof(path), "%s/pin", dir);
-    f = fopen(path, "w");
-    if (f == NULL)
-        return -1;
-    fputs("1234\n", f);
-    fclose(f);
-    chmod(path, 0600);
-    snprintf(pin_source, sizeof(pin_source), "file:%s", path);
-    return 0;
+    return softhsm_make(&token, "/tmp/mtlsks-manage-XXXXXX", "ks-manage");
 }
 
 static int remove_token(void **state)
 {
-    char cmd[300];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return softhsm_remove(&token);
 }
 
 static mks_ctx *new_ctx(const char *pin)
@@ -92,41 +58,6 @@ static size_t count(mks_ctx *ctx, const char *uri, unsigned classes)
     assert_int_equal(mks_objects_find(ctx, uri, classes, NULL, &objs, &n), MKS_OK);
     mks_objects_free(objs, n);
     return n;
-}
-
-/* A certificate for `pub`, issued by `issuer_key` (self-issued name); CA or leaf. */
-static unsigned char *make_cert(EVP_PKEY *pub, EVP_PKEY *issuer_key, const char *cn, int ca,
-                                size_t *len)
-{
-    X509 *x = X509_new();
-    X509V3_CTX v3;
-    X509_EXTENSION *e;
-    unsigned char *der = NULL;
-    int n;
-
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 42);
-    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-                               (const unsigned char *)cn, -1, -1, 0);
-    X509_set_issuer_name(x, X509_get_subject_name(x));
-    X509_gmtime_adj(X509_getm_notBefore(x), 0);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, pub);
-    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-    e = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
-    X509_add_ext(x, e, -1);
-    X509_EXTENSION_free(e);
-    if (ca) {
-        e = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_key_identifier, "hash");
-        X509_add_ext(x, e, -1);
-        X509_EXTENSION_free(e);
-    }
-    assert_true(X509_sign(x, issuer_key, EVP_sha256()) > 0);
-    n = i2d_X509(x, &der);
-    assert_true(n > 0);
-    *len = (size_t)n;
-    X509_free(x);
-    return der;
 }
 
 /* Key pair NAME with its certificate: 3 objects. */

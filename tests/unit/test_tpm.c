@@ -112,6 +112,7 @@ static void test_ec_key_file(void **state)
     assert_non_null(strstr(pem, "-----BEGIN TSS2 PRIVATE KEY-----"));
     assert_int_equal(mks_key_get_type(key), MKS_KEY_EC);
     assert_string_equal(mks_key_get0_curve(key), "P-256");
+    assert_int_equal(mks_key_backend(key), MKS_BACKEND_TPM);
     pk = pubkey_of(key);
     memset(hash, 7, sizeof(hash));
     siglen = sizeof(sig);
@@ -190,6 +191,25 @@ static void test_rsa_pss_pkcs1_decrypt(void **state)
     EVP_PKEY_CTX_set_signature_md(c, EVP_sha256());
     assert_int_equal(EVP_PKEY_verify(c, sig, siglen, hash, 32), 1);
     EVP_PKEY_CTX_free(c);
+
+    /* The hash with its digest named: the TPM signs it directly, and the
+     * signature is the one over the caller's DigestInfo. */
+    {
+        mks_mech_params named = {MKS_MECH_RSA_PKCS1, MKS_HASH_SHA256, MKS_HASH_NONE, 0, NULL, 0};
+        unsigned char sig2[256];
+        size_t siglen2 = sizeof(sig2);
+
+        if (mks_key_sign(key, &named, hash, 32, sig2, &siglen2) != MKS_OK)
+            fail_msg("PKCS1 over the hash: %s", mks_last_error());
+        assert_int_equal(siglen2, siglen);
+        assert_memory_equal(sig2, sig, siglen);
+        named.hash = MKS_HASH_SHA224; /* no SHA-224 in the TPM */
+        siglen2 = sizeof(sig2);
+        assert_int_equal(mks_key_sign(key, &named, hash, 28, sig2, &siglen2), MKS_ERR_UNSUPPORTED);
+        named.hash = MKS_HASH_SHA384;
+        siglen2 = sizeof(sig2);
+        assert_int_equal(mks_key_sign(key, &named, hash, 32, sig2, &siglen2), MKS_ERR_ARG);
+    }
 
     c = EVP_PKEY_CTX_new(pk, NULL);
     assert_int_equal(EVP_PKEY_encrypt_init(c), 1);

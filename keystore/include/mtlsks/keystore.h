@@ -77,9 +77,15 @@ typedef struct mks_config {
 } mks_config;
 
 /*
- * Creates a keystore context and loads the PKCS#11 module. The strings in
- * cfg are copied. Errors: MKS_ERR_NOT_FOUND (module missing),
- * MKS_ERR_TOKEN (C_Initialize failed), MKS_ERR_NOMEM.
+ * Creates a keystore context. The strings in cfg are copied (cfg may be
+ * NULL: every default). Nothing is loaded or opened here: the PKCS#11
+ * module is loaded and initialised by the first call that needs a token
+ * (mks_slots_list, mks_objects_find, mks_key_open, mks_keygen, ...), which
+ * then reports MKS_ERR_NOT_FOUND (module missing) or MKS_ERR_TOKEN
+ * (C_Initialize failed); the TPM is reached at the first TPM call. A
+ * process that uses only TPM keys never loads the module.
+ * Errors: MKS_ERR_NOMEM, MKS_ERR_GENERAL (OpenSSL's default provider
+ * cannot be loaded into the context's own library context).
  */
 MKS_WUR mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out);
 
@@ -193,6 +199,72 @@ MKS_WUR mks_rv mks_objects_find(mks_ctx *ctx, const char *uri, unsigned classes,
                                 const mks_pin_ui *pin, mks_object **out, size_t *count);
 void mks_objects_free(mks_object *objs, size_t count);
 
+/* Frees what one object holds (label, id, uri, der) and zeroes it; the
+ * object itself, an element of an array from mks_objects_find, stays. */
+void mks_object_clear(mks_object *obj);
+
+/*
+ * Moves the nmore objects of `more` (an array from mks_objects_find) to the
+ * end of *objs (NULL or an array from mks_objects_find or this function)
+ * and adds nmore to *count. `more` is consumed in every case; on
+ * MKS_ERR_NOMEM its objects are freed and *objs and *count are unchanged.
+ */
+MKS_WUR mks_rv mks_objects_append(mks_object **objs, size_t *count, mks_object *more, size_t nmore);
+
+/* ------------------------------------------------------------------------ */
+/* pkcs11: URIs (RFC 7512)                                                   */
+
+/*
+ * URIs are built and read by p11-kit's formatter and parser, the ones
+ * mks_objects_find and mks_key_open read them with: a label holding ';',
+ * '%', '/', spaces or non-ASCII bytes comes back as exactly that label, and
+ * the keystore and its callers never escape by hand. Strings these
+ * functions return are malloc'd; free them with mks_free.
+ */
+
+/*
+ * The URI of the token that `uri` names or names objects on: its token
+ * attributes (model=, manufacturer=, serial=, token=) and slot and library
+ * attributes, without id=, object=, type= and without query attributes
+ * (pin-source=, pin-value=, module-name=, module-path=). "pkcs11:" when
+ * the URI names no token. Errors: MKS_ERR_ARG (not a pkcs11: URI,
+ * malformed, or an attribute the keystore does not know), MKS_ERR_NOMEM.
+ */
+MKS_WUR mks_rv mks_uri_token(const char *uri, char **out);
+
+/*
+ * A URI naming objects on the token token_uri names (NULL: "pkcs11:", any
+ * token): token_uri with id= replaced by `id` (none when id_len is 0),
+ * object= by `label` (none when NULL; "" is an empty label) and type= by
+ * `cls` (MKS_OBJ_PRIVATE_KEY "private", MKS_OBJ_PUBLIC_KEY "public",
+ * MKS_OBJ_CERTIFICATE "cert"; 0 for none). Query attributes of token_uri
+ * (pin-source=) are kept. Errors: MKS_ERR_ARG (token_uri as for
+ * mks_uri_token, cls not one class), MKS_ERR_NOMEM.
+ */
+MKS_WUR mks_rv mks_uri_object(const char *token_uri, const char *label, const unsigned char *id,
+                              size_t id_len, unsigned cls, char **out);
+
+/* What a pkcs11: URI says, as mks_uri_parse reads it; mks_uri_parts_clear frees. */
+typedef struct mks_uri_parts {
+    char *token_uri;      /* mks_uri_token of the URI; never NULL after success */
+    char token_label[33]; /* token=, "" when absent */
+    char *label;          /* object=, NULL when absent */
+    unsigned char *id;    /* id=, NULL when absent */
+    size_t id_len;
+    unsigned cls;     /* type= as one MKS_OBJ_* class, 0 when absent */
+    char *pin_source; /* pin-source=, NULL when absent */
+} mks_uri_parts;
+
+/*
+ * Parses a pkcs11: URI into its parts (*out is overwritten; clear it with
+ * mks_uri_parts_clear after success; after failure it holds nothing).
+ * Errors: MKS_ERR_ARG (not a pkcs11: URI, malformed, an attribute the
+ * keystore does not know), MKS_ERR_UNSUPPORTED (type= names a class the
+ * keystore does not keep: data, secret-key), MKS_ERR_NOMEM.
+ */
+MKS_WUR mks_rv mks_uri_parse(const char *uri, mks_uri_parts *out);
+void mks_uri_parts_clear(mks_uri_parts *parts);
+
 /* ------------------------------------------------------------------------ */
 /* Keys                                                                      */
 
@@ -213,6 +285,13 @@ MKS_WUR mks_rv mks_pubkey_open(mks_ctx *ctx, const char *uri, mks_key **out);
 MKS_WUR mks_rv mks_key_up_ref(mks_key *key);
 void mks_key_free(mks_key *key);
 
+/* Which hardware holds a key. */
+typedef enum mks_backend {
+    MKS_BACKEND_PKCS11 = 1, /* a PKCS#11 token */
+    MKS_BACKEND_TPM,        /* a TPM 2.0 (key file or persistent handle) */
+} mks_backend;
+
+mks_backend mks_key_backend(const mks_key *key);
 int mks_key_is_private(const mks_key *key);
 mks_key_type mks_key_get_type(const mks_key *key);
 int mks_key_get_bits(const mks_key *key);
@@ -241,14 +320,16 @@ typedef enum mks_hash {
 
 typedef enum mks_mech {
     MKS_MECH_ECDSA,     /* in: the hash; out: r||s, each the field size */
-    MKS_MECH_RSA_PKCS1, /* in: DigestInfo DER (caller builds it); out: signature */
+    MKS_MECH_RSA_PKCS1, /* in: the hash, params.hash its digest (the keystore signs its
+                         * DigestInfo); with MKS_HASH_NONE, what is signed as it is
+                         * (a DigestInfo the caller built); out: signature */
     MKS_MECH_RSA_PSS,   /* in: the hash; params below */
     MKS_MECH_RSA_OAEP,  /* decrypt only; params below */
 } mks_mech;
 
 typedef struct mks_mech_params {
     mks_mech mech;
-    mks_hash hash;              /* PSS/OAEP: the message hash */
+    mks_hash hash;              /* PKCS#1/PSS/OAEP: the message hash */
     mks_hash mgf1_hash;         /* PSS/OAEP: MGF1 hash */
     size_t salt_len;            /* PSS: salt length in bytes */
     const unsigned char *label; /* OAEP label, may be NULL */
@@ -494,6 +575,11 @@ unsigned long mks_pkcs11_call_count(const char *name);
 
 /* Wipes len bytes in a way the compiler does not drop. */
 void mks_cleanse(void *p, size_t len);
+
+/* Frees a string or buffer a keystore function returned as malloc'd (URIs,
+ * PEM, lists); NULL is ignored. The same as free(), named so that callers
+ * need not know how the keystore allocates. */
+void mks_free(void *p);
 
 /* ------------------------------------------------------------------------ */
 /* Managing objects: relabel, destroy, CA certificates (renewal, deletion)   */
