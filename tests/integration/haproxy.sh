@@ -21,7 +21,9 @@
 #          the suite: it is what the feature is for, with a wide margin: on
 #          an idle machine the synchronous run takes about ten times as
 #          long; the async run is CPU-bound, so under other load it is run
-#          up to three times and the fastest counts).
+#          up to three times and the fastest counts; on a machine loaded
+#          beyond twice its CPUs, it must save at least three quarters of
+#          the time the token takes instead).
 # threads  nbthread 2, async-workers = 6 in openssl.cnf: at most 6 C_Sign at
 #          once and at most 6 worker threads in HAProxy (their name,
 #          mtlsks-async, in /proc/PID/task/*/comm); without async at most 2.
@@ -226,8 +228,18 @@ single)
         one_run "$again" 1
         ASYNC_SECS=$(awk -v a="$ASYNC_SECS" -v b="$SECS" 'BEGIN { print (b < a ? b : a) }')
     done
-    quarter "$ASYNC_SECS" "$SYNC_SECS" ||
-        fail "async: $ASYNC_SECS s for what took $SYNC_SECS s without it (expected at most a quarter)"
+    if ! quarter "$ASYNC_SECS" "$SYNC_SECS"; then
+        # Other processes keep the CPUs busy: the CPU-bound async run pays
+        # for it, the token-bound sync run hardly. What does not depend on
+        # other load: the time saved is at least three quarters of what the
+        # token takes in the sync run (TOTAL x 20 ms).
+        overloaded=$(awk -v n="$(nproc)" '{ print ($1 > 2 * n) }' /proc/loadavg)
+        token_secs=$(awk -v n="$TOTAL" 'BEGIN { print n * 0.020 }')
+        [ "$overloaded" = 1 ] && awk -v a="$ASYNC_SECS" -v s="$SYNC_SECS" -v t="$token_secs" \
+            'BEGIN { exit !(s - a >= 0.75 * t) }' ||
+            fail "async: $ASYNC_SECS s for what took $SYNC_SECS s without it (expected at most a quarter)"
+        note "load $(cut -d' ' -f1 /proc/loadavg) on $(nproc) CPUs: async saved $(awk -v a="$ASYNC_SECS" -v s="$SYNC_SECS" 'BEGIN { printf "%.2f", s - a }') s of the $token_secs s the token takes (at least three quarters)"
+    fi
     note "ssl-mode-async: $ASYNC_SECS s against $SYNC_SECS s ($(awk -v a="$ASYNC_SECS" -v s="$SYNC_SECS" 'BEGIN { printf "%.1f", s / a }') times faster)"
     ;;
 threads)
