@@ -217,6 +217,27 @@ def slow_token_tables(rows, targets, summary):
                "CPU: per CPU second of the process (the keystore's worker threads included)"])
     summary["slow_token"] = async_sum
 
+    local, remote = group(rows, "sign", "local"), group(rows, "sign", "remote")
+    tlocal, tremote = group(rows, "tls", "local"), group(rows, "tls", "remote")
+    if remote or tremote:
+        body, rem_sum = [], []
+        for what, lg, rg, keys in (("signatures", local, remote,
+                                    [(a, t) for a in ("ec", "rsa-pss") for t in (1, 2)]),
+                                   ("mTLS handshakes", tlocal, tremote, [("ec", 1)])):
+            for alg, t in keys:
+                lr = lg[("provider", alg, t)].rate() if ("provider", alg, t) in lg else None
+                rr = rg[("provider", alg, t)].rate() if ("provider", alg, t) in rg else None
+                body.append([what, ALGS[alg], t, cell(lg, ("provider", alg, t)),
+                             cell(rg, ("provider", alg, t)), f"{rr / lr:.2f}" if rr and lr else "-",
+                             f"{1e6 / rr - 1e6 / lr:.0f}" if rr and lr else "-"])
+                rem_sum.append({"what": what, "alg": alg, "threads": t, "local": lr, "remote": rr})
+        table("Remote token: the provider through p11-kit-client.so and a p11-kit server on a Unix "
+              "socket, against SoftHSM in-process (per second)",
+              ["", "key", "thr", "in-process", "remote", "remote/in-process", "us added"], body,
+              ["one row at a time (best round); the p11-kit server forks one process per client "
+               "connection"])
+        summary["remote_token"] = rem_sum
+
     ha = group(rows, "tls-load", "haproxy")
     ga, gs = ha.get(("async", "ec", 1)), ha.get(("sync", "ec", 1))
     if ga or gs:
