@@ -5,7 +5,7 @@
  * usage of NAME's certificate. Nothing that serves changes: NAME's key and
  * certificate stay as they are, and `pkcs11:object=NAME;type=private`
  * still names exactly one key. import-cert of the issued certificate does
- * the second half (see lifecycle.h and cmd_import_cert.c).
+ * the second half (see lifecycle.h, cli_handover, and import_token.c).
  *
  * Run again, renew reuses the pending key (a CSR lost, or asked for
  * again, costs no new key); `delete --label NAME.next` starts over.

@@ -714,48 +714,34 @@ static const mks_key_ops tpm2_key_ops = {
 
 /* ---- creation, persistence ---------------------------------------------------- */
 
-mks_rv mks_tpm_keygen(mks_ctx *ctx, const mks_tpm_keygen_params *params, char **pem,
-                      size_t *pem_len, mks_key **out)
+/* The template and sensitive part of a new key (both zeroed by the caller):
+ * type, size or curve, attributes, password. */
+static mks_rv keygen_template(const mks_tpm_keygen_params *params, TPM2B_PUBLIC *tmpl,
+                              TPM2B_SENSITIVE_CREATE *sens)
 {
-    TPM2B_SENSITIVE_CREATE sens = {0};
-    TPM2B_PUBLIC tmpl = {0};
-    TPM2B_DATA outside = {0};
-    TPML_PCR_SELECTION pcrs = {0};
-    TPM2B_PRIVATE *priv = NULL;
-    TPM2B_PUBLIC *pub = NULL;
-    ESYS_TR primary = ESYS_TR_NONE, loaded = ESYS_TR_NONE, persisted = ESYS_TR_NONE;
-    unsigned char pubbuf[sizeof(TPM2B_PUBLIC)], privbuf[sizeof(TPM2B_PRIVATE)];
-    size_t publen = 0, privlen = 0;
-    mks_tss2_key file = {0};
     const mks_keygen_params *kp = &params->key;
-    mks_key *key = NULL;
-    tpm2_state *st = NULL;
-    mks_rv rv;
-    TSS2_RC rc;
 
-    *pem = NULL;
-    *out = NULL;
     if (params->persist != 0 &&
         (params->persist < PERSISTENT_FIRST || params->persist > PERSISTENT_LAST))
         return mks_error(MKS_ERR_ARG, "0x%08x is not a persistent handle", params->persist);
-    if (params->auth_len >= sizeof(sens.sensitive.userAuth.buffer))
+    if (params->auth_len >= sizeof(sens->sensitive.userAuth.buffer))
         return mks_error(MKS_ERR_ARG, "the key password is too long");
-    tmpl.publicArea.nameAlg = TPM2_ALG_SHA256;
-    tmpl.publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                                       TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
-                                       TPMA_OBJECT_SIGN_ENCRYPT;
+    tmpl->publicArea.nameAlg = TPM2_ALG_SHA256;
+    tmpl->publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                                        TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                                        TPMA_OBJECT_SIGN_ENCRYPT;
     /* Without a password there is nothing to guess: keep the key out of the
      * dictionary-attack counter. With one, wrong guesses count. */
     if (params->auth == NULL || params->auth_len == 0)
-        tmpl.publicArea.objectAttributes |= TPMA_OBJECT_NODA;
+        tmpl->publicArea.objectAttributes |= TPMA_OBJECT_NODA;
     if (kp->type == MKS_KEY_EC) {
         const char *c = kp->curve != NULL ? kp->curve : "P-256";
-        tmpl.publicArea.type = TPM2_ALG_ECC;
-        tmpl.publicArea.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
-        tmpl.publicArea.parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
-        tmpl.publicArea.parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
-        tmpl.publicArea.parameters.eccDetail.curveID = curve_for_keygen(c);
-        if (tmpl.publicArea.parameters.eccDetail.curveID == TPM2_ECC_NONE)
+        tmpl->publicArea.type = TPM2_ALG_ECC;
+        tmpl->publicArea.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
+        tmpl->publicArea.parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+        tmpl->publicArea.parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+        tmpl->publicArea.parameters.eccDetail.curveID = curve_for_keygen(c);
+        if (tmpl->publicArea.parameters.eccDetail.curveID == TPM2_ECC_NONE)
             return mks_error(MKS_ERR_UNSUPPORTED,
                              "TPM keys: curve %s not supported (P-256, "
                              "P-384)",
@@ -764,34 +750,49 @@ mks_rv mks_tpm_keygen(mks_ctx *ctx, const mks_tpm_keygen_params *params, char **
         if (kp->bits != 2048 && kp->bits != 3072)
             return mks_error(MKS_ERR_UNSUPPORTED, "TPM keys: RSA %d not supported (2048, 3072)",
                              kp->bits);
-        tmpl.publicArea.type = TPM2_ALG_RSA;
-        tmpl.publicArea.objectAttributes |= TPMA_OBJECT_DECRYPT;
-        tmpl.publicArea.parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
-        tmpl.publicArea.parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
-        tmpl.publicArea.parameters.rsaDetail.keyBits = (TPMI_RSA_KEY_BITS)kp->bits;
+        tmpl->publicArea.type = TPM2_ALG_RSA;
+        tmpl->publicArea.objectAttributes |= TPMA_OBJECT_DECRYPT;
+        tmpl->publicArea.parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
+        tmpl->publicArea.parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+        tmpl->publicArea.parameters.rsaDetail.keyBits = (TPMI_RSA_KEY_BITS)kp->bits;
     } else {
         return mks_error(MKS_ERR_UNSUPPORTED, "key type must be RSA or EC");
     }
     if (params->auth_len > 0) {
-        sens.sensitive.userAuth.size = (UINT16)params->auth_len;
-        memcpy(sens.sensitive.userAuth.buffer, params->auth, params->auth_len);
+        sens->sensitive.userAuth.size = (UINT16)params->auth_len;
+        memcpy(sens->sensitive.userAuth.buffer, params->auth, params->auth_len);
     }
+    return MKS_OK;
+}
+
+/* Creates the key under the storage primary (made persistent when asked);
+ * *priv and *pub are the TPM's (Esys_Free). */
+static mks_rv create_in_tpm(mks_ctx *ctx, const mks_tpm_keygen_params *params,
+                            TPM2B_SENSITIVE_CREATE *sens, TPM2B_PUBLIC *tmpl, TPM2B_PRIVATE **priv,
+                            TPM2B_PUBLIC **pub)
+{
+    TPM2B_DATA outside = {0};
+    TPML_PCR_SELECTION pcrs = {0};
+    ESYS_TR primary = ESYS_TR_NONE, loaded = ESYS_TR_NONE, persisted = ESYS_TR_NONE;
+    tpm2_state *st = NULL;
+    mks_rv rv;
+    TSS2_RC rc;
 
     rv = tpm2_lock(ctx, &st);
     if (rv != MKS_OK)
-        goto done;
+        return rv;
     rv = create_primary_locked(st, &primary);
     if (rv != MKS_OK)
         goto unlock;
-    rc = TPM2(Esys_Create, st->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &sens,
-              &tmpl, &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+    rc = TPM2(Esys_Create, st->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, sens,
+              tmpl, &outside, &pcrs, priv, pub, NULL, NULL, NULL);
     if (rc != TSS2_RC_SUCCESS) {
         rv = tpm2_fail(rc, "TPM2_Create");
         goto unlock;
     }
     if (params->persist != 0) {
-        rc = TPM2(Esys_Load, st->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv,
-                  pub, &loaded);
+        rc = TPM2(Esys_Load, st->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, *priv,
+                  *pub, &loaded);
         if (rc == TSS2_RC_SUCCESS)
             rc = TPM2(Esys_EvictControl, st->esys, ESYS_TR_RH_OWNER, loaded, ESYS_TR_PASSWORD,
                       ESYS_TR_NONE, ESYS_TR_NONE, params->persist, &persisted);
@@ -810,24 +811,17 @@ unlock:
     if (primary != ESYS_TR_NONE)
         (void)flush_locked(st, primary);
     tpm2_unlock(st);
-    if (rv != MKS_OK)
-        goto done;
+    return rv;
+}
 
-    if (Tss2_MU_TPM2B_PUBLIC_Marshal(pub, pubbuf, sizeof(pubbuf), &publen) != TSS2_RC_SUCCESS ||
-        Tss2_MU_TPM2B_PRIVATE_Marshal(priv, privbuf, sizeof(privbuf), &privlen) !=
-            TSS2_RC_SUCCESS) {
-        rv = mks_error(MKS_ERR_GENERAL, "cannot marshal the new TPM key");
-        goto done;
-    }
-    file.empty_auth = params->auth_len == 0;
-    file.parent = TPM2_OWNER;
-    file.pub = pubbuf;
-    file.pub_len = publen;
-    file.priv = privbuf;
-    file.priv_len = privlen;
-    rv = mks_tss2_encode_pem(&file, pem, pem_len);
-    if (rv != MKS_OK)
-        goto done;
+/* The mks_key of the key just made: at its persistent handle, or read back
+ * from the PEM written for it. */
+static mks_rv key_of_new(mks_ctx *ctx, const mks_tpm_keygen_params *params, const char *pem,
+                         const TPM2B_PUBLIC *pub, mks_key **out)
+{
+    mks_key *key = NULL;
+    mks_rv rv;
+
     if (params->persist != 0) {
         char uri[40];
         snprintf(uri, sizeof(uri), MKS_TPM_URI_SCHEME "handle=0x%08x", params->persist);
@@ -841,7 +835,7 @@ unlock:
             rv = mks_error(MKS_ERR_NOMEM, "out of memory");
     } else {
         unsigned char *der = NULL;
-        BIO *b = BIO_new_mem_buf(*pem, (int)strlen(*pem));
+        BIO *b = BIO_new_mem_buf(pem, (int)strlen(pem));
         char *name = NULL, *header = NULL;
         long derlen = 0;
         if (b == NULL || !PEM_read_bio(b, &name, &header, &der, &derlen))
@@ -863,8 +857,46 @@ unlock:
         *out = key;
         key = NULL;
     }
-done:
     mks_key_free(key);
+    return rv;
+}
+
+mks_rv mks_tpm_keygen(mks_ctx *ctx, const mks_tpm_keygen_params *params, char **pem,
+                      size_t *pem_len, mks_key **out)
+{
+    TPM2B_SENSITIVE_CREATE sens = {0};
+    TPM2B_PUBLIC tmpl = {0};
+    TPM2B_PRIVATE *priv = NULL;
+    TPM2B_PUBLIC *pub = NULL;
+    unsigned char pubbuf[sizeof(TPM2B_PUBLIC)], privbuf[sizeof(TPM2B_PRIVATE)];
+    size_t publen = 0, privlen = 0;
+    mks_tss2_key file = {0};
+    mks_rv rv;
+
+    *pem = NULL;
+    *out = NULL;
+    rv = keygen_template(params, &tmpl, &sens);
+    if (rv != MKS_OK)
+        return rv;
+    rv = create_in_tpm(ctx, params, &sens, &tmpl, &priv, &pub);
+    if (rv != MKS_OK)
+        goto done;
+    if (Tss2_MU_TPM2B_PUBLIC_Marshal(pub, pubbuf, sizeof(pubbuf), &publen) != TSS2_RC_SUCCESS ||
+        Tss2_MU_TPM2B_PRIVATE_Marshal(priv, privbuf, sizeof(privbuf), &privlen) !=
+            TSS2_RC_SUCCESS) {
+        rv = mks_error(MKS_ERR_GENERAL, "cannot marshal the new TPM key");
+        goto done;
+    }
+    file.empty_auth = params->auth_len == 0;
+    file.parent = TPM2_OWNER;
+    file.pub = pubbuf;
+    file.pub_len = publen;
+    file.priv = privbuf;
+    file.priv_len = privlen;
+    rv = mks_tss2_encode_pem(&file, pem, pem_len);
+    if (rv == MKS_OK)
+        rv = key_of_new(ctx, params, *pem, pub, out);
+done:
     if (rv != MKS_OK) {
         free(*pem);
         *pem = NULL;
