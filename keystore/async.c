@@ -254,6 +254,17 @@ static void op_release(mks_async_op *op)
     }
 }
 
+int mks_key_async_possible(const mks_key *key)
+{
+    struct mks_async *a = mks_ctx_async(key->ctx);
+    int yes;
+
+    pthread_mutex_lock(&a->lock);
+    yes = a->max_workers > 0;
+    pthread_mutex_unlock(&a->lock);
+    return yes;
+}
+
 int mks_async_op_done(const mks_async_op *op)
 {
     return (atomic_load(&((mks_async_op *)op)->state) & OP_DONE) != 0;

@@ -103,10 +103,11 @@ static int run_in_job(ASYNC_JOB *job, mks_key *key, int decrypt, const mks_mech_
                       mks_rv *rv)
 {
     ASYNC_WAIT_CTX *wctx = ASYNC_get_wait_ctx(job);
-    job_wait *w = wctx != NULL ? job_wait_get(wctx) : NULL;
+    job_wait *w;
     mks_async_op *op = NULL;
 
-    if (w == NULL)
+    /* async-workers = 0: no wait fd either, the application polls nothing. */
+    if (wctx == NULL || !mks_key_async_possible(key) || (w = job_wait_get(wctx)) == NULL)
         return 0;
     if (!ASYNC_WAIT_CTX_get_callback(wctx, &w->cb, &w->cb_arg))
         w->cb = NULL;

@@ -406,6 +406,10 @@ MKS_WUR mks_rv mks_key_decrypt_start(mks_key *key, const mks_mech_params *p,
                                      const unsigned char *in, size_t inlen, size_t outsize,
                                      mks_async_notify_fn *notify, void *arg, mks_async_op **out);
 
+/* 1 when the key's context may run operations on workers (async-workers is
+ * not 0): a caller can skip setting up its wait otherwise. */
+int mks_key_async_possible(const mks_key *key);
+
 /* 1 once the result is ready. */
 int mks_async_op_done(const mks_async_op *op);
 
