@@ -420,7 +420,10 @@ static int conf_dup(const char *value, const char **out)
 /*
  * async-workers = N: worker threads for token calls made inside OpenSSL
  * ASYNC jobs (provider/async.c); 0 makes every call in its caller's thread.
- * Unset (-1): the keystore's default, MKS_ASYNC_WORKERS_DEFAULT.
+ * Unset (-1): the keystore's default, MKS_ASYNC_WORKERS_DEFAULT. A bad value
+ * stops the provider from loading, and says so on stderr as well: OpenSSL
+ * 3.0 drops the errors of a provider that fails to load from openssl.cnf,
+ * and the user would read only "unregistered scheme" later.
  */
 static int conf_workers(mks_prov *prov, const char *value, int *out)
 {
@@ -433,10 +436,14 @@ static int conf_workers(mks_prov *prov, const char *value, int *out)
     errno = 0;
     n = strtol(value, &end, 10);
     if (errno != 0 || end == value || *end != '\0' || n < 0 || n > MKS_ASYNC_WORKERS_MAX) {
-        mks_raise(prov, MKS_R_CONFIG,
-                  "%s = '%s' in the provider's section of openssl.cnf is not a number from 0 "
-                  "(token calls in the caller's thread) to %d",
-                  MKS_CONF_ASYNC_WORKERS, value, MKS_ASYNC_WORKERS_MAX);
+        char msg[256];
+
+        snprintf(msg, sizeof(msg),
+                 "%s = '%.64s' in the provider's section of openssl.cnf is not a number from 0 "
+                 "(token calls in the caller's thread) to %d",
+                 MKS_CONF_ASYNC_WORKERS, value, MKS_ASYNC_WORKERS_MAX);
+        fprintf(stderr, "mtlsks: %s; the provider is not loaded\n", msg);
+        mks_raise(prov, MKS_R_CONFIG, "%s", msg);
         return 0;
     }
     *out = (int)n;
