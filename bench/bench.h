@@ -35,15 +35,16 @@ typedef struct bench_opts {
     const char *impl; /* raw, keystore, provider, engine, soft, tpm2-openssl */
     bench_alg alg;
     const char *alg_name;
-    const char *key;      /* URI, label or file, by impl */
-    const char *key2;     /* tls: the client's key */
-    const char *module;   /* PKCS#11 module (raw, engine, keystore) */
-    const char *pin_file; /* user PIN, first line (raw, engine, keystore) */
-    const char *config;   /* openssl.cnf that loads the provider */
-    const char *shim;     /* mtlsks-p11shim.so, to count token calls through */
-    const char *tcti;     /* TPM TCTI (keystore, tpm-keygen) */
-    const char *out;      /* tpm-keygen: output file */
-    const char *note;     /* free text copied into the JSON */
+    const char *key;       /* URI, label or file, by impl */
+    const char *key2;      /* tls: the client's key */
+    const char *module;    /* PKCS#11 module (raw, engine, keystore) */
+    const char *pin_file;  /* user PIN, first line (raw, engine, keystore) */
+    const char *config;    /* openssl.cnf that loads the provider */
+    const char *shim;      /* mtlsks-p11shim.so, to count token calls through */
+    const char *tcti;      /* TPM TCTI (keystore, tpm-keygen) */
+    const char *pass_file; /* TPM key password, first line (keystore, provider, tls, tpm-keygen) */
+    const char *out;       /* tpm-keygen: output file */
+    const char *note;      /* free text copied into the JSON */
     int threads;
     double warmup, seconds;
     double slice;  /* several paths: seconds each runs before the next one's turn */
@@ -118,8 +119,12 @@ int bench_load_config(const char *path);
 int bench_load_tpm2_provider(void);
 /* What o->impl needs loaded first: our config, tpm2-openssl. */
 int bench_load_providers(const bench_opts *o);
-/* A private key by URI or file through OSSL_STORE (any loaded provider). */
-EVP_PKEY *bench_store_load(const char *uri);
+/* A private key by URI or file through OSSL_STORE (any loaded provider);
+ * pass_file (may be NULL) answers the passphrase prompt. */
+EVP_PKEY *bench_store_load(const char *uri, const char *pass_file);
+/* The first line of a password file into buf (NUL-terminated); its length,
+ * or -1 when it cannot be read. */
+int bench_read_pass(const char *file, char *buf, int size);
 /* A new software key in the default provider for alg. */
 EVP_PKEY *bench_soft_key(bench_alg alg);
 /* One EVP_DigestSign of a 128-byte message; sig gets up to *siglen bytes. */

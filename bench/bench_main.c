@@ -41,6 +41,8 @@ static const char usage_text[] =
     "                     all the same, to see what it costs that impl)\n"
     "  --shim PATH        count token calls through mtlsks-p11shim.so (it must be the module)\n"
     "  --tcti CONF        TPM TCTI (keystore, tpm-keygen)\n"
+    "  --pass-file PATH   TPM key password, first line (keystore, provider, tls; tpm-keygen:\n"
+    "                     the new key's)\n"
     "  --out FILE         tpm-keygen output\n"
     "  --threads N        threads (default 1)\n"
     "  --warmup S         unmeasured seconds first (default 0.5)\n"
@@ -80,31 +82,19 @@ static int parse_alg(const char *s, bench_opts *o)
 static int parse_options(int argc, char **argv, bench_opts *o, int *rc)
 {
     static const struct option longopts[] = {
-        {"impl", required_argument, NULL, 'i'},
-        {"alg", required_argument, NULL, 'a'},
-        {"key", required_argument, NULL, 'k'},
-        {"key2", required_argument, NULL, 'K'},
-        {"module", required_argument, NULL, 'm'},
-        {"pin-file", required_argument, NULL, 'p'},
-        {"config", required_argument, NULL, 'c'},
-        {"shim", required_argument, NULL, 'S'},
-        {"tcti", required_argument, NULL, 'T'},
-        {"out", required_argument, NULL, 'o'},
-        {"threads", required_argument, NULL, 'n'},
-        {"warmup", required_argument, NULL, 'w'},
-        {"seconds", required_argument, NULL, 's'},
-        {"count", required_argument, NULL, 'N'},
-        {"note", required_argument, NULL, 'x'},
-        {"init-only", no_argument, NULL, 'I'},
-        {"slice", required_argument, NULL, 'L'},
-        {"connect", required_argument, NULL, 'C'},
-        {"cert", required_argument, NULL, 'e'},
-        {"ca", required_argument, NULL, 'A'},
-        {"expect", required_argument, NULL, 'E'},
-        {"inflight", required_argument, NULL, 'F'},
-        {"latency-ms", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"impl", required_argument, NULL, 'i'},     {"alg", required_argument, NULL, 'a'},
+        {"key", required_argument, NULL, 'k'},      {"key2", required_argument, NULL, 'K'},
+        {"module", required_argument, NULL, 'm'},   {"pin-file", required_argument, NULL, 'p'},
+        {"config", required_argument, NULL, 'c'},   {"shim", required_argument, NULL, 'S'},
+        {"tcti", required_argument, NULL, 'T'},     {"pass-file", required_argument, NULL, 'P'},
+        {"out", required_argument, NULL, 'o'},      {"threads", required_argument, NULL, 'n'},
+        {"warmup", required_argument, NULL, 'w'},   {"seconds", required_argument, NULL, 's'},
+        {"count", required_argument, NULL, 'N'},    {"note", required_argument, NULL, 'x'},
+        {"init-only", no_argument, NULL, 'I'},      {"slice", required_argument, NULL, 'L'},
+        {"connect", required_argument, NULL, 'C'},  {"cert", required_argument, NULL, 'e'},
+        {"ca", required_argument, NULL, 'A'},       {"expect", required_argument, NULL, 'E'},
+        {"inflight", required_argument, NULL, 'F'}, {"latency-ms", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     int c;
 
@@ -141,6 +131,9 @@ static int parse_options(int argc, char **argv, bench_opts *o, int *rc)
             break;
         case 'T':
             o->tcti = optarg;
+            break;
+        case 'P':
+            o->pass_file = optarg;
             break;
         case 'o':
             o->out = optarg;

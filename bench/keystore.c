@@ -65,8 +65,22 @@ static unsigned char *read_pem(const char *path, const char *label, long *len)
     return data;
 }
 
-static mks_rv open_key(mks_ctx *ctx, const char *spec, mks_key **key)
+/* A TPM key's password from --pass-file. */
+static int pass_from_file(char *buf, size_t size, size_t *len, const char *what, void *file)
 {
+    int n = bench_read_pass(file, buf, (int)size);
+
+    (void)what;
+    if (n <= 0)
+        return 0;
+    *len = (size_t)n;
+    return 1;
+}
+
+static mks_rv open_key(mks_ctx *ctx, const char *spec, const char *pass_file, mks_key **key)
+{
+    mks_pin_ui ui = {pass_from_file, (void *)pass_file};
+    const mks_pin_ui *pin = pass_file != NULL ? &ui : NULL;
     unsigned char *der;
     long len = 0;
     mks_rv rv;
@@ -74,13 +88,13 @@ static mks_rv open_key(mks_ctx *ctx, const char *spec, mks_key **key)
     if (strncmp(spec, "pkcs11:", 7) == 0)
         return mks_key_open(ctx, spec, NULL, key);
     if (strncmp(spec, MKS_TPM_URI_SCHEME, strlen(MKS_TPM_URI_SCHEME)) == 0)
-        return mks_tpm_key_open_uri(ctx, spec, NULL, key);
+        return mks_tpm_key_open_uri(ctx, spec, pin, key);
     der = read_pem(spec, MKS_TSS2_PEM_LABEL, &len);
     if (der == NULL) {
         fprintf(stderr, "mtlsks-bench: no %s in %s\n", MKS_TSS2_PEM_LABEL, spec);
         return MKS_ERR_IO;
     }
-    rv = mks_tpm_key_open_der(ctx, der, (size_t)len, NULL, key);
+    rv = mks_tpm_key_open_der(ctx, der, (size_t)len, pin, key);
     OPENSSL_free(der);
     return rv;
 }
@@ -88,7 +102,7 @@ static mks_rv open_key(mks_ctx *ctx, const char *spec, mks_key **key)
 static mks_rv new_ctx(const bench_opts *o, mks_ctx **ctx)
 {
     char pin_source[4096];
-    mks_config cfg = {o->module, NULL, o->tcti};
+    mks_config cfg = {.pkcs11_module = o->module, .tpm2_tcti = o->tcti};
 
     if (o->pin_file != NULL) {
         snprintf(pin_source, sizeof(pin_source), "file:%s", o->pin_file);
@@ -110,7 +124,7 @@ int keystore_path_setup(const bench_opts *o, bench_path *path)
     }
     rv = new_ctx(o, &ks_ctx);
     if (rv == MKS_OK)
-        rv = open_key(ks_ctx, o->key, &ks.key);
+        rv = open_key(ks_ctx, o->key, o->pass_file, &ks.key);
     if (rv != MKS_OK) {
         fprintf(stderr, "mtlsks-bench: keystore: %s\n", mks_last_error());
         return 0;
@@ -145,11 +159,11 @@ int cmd_tpm_keygen(const bench_opts *o)
     mks_tpm_keygen_params p;
     mks_ctx *ctx = NULL;
     mks_key *key = NULL;
-    char *pem = NULL;
+    char *pem = NULL, pass[128];
     size_t len = 0;
     FILE *f;
     mks_rv rv;
-    int ok;
+    int ok, n = 0;
 
     if (o->out == NULL || o->tcti == NULL) {
         fprintf(stderr, "mtlsks-bench: tpm-keygen needs --tcti and --out\n");
@@ -159,6 +173,10 @@ int cmd_tpm_keygen(const bench_opts *o)
     p.key.type = o->alg == BENCH_EC ? MKS_KEY_EC : MKS_KEY_RSA;
     p.key.bits = 2048;
     p.key.curve = "P-256";
+    if (o->pass_file != NULL && (n = bench_read_pass(o->pass_file, pass, sizeof(pass))) < 0)
+        return 0;
+    p.auth = n > 0 ? pass : NULL;
+    p.auth_len = (size_t)n;
     rv = new_ctx(o, &ctx);
     if (rv == MKS_OK)
         rv = mks_tpm_keygen(ctx, &p, &pem, &len, &key);
@@ -176,5 +194,6 @@ int cmd_tpm_keygen(const bench_opts *o)
     free(pem);
     mks_key_free(key);
     mks_ctx_free(ctx);
+    OPENSSL_cleanse(pass, sizeof(pass));
     return ok;
 }

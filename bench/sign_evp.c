@@ -18,6 +18,7 @@
 #include <openssl/provider.h>
 #include <openssl/rsa.h>
 #include <openssl/store.h>
+#include <openssl/ui.h>
 #include <openssl/x509.h>
 
 /* The signed message: about what a TLS 1.3 CertificateVerify signs. */
@@ -71,12 +72,38 @@ int bench_load_providers(const bench_opts *o)
            (strstr(o->impl, "tpm2-openssl") == NULL || bench_load_tpm2_provider());
 }
 
-EVP_PKEY *bench_store_load(const char *uri)
+int bench_read_pass(const char *file, char *buf, int size)
 {
-    OSSL_STORE_CTX *st = OSSL_STORE_open_ex(uri, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+    FILE *f = fopen(file, "r");
+    int n;
+
+    if (f == NULL || fgets(buf, size, f) == NULL) {
+        if (f != NULL)
+            fclose(f);
+        fprintf(stderr, "mtlsks-bench: cannot read the password file %s\n", file);
+        return -1;
+    }
+    fclose(f);
+    n = (int)strcspn(buf, "\r\n");
+    buf[n] = '\0';
+    return n;
+}
+
+static int pass_cb(char *buf, int size, int rwflag, void *file)
+{
+    (void)rwflag;
+    return bench_read_pass(file, buf, size);
+}
+
+EVP_PKEY *bench_store_load(const char *uri, const char *pass_file)
+{
+    UI_METHOD *ui = pass_file != NULL ? UI_UTIL_wrap_read_pem_callback(pass_cb, 0) : NULL;
+    OSSL_STORE_CTX *st =
+        OSSL_STORE_open_ex(uri, NULL, NULL, ui, (void *)pass_file, NULL, NULL, NULL);
     EVP_PKEY *pkey = NULL;
 
     if (st == NULL) {
+        UI_destroy_method(ui);
         bench_report_errors("OSSL_STORE_open");
         return NULL;
     }
@@ -90,6 +117,7 @@ EVP_PKEY *bench_store_load(const char *uri)
             break;
     }
     OSSL_STORE_close(st);
+    UI_destroy_method(ui);
     if (pkey == NULL)
         bench_report_errors("loading the key");
     return pkey;
@@ -200,15 +228,15 @@ static int evp_init_op(void *p, int thread)
 static EVP_PKEY *path_key(const bench_opts *o, const char *impl)
 {
     if (strcmp(impl, "provider") == 0)
-        return bench_store_load(o->key);
+        return bench_store_load(o->key, o->pass_file);
     if (strcmp(impl, "tpm2-openssl") == 0)
-        return bench_store_load(o->key);
+        return bench_store_load(o->key, o->pass_file);
     if (strcmp(impl, "engine") == 0) {
         void *e = bench_engine_open(o->module, o->pin_file);
         return e != NULL ? bench_engine_load(e, o->key) : NULL;
     }
     if (strcmp(impl, "soft") == 0)
-        return o->key != NULL && strncmp(o->key, "pkcs11:", 7) != 0 ? bench_store_load(o->key)
+        return o->key != NULL && strncmp(o->key, "pkcs11:", 7) != 0 ? bench_store_load(o->key, NULL)
                                                                     : bench_soft_key(o->alg);
     fprintf(stderr, "mtlsks-bench: unknown impl '%s'\n", impl);
     return NULL;
@@ -325,7 +353,8 @@ int cmd_startup(const bench_opts *o)
         ok = bench_load_config(NULL);
     t1 = bench_now();
     if (ok)
-        pkey = engine != NULL ? bench_engine_load(engine, o->key) : bench_store_load(o->key);
+        pkey = engine != NULL ? bench_engine_load(engine, o->key)
+                              : bench_store_load(o->key, o->pass_file);
     t2 = bench_now();
     ok = pkey != NULL && bench_evp_sign(pkey, o->alg, sig, &siglen);
     t3 = bench_now();

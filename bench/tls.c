@@ -140,8 +140,8 @@ static int tls_keys(const bench_opts *o, const char *impl, EVP_PKEY **skey, EVP_
         }
         if (strcmp(impl, "engine") == 0 && (e = bench_engine_open(o->module, o->pin_file)) == NULL)
             return 0;
-        *skey = e != NULL ? bench_engine_load(e, o->key) : bench_store_load(o->key);
-        *ckey = e != NULL ? bench_engine_load(e, o->key2) : bench_store_load(o->key2);
+        *skey = e != NULL ? bench_engine_load(e, o->key) : bench_store_load(o->key, o->pass_file);
+        *ckey = e != NULL ? bench_engine_load(e, o->key2) : bench_store_load(o->key2, o->pass_file);
     } else {
         fprintf(stderr, "mtlsks-bench: tls: unknown impl '%s'\n", impl);
     }

@@ -3,8 +3,10 @@
 # the build. Build: compiler, CMake, Ninja, OpenSSL, p11-kit and tpm2-tss
 # headers, cmocka. Tests: SoftHSM, pkcs11-tool (opensc), GnuTLS tools, libp11's
 # engine, swtpm, tpm2-tools (lockout reset, transient handle checks),
-# tpm2-openssl (the TPM interop peer), curl, Python, nginx, HAProxy;
-# clang-format for the format check.
+# tpm2-openssl (the TPM interop peer), curl, Python, nginx, HAProxy; clang-format
+# for the format check. ACME: libcurl, json-c and libmicrohttpd headers (the client and
+# its http-01 responder), pebble and pebble-challtestsrv (the test CA and its
+# DNS server), lego (the ACME client the bench compares with).
 
 CI_PACKAGES=(
     build-essential cmake ninja-build pkg-config
@@ -12,11 +14,17 @@ CI_PACKAGES=(
     libp11-kit-dev p11-kit p11-kit-modules
     libtss2-dev
     libcmocka-dev
+    libcurl4-openssl-dev libjson-c-dev libmicrohttpd-dev
     softhsm2 opensc gnutls-bin libengine-pkcs11-openssl
     swtpm tpm2-tools tpm2-openssl
+    # a TPM resource manager for the tpm.tabrmd.* tests: tpm2-abrmd on a
+    # private D-Bus session bus (libtss2-dev brings the pcap TCTI)
+    tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon dbus-session-bus-common
     curl python3 clang-format
     # a real forking server with a token key (tests/integration/nginx.sh)
     nginx
+    # the ACME test CA (tests/lib/acme.sh) and the ACME client bench/ compares with
+    pebble lego
     # an event-loop server with ssl-mode-async (tests/integration/haproxy.sh)
     haproxy
     # installation and packaging tests (install_*.sh): dpkg-shlibdeps, man

@@ -18,5 +18,6 @@ cli_cmd_fn cmd_show;
 cli_cmd_fn cmd_check;
 cli_cmd_fn cmd_renew;
 cli_cmd_fn cmd_delete;
+cli_cmd_fn cmd_revoke;
 
 #endif

@@ -18,6 +18,7 @@
 
 #include <openssl/x509.h>
 
+#include "acme/acme.h"
 #include "check.h"
 #include "json.h"
 #include "parse.h"
@@ -27,6 +28,8 @@ static void check_usage(FILE *f)
     fprintf(f,
             "Usage: %s check [--days N] [--token LABEL] [--cert FILE]... [--no-tokens]\n"
             "         [--json | --quiet] [--hook PROGRAM]\n"
+            "       %s check --renew [--renew-before 33%%|30d|12h|600s] [--json]\n"
+            "         (renews what 'enroll --acme' enrolled; '%s check --renew --help')\n"
             "\n"
             "Lists every certificate on the tokens that can hold keys, and in the files\n"
             "given with --cert, with the days it has left (a day that has begun counts).\n"
@@ -57,7 +60,7 @@ static void check_usage(FILE *f)
             "                  hook exited 0 (and everything was read)\n"
             "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
 }
 
 enum {
@@ -526,6 +529,8 @@ int cmd_check(cli_globals *g, int argc, char **argv)
     check_opts o = {.days = 30};
     int ret;
 
+    if (acme_check_renew_wanted(argc, argv))
+        return acme_cmd_check_renew(g, argc, argv);
     if (read_options(g, argc, argv, &o, &ret) && check_options(g, &o, &ret))
         ret = run_check(g, &o);
     free(o.files);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acme/acme.h"
 #include "cli.h"
 #include "csr.h"
 #include "enroll.h"
@@ -25,6 +26,7 @@ static void enroll_usage(FILE *f)
             "       %s enroll --tpm [--label NAME] [--key-type TYPE] [--persist HANDLE]\n"
             "         [--password-source file:PATH] --subject DN [--san NAME]...\n"
             "         [--usage USAGE] --out FILE.csr --key-ref FILE.pem [--force]\n"
+            "       %s enroll --acme DIRECTORY_URL ...   (see '%s enroll --acme URL --help')\n"
             "\n"
             "Makes a key pair in the token (the private key is sensitive and never\n"
             "extractable), writes a CSR signed by it and a key reference file that\n"
@@ -57,7 +59,7 @@ static void enroll_usage(FILE *f)
             "  --force            overwrite --out and --key-ref if they exist\n"
             "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
 }
 
 enum {
@@ -350,6 +352,8 @@ int cmd_enroll(cli_globals *g, int argc, char **argv)
     cli_err err;
     int exit_now, ret = CLI_EXIT_USAGE;
 
+    if (acme_argv_has(argc, argv, "acme"))
+        return acme_cmd_enroll(g, argc, argv);
     if (!parse_options(g, argc, argv, &o, &exit_now)) {
         ret = exit_now;
         goto done;

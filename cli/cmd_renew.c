@@ -20,6 +20,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "acme/acme.h"
 #include "lifecycle.h"
 #include "parse.h"
 #include "renew.h"
@@ -27,7 +28,8 @@
 static void renew_usage(FILE *f)
 {
     fprintf(f,
-            "Usage: %s renew --label NAME --out FILE.csr [--token LABEL] [--same-key]\n"
+            "Usage: %s renew --label NAME [--same-key] [--state-dir DIR]   (ACME-enrolled)\n"
+            "       %s renew --label NAME --out FILE.csr [--token LABEL] [--same-key]\n"
             "         [--key-type TYPE] [--force]\n"
             "       %s renew --tpm --cert CERT.pem --out FILE.csr --key-out NEXT.key.pem\n"
             "         [--key-type TYPE] [--password-source file:PATH] [--force]\n"
@@ -58,8 +60,11 @@ static void renew_usage(FILE *f)
             "--same-key, --key names the current key (its file or tpmkey:handle=), which\n"
             "must be the certificate's, and --password-source its password.\n"
             "\n"
+            "Without --out, renew renews a certificate that 'enroll --acme' enrolled, from its\n"
+            "ACME CA, unattended ('%s renew --label NAME --help' says more).\n"
+            "\n"
             "Global options (--config, --module, --pin-source, --tcti) are accepted here too.\n",
-            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
+            CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM, CLI_PROGRAM);
 }
 
 enum {
@@ -437,6 +442,8 @@ int cmd_renew(cli_globals *g, int argc, char **argv)
     mks_keygen_params kp = {0};
     int exit_now;
 
+    if (acme_renew_wanted(argc, argv))
+        return acme_cmd_renew(g, argc, argv);
     if (!read_options(g, argc, argv, &o, &exit_now))
         return exit_now;
     if (o.tpm)

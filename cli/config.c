@@ -175,7 +175,9 @@ int cli_config_load(const char *path, cli_config *out, cli_err *err)
         }
         if (!dup_value(conf, sect, "pkcs11-module", &out->pkcs11_module, err) ||
             !dup_value(conf, sect, "pkcs11-pin-source", &out->pin_source, err) ||
-            !dup_value(conf, sect, "tpm2-tcti", &out->tpm2_tcti, err))
+            !dup_value(conf, sect, "tpm2-tcti", &out->tpm2_tcti, err) ||
+            !dup_value(conf, sect, "tpm2-hold-objects", &out->tpm2_hold_objects, err) ||
+            !dup_value(conf, sect, "tpm2-sessions", &out->tpm2_sessions, err))
             goto done;
     }
     ok = 1;
@@ -196,5 +198,7 @@ void cli_config_clear(cli_config *c)
     free(c->pkcs11_module);
     free(c->pin_source);
     free(c->tpm2_tcti);
+    free(c->tpm2_hold_objects);
+    free(c->tpm2_sessions);
     memset(c, 0, sizeof(*c));
 }

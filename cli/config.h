@@ -8,11 +8,13 @@
 #include "util.h"
 
 typedef struct cli_config {
-    char *file;          /* the file read; NULL when none was */
-    char *section;       /* the provider's section in it; NULL when not configured */
-    char *pkcs11_module; /* pkcs11-module; NULL = not set */
-    char *pin_source;    /* pkcs11-pin-source; NULL = not set */
-    char *tpm2_tcti;     /* tpm2-tcti; NULL = not set */
+    char *file;              /* the file read; NULL when none was */
+    char *section;           /* the provider's section in it; NULL when not configured */
+    char *pkcs11_module;     /* pkcs11-module; NULL = not set */
+    char *pin_source;        /* pkcs11-pin-source; NULL = not set */
+    char *tpm2_tcti;         /* tpm2-tcti; NULL = not set */
+    char *tpm2_hold_objects; /* tpm2-hold-objects; NULL = not set (auto) */
+    char *tpm2_sessions;     /* tpm2-sessions; NULL = not set (auto) */
 } cli_config;
 
 /*

@@ -27,6 +27,7 @@ static const struct command {
     {"check", cmd_check, "list certificates with the days they have left; exit 1 when one is due"},
     {"renew", cmd_renew, "make the next key pair of a key and its CSR; the current one serves on"},
     {"delete", cmd_delete, "remove a key pair and its certificates from the token"},
+    {"revoke", cmd_revoke, "revoke an ACME-enrolled certificate at the CA that issued it"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -34,8 +34,18 @@ int cli_session_open(cli_session *s, const cli_globals *g, const char *cmd)
     s->kscfg.pin_source = g->pin_source != NULL ? g->pin_source : s->conf.pin_source;
     s->kscfg.tpm2_tcti = g->tcti != NULL ? g->tcti : s->conf.tpm2_tcti;
     s->tcti_origin = g->tcti != NULL ? "--tcti" : s->conf.tpm2_tcti != NULL ? "config" : NULL;
+    s->kscfg.tpm2_hold_objects = s->conf.tpm2_hold_objects;
+    s->kscfg.tpm2_sessions = s->conf.tpm2_sessions;
 
     rv = mks_ctx_new(&s->kscfg, &s->ks);
+    if (rv == MKS_ERR_ARG) {
+        /* A TPM setting of the provider's section that takes other values. */
+        cli_fail_ks(cmd, rv, "section [%s] of %s", s->conf.section ? s->conf.section : "?",
+                    s->conf.file ? s->conf.file : "the configuration");
+        s->ks = NULL;
+        cli_session_close(s);
+        return 0;
+    }
     if (rv != MKS_OK) {
         cli_fail_ks(cmd, rv, "cannot load the PKCS#11 module %s%s%s%s", cli_session_module(s),
                     g->module == NULL && s->conf.pkcs11_module != NULL ? " (from " : "",

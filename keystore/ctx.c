@@ -1,8 +1,8 @@
 /*
  * The keystore context and its life: configuration, the private OpenSSL
  * library context, the registry of live contexts that fork() walks, the fork
- * generation, and the state of each backend (PKCS#11 made with the context,
- * TPM at first use). The only file that knows both backends.
+ * generation, and the state of each backend (both made with the context;
+ * each connects at first use). The only file that knows both backends.
  */
 #include "internal.h"
 #include "pkcs11/p11.h"
@@ -17,12 +17,10 @@
 
 struct mks_ctx {
     atomic_int refs;
-    char *tpm2_tcti;
     OSSL_LIB_CTX *libctx;    /* our own, so our crypto never loops into the provider */
     OSSL_PROVIDER *deflt;    /* the default provider, loaded into libctx */
-    pthread_mutex_t lock;    /* guards the creation of tpm2 */
     p11_module *p11;         /* module loaded at first use (p11_module_ready) */
-    struct tpm2_state *tpm2; /* NULL until a TPM key is used */
+    struct tpm2_state *tpm2; /* its settings; the TPM is reached at first use */
     struct mks_async *async; /* worker threads (async.c), started at first use */
     struct mks_ctx *next_registered;
 };
@@ -55,7 +53,6 @@ static void atfork_child(void)
     atomic_fetch_add(&fork_generation, 1);
     for (ctx = registry; ctx != NULL; ctx = ctx->next_registered) {
         /* Other parent threads may have held the inherited locks. */
-        pthread_mutex_init(&ctx->lock, NULL);
         p11_module_after_fork(ctx->p11);
         tpm2_state_after_fork(ctx->tpm2);
     }
@@ -107,14 +104,12 @@ static void ctx_release(mks_ctx *ctx)
     tpm2_state_free(ctx->tpm2, 1);
     OSSL_PROVIDER_unload(ctx->deflt);
     OSSL_LIB_CTX_free(ctx->libctx);
-    free(ctx->tpm2_tcti);
-    pthread_mutex_destroy(&ctx->lock);
     free(ctx);
 }
 
 mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
 {
-    static const mks_config none = {NULL, NULL, NULL};
+    static const mks_config none = {0};
     mks_rv rv = MKS_ERR_NOMEM;
     mks_ctx *ctx = NULL;
 
@@ -126,10 +121,12 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
     if (ctx == NULL)
         return mks_error(MKS_ERR_NOMEM, "out of memory");
     atomic_init(&ctx->refs, 1);
-    pthread_mutex_init(&ctx->lock, NULL);
-    if ((cfg->tpm2_tcti != NULL && (ctx->tpm2_tcti = strdup(cfg->tpm2_tcti)) == NULL) ||
-        p11_module_new(cfg->pkcs11_module, cfg->pin_source, &ctx->p11) != MKS_OK ||
+    if (p11_module_new(cfg->pkcs11_module, cfg->pin_source, &ctx->p11) != MKS_OK ||
         mks_async_new(&ctx->async) != MKS_OK)
+        goto done;
+    /* Settings the TPM backend refuses fail here, when the context is made. */
+    rv = tpm2_state_new(cfg, &ctx->tpm2);
+    if (rv != MKS_OK)
         goto done;
     ctx->libctx = OSSL_LIB_CTX_new();
     if (ctx->libctx == NULL || (ctx->deflt = OSSL_PROVIDER_load(ctx->libctx, "default")) == NULL) {
@@ -178,12 +175,6 @@ p11_module *mks_ctx_p11(mks_ctx *ctx)
 
 mks_rv mks_ctx_tpm2(mks_ctx *ctx, struct tpm2_state **out)
 {
-    mks_rv rv = MKS_OK;
-
-    pthread_mutex_lock(&ctx->lock);
-    if (ctx->tpm2 == NULL)
-        rv = tpm2_state_new(ctx->tpm2_tcti, &ctx->tpm2);
     *out = ctx->tpm2;
-    pthread_mutex_unlock(&ctx->lock);
-    return rv;
+    return MKS_OK;
 }

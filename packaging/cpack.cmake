@@ -39,7 +39,7 @@ set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_NAME "mtls-keystore")
 set(CPACK_DEBIAN_UNSPECIFIED_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_SECTION "utils")
 set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_DEPENDS
-  "libc6 (>= 2.34), libssl3 (>= 3.0.7), libp11-kit0 (>= 0.24), libtss2-esys-3.0.2-0 (>= 3.2), libtss2-tctildr0 (>= 3.2), libtss2-mu0 (>= 3.2), libtss2-rc0 (>= 3.2), p11-kit-modules")
+  "libc6 (>= 2.34), libssl3 (>= 3.0.7), libp11-kit0 (>= 0.24), libtss2-esys-3.0.2-0 (>= 3.2), libtss2-tctildr0 (>= 3.2), libtss2-mu0 (>= 3.2), libtss2-rc0 (>= 3.2), libcurl4 (>= 7.85), libjson-c5 (>= 0.15), libmicrohttpd12 (>= 0.9.71), p11-kit-modules")
 set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_SUGGESTS "softhsm2, opensc, tpm2-tools")
 set(CPACK_DEBIAN_UNSPECIFIED_DESCRIPTION
   "private keys for mutual TLS in PKCS#11 tokens, for every OpenSSL 3 program
@@ -50,8 +50,10 @@ This package holds mtlsks.so, an OpenSSL 3 provider that signs with token
 keys wherever a program loads a key file (through small key-reference
 files) or a pkcs11: URI; and mtls-keystore, the command that creates keys
 in the token, makes CSRs, stores certificates, checks their expiry and
-renews them. A systemd timer (mtls-keystore-renew.timer) runs a renewal
-hook for certificates close to expiry.")
+renews them, and enrolls and renews unattended from ACME CAs (RFC 8555)
+with the ACME account key in hardware too. A systemd timer
+(mtls-keystore-renew.timer) renews ACME-enrolled certificates before they
+expire.")
 set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_CONTROL_EXTRA
   "${PROJECT_SOURCE_DIR}/packaging/debian/postinst;${PROJECT_SOURCE_DIR}/packaging/debian/prerm;${PROJECT_SOURCE_DIR}/packaging/debian/postrm")
 set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_CONTROL_STRICT_PERMISSION ON)

@@ -404,7 +404,9 @@ static int keyref_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
     }
     ks = mks_prov_keystore(prov);
     if (ks == NULL) {
-        ret = 0;
+        /* A setting of the provider's section the keystore refused: the
+         * stand-in carries the reason, as above. */
+        ret = pass_failure(prov, want, MKS_ERR_ARG, "provider configuration", data_cb, data_cbarg);
         goto done;
     }
     ERR_set_mark();
@@ -450,7 +452,7 @@ static int tss2_decode(mks_prov *prov, mks_key_type want, OSSL_CORE_BIO *cin,
         goto done;
     ks = mks_prov_keystore(prov);
     if (ks == NULL) {
-        ret = 0;
+        ret = pass_failure(prov, want, MKS_ERR_ARG, "provider configuration", data_cb, data_cbarg);
         goto done;
     }
     ERR_set_mark();

@@ -30,6 +30,8 @@
 #define MKS_CONF_PKCS11_MODULE "pkcs11-module"
 #define MKS_CONF_PIN_SOURCE "pkcs11-pin-source"
 #define MKS_CONF_TPM2_TCTI "tpm2-tcti"
+#define MKS_CONF_TPM2_HOLD "tpm2-hold-objects"
+#define MKS_CONF_TPM2_SESSIONS "tpm2-sessions"
 #define MKS_CONF_ASYNC_WORKERS "async-workers"
 
 static OSSL_FUNC_provider_teardown_fn mks_teardown;
@@ -388,6 +390,8 @@ static void prov_free(mks_prov *prov)
     OPENSSL_free((char *)prov->cfg.pkcs11_module);
     OPENSSL_free((char *)prov->cfg.pin_source);
     OPENSSL_free((char *)prov->cfg.tpm2_tcti);
+    OPENSSL_free((char *)prov->cfg.tpm2_hold_objects);
+    OPENSSL_free((char *)prov->cfg.tpm2_sessions);
     OSSL_PROVIDER_unload(prov->deflt);
     OSSL_LIB_CTX_free(prov->libctx);
     OPENSSL_clear_free(prov, sizeof(*prov));
@@ -453,14 +457,17 @@ static int conf_workers(mks_prov *prov, const char *value, int *out)
 /* Reads our section of openssl.cnf. */
 static int read_config(mks_prov *prov, OSSL_FUNC_core_get_params_fn *core_get_params)
 {
-    char *module = NULL, *pin_source = NULL, *tcti = NULL, *workers = NULL;
-    OSSL_PARAM params[5];
+    char *module = NULL, *pin_source = NULL, *tcti = NULL, *hold = NULL, *sessions = NULL;
+    char *workers = NULL;
+    OSSL_PARAM params[7];
 
     params[0] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_PKCS11_MODULE, &module, 0);
     params[1] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_PIN_SOURCE, &pin_source, 0);
     params[2] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_TPM2_TCTI, &tcti, 0);
-    params[3] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_ASYNC_WORKERS, &workers, 0);
-    params[4] = OSSL_PARAM_construct_end();
+    params[3] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_TPM2_HOLD, &hold, 0);
+    params[4] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_TPM2_SESSIONS, &sessions, 0);
+    params[5] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_ASYNC_WORKERS, &workers, 0);
+    params[6] = OSSL_PARAM_construct_end();
     if (core_get_params == NULL || !core_get_params(prov->handle, params)) {
         mks_raise(prov, MKS_R_CONFIG, "cannot read the provider's configuration");
         return 0;
@@ -468,7 +475,9 @@ static int read_config(mks_prov *prov, OSSL_FUNC_core_get_params_fn *core_get_pa
     if (!conf_workers(prov, workers, &prov->async_workers))
         return 0;
     if (!conf_dup(module, &prov->cfg.pkcs11_module) ||
-        !conf_dup(pin_source, &prov->cfg.pin_source) || !conf_dup(tcti, &prov->cfg.tpm2_tcti)) {
+        !conf_dup(pin_source, &prov->cfg.pin_source) || !conf_dup(tcti, &prov->cfg.tpm2_tcti) ||
+        !conf_dup(hold, &prov->cfg.tpm2_hold_objects) ||
+        !conf_dup(sessions, &prov->cfg.tpm2_sessions)) {
         mks_raise(prov, MKS_R_NOMEM, "cannot copy the provider's configuration");
         return 0;
     }

@@ -13,6 +13,7 @@
 #include <tss2/tss2_rc.h>
 
 static atomic_ulong tpm_commands;
+static _Thread_local TSS2_RC last_rc;
 
 /* The parent's TCTI in a child after fork(): left open, never finalised. */
 static TSS2_TCTI_CONTEXT *inherited_tcti;
@@ -27,9 +28,39 @@ TSS2_RC tpm2_trace(const char *name, TSS2_RC rc)
     /* Esys_TR_* are bookkeeping in ESYS, except FromTPMPublic (one ReadPublic). */
     if (strncmp(name, "Esys_TR_", 8) != 0 || strcmp(name, "Esys_TR_FromTPMPublic") == 0)
         atomic_fetch_add_explicit(&tpm_commands, 1, memory_order_relaxed);
+    if (rc != TSS2_RC_SUCCESS && strcmp(name, "Esys_FlushContext") != 0)
+        last_rc = rc;
     if (getenv("MTLSKS_DEBUG") != NULL && rc != TSS2_RC_SUCCESS)
         fprintf(stderr, "mtlsks: %s -> 0x%x %s\n", name, rc, Tss2_RC_Decode(rc));
     return rc;
+}
+
+TSS2_RC tpm2_last_rc(void)
+{
+    return last_rc;
+}
+
+void tpm2_clear_last_rc(void)
+{
+    last_rc = TSS2_RC_SUCCESS;
+}
+
+int tpm2_rc_is_transient(TSS2_RC rc)
+{
+    /* Warnings (format zero, 0x900 set) carry no handle or session number. */
+    switch (rc) {
+    case TPM2_RC_OBJECT_MEMORY:
+    case TPM2_RC_SESSION_MEMORY:
+    case TPM2_RC_MEMORY:
+    case TPM2_RC_OBJECT_HANDLES:
+    case TPM2_RC_SESSION_HANDLES:
+    case TPM2_RC_RETRY:
+    case TPM2_RC_YIELDED:
+    case TPM2_RC_TESTING:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 mks_rv tpm2_fail(TSS2_RC rc, const char *call)
@@ -48,7 +79,7 @@ mks_rv tpm2_fail(TSS2_RC rc, const char *call)
             rv = MKS_ERR_PIN_LOCKED;
         else if (base == TPM2_RC_NV_DEFINED)
             rv = MKS_ERR_EXISTS;
-        else if (base == TPM2_RC_OBJECT_MEMORY)
+        else if (base == TPM2_RC_OBJECT_MEMORY || base == TPM2_RC_SESSION_MEMORY)
             rv = MKS_ERR_NO_SPACE;
         else if ((rc & TPM2_RC_FMT1) && ((rc & 0x3f) == (TPM2_RC_HANDLE & 0x3f)))
             rv = MKS_ERR_NOT_FOUND;
@@ -58,9 +89,11 @@ mks_rv tpm2_fail(TSS2_RC rc, const char *call)
     return mks_error(rv, "%s failed: 0x%x %s", call, rc, Tss2_RC_Decode(rc));
 }
 
-mks_rv tpm2_state_new(const char *tcti_conf, tpm2_state **out)
+mks_rv tpm2_state_new(const mks_config *cfg, tpm2_state **out)
 {
+    const char *tcti_conf = cfg != NULL ? cfg->tpm2_tcti : NULL;
     tpm2_state *st = calloc(1, sizeof(*st));
+    mks_rv rv;
 
     if (st == NULL)
         return mks_error(MKS_ERR_NOMEM, "out of memory");
@@ -70,8 +103,17 @@ mks_rv tpm2_state_new(const char *tcti_conf, tpm2_state **out)
         free(st);
         return mks_error(MKS_ERR_NOMEM, "out of memory");
     }
+    rv = tpm2_hold_parse(cfg != NULL ? cfg->tpm2_hold_objects : NULL, st->tcti_conf, &st->hold);
+    if (rv == MKS_OK)
+        rv = tpm2_sessions_parse(cfg != NULL ? cfg->tpm2_sessions : NULL, &st->sessions_always);
+    if (rv != MKS_OK) {
+        free(st->tcti_conf);
+        free(st);
+        return rv;
+    }
     pthread_mutex_init(&st->lock, NULL);
     st->gen = 1;
+    st->session = ESYS_TR_NONE;
     *out = st;
     return MKS_OK;
 }
@@ -90,8 +132,14 @@ void tpm2_state_free(tpm2_state *st, int touch_tpm)
 {
     if (st == NULL)
         return;
-    if (touch_tpm && st->fork_gen == mks_fork_generation())
+    if (touch_tpm && st->fork_gen == mks_fork_generation()) {
+        tpm2_session_forget_locked(st, 1);
         close_connection(st);
+    }
+    if (st->primary_ctx != NULL) {
+        mks_cleanse(st->primary_ctx, sizeof(*st->primary_ctx));
+        Esys_Free(st->primary_ctx);
+    }
     pthread_mutex_destroy(&st->lock);
     free(st->tcti_conf);
     free(st);

@@ -19,44 +19,9 @@
 #define PERSISTENT_FIRST 0x81000000u
 #define PERSISTENT_LAST 0x81ffffffu
 
-/* The TPM part of a key. */
-typedef struct tpm2_key {
-    mks_tss2_key file;   /* set for keys from a file: loaded again when needed */
-    uint32_t persistent; /* set for keys at a persistent handle */
-    TPMT_PUBLIC pub;
-    ESYS_TR handle; /* valid while gen == the state's gen */
-    unsigned long gen;
-    int loaded; /* a transient object we loaded: flushed on free */
-    char auth[128];
-    size_t auth_len;
-} tpm2_key;
-
 #define TK(key) ((tpm2_key *)(key)->be)
 
 static const mks_key_ops tpm2_key_ops;
-
-/* The storage primary tpm2-openssl, openssl_tpm2_engine and tpm2-tss-engine
- * create under the owner hierarchy: keys wrapped by one load under the
- * others. */
-static const TPM2B_PUBLIC primary_template = {
-    .publicArea =
-        {
-            .type = TPM2_ALG_ECC,
-            .nameAlg = TPM2_ALG_SHA256,
-            .objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED |
-                                TPMA_OBJECT_DECRYPT | TPMA_OBJECT_NODA | TPMA_OBJECT_FIXEDTPM |
-                                TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN,
-            .parameters.eccDetail =
-                {
-                    .symmetric = {.algorithm = TPM2_ALG_AES,
-                                  .keyBits.aes = 128,
-                                  .mode.aes = TPM2_ALG_CFB},
-                    .scheme = {.scheme = TPM2_ALG_NULL},
-                    .curveID = TPM2_ECC_NIST_P256,
-                    .kdf = {.scheme = TPM2_ALG_NULL},
-                },
-        },
-};
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -73,48 +38,6 @@ mks_rv mks_tpm_parse_handle(const char *s, uint32_t *handle)
         return mks_error(MKS_ERR_ARG,
                          "'%s' is not a persistent TPM handle (0x81000000 to 0x81FFFFFF)", s);
     *handle = (uint32_t)v;
-    return MKS_OK;
-}
-
-static mks_rv flush_locked(tpm2_state *st, ESYS_TR h)
-{
-    TSS2_RC rc = TPM2(Esys_FlushContext, st->esys, h);
-
-    return rc == TSS2_RC_SUCCESS ? MKS_OK : tpm2_fail(rc, "TPM2_FlushContext");
-}
-
-static mks_rv create_primary_locked(tpm2_state *st, ESYS_TR *out)
-{
-    TPM2B_SENSITIVE_CREATE sens = {0};
-    TPM2B_DATA outside = {0};
-    TPML_PCR_SELECTION pcrs = {0};
-    TSS2_RC rc;
-
-    rc = TPM2(Esys_CreatePrimary, st->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-              ESYS_TR_NONE, &sens, &primary_template, &outside, &pcrs, out, NULL, NULL, NULL, NULL);
-    if (rc != TSS2_RC_SUCCESS)
-        return tpm2_fail(rc, "TPM2_CreatePrimary (owner hierarchy storage key)");
-    return MKS_OK;
-}
-
-/* The parent a key file names: the standard primary (created now, to be
- * flushed by the caller: *transient = 1) or a persistent key. */
-static mks_rv parent_locked(tpm2_state *st, uint32_t parent, ESYS_TR *out, int *transient)
-{
-    TSS2_RC rc;
-
-    *transient = 0;
-    if (parent == TPM2_OWNER) {
-        *transient = 1;
-        return create_primary_locked(st, out);
-    }
-    rc = TPM2(Esys_TR_FromTPMPublic, st->esys, parent, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-              out);
-    if (rc != TSS2_RC_SUCCESS) {
-        mks_rv rv = tpm2_fail(rc, "TPM2_ReadPublic");
-        mks_error_prefix("parent key 0x%08x", parent);
-        return rv;
-    }
     return MKS_OK;
 }
 
@@ -218,95 +141,13 @@ static mks_rv describe_public(mks_key *key, const TPMT_PUBLIC *pub)
     return MKS_OK;
 }
 
-/* Loads the key in this connection if it is not (first use, after fork or
- * after its handle went stale). Expects the state's lock held. */
-static mks_rv ensure_loaded_locked(mks_key *key, tpm2_state *st)
-{
-    tpm2_key *tk = TK(key);
-    TPM2B_PUBLIC pub2b;
-    TPM2B_PRIVATE priv2b;
-    ESYS_TR parent = ESYS_TR_NONE, h = ESYS_TR_NONE;
-    TPM2B_AUTH auth = {0};
-    int transient = 0;
-    size_t off;
-    mks_rv rv;
-    TSS2_RC rc;
-
-    if (tk->gen == st->gen)
-        return MKS_OK;
-    tk->loaded = 0;
-    if (tk->persistent != 0) {
-        rc = TPM2(Esys_TR_FromTPMPublic, st->esys, tk->persistent, ESYS_TR_NONE, ESYS_TR_NONE,
-                  ESYS_TR_NONE, &h);
-        if (rc != TSS2_RC_SUCCESS) {
-            rv = tpm2_fail(rc, "TPM2_ReadPublic");
-            mks_error_prefix("persistent key 0x%08x", tk->persistent);
-            return rv;
-        }
-    } else {
-        off = 0;
-        memset(&pub2b, 0, sizeof(pub2b));
-        memset(&priv2b, 0, sizeof(priv2b));
-        if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(tk->file.pub, tk->file.pub_len, &off, &pub2b) !=
-            TSS2_RC_SUCCESS)
-            return mks_error(MKS_ERR_ARG, "TSS2 key: malformed public part");
-        off = 0;
-        if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(tk->file.priv, tk->file.priv_len, &off, &priv2b) !=
-            TSS2_RC_SUCCESS)
-            return mks_error(MKS_ERR_ARG, "TSS2 key: malformed private part");
-        rv = parent_locked(st, tk->file.parent, &parent, &transient);
-        if (rv != MKS_OK)
-            goto done;
-        rc = TPM2(Esys_Load, st->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
-                  &priv2b, &pub2b, &h);
-        if (rc != TSS2_RC_SUCCESS) {
-            rv = tpm2_fail(rc, "TPM2_Load");
-            if ((rc & 0xfff) == TPM2_RC_OBJECT_MEMORY)
-                mks_error_prefix("the TPM has no free object slot (a TPM without a resource "
-                                 "manager holds 3; use /dev/tpmrm0)");
-            else
-                mks_error_prefix("the key file was not made under this TPM's storage key");
-            goto done;
-        }
-        tk->loaded = 1;
-    }
-    if (tk->auth_len > 0) {
-        auth.size = (UINT16)tk->auth_len;
-        memcpy(auth.buffer, tk->auth, tk->auth_len);
-    }
-    rc = TPM2(Esys_TR_SetAuth, st->esys, h, &auth);
-    mks_cleanse(&auth, sizeof(auth));
-    if (rc != TSS2_RC_SUCCESS) {
-        rv = tpm2_fail(rc, "Esys_TR_SetAuth");
-        goto done;
-    }
-    tk->handle = h;
-    tk->gen = st->gen;
-    h = ESYS_TR_NONE;
-    rv = MKS_OK;
-done:
-    if (transient && parent != ESYS_TR_NONE)
-        (void)flush_locked(st, parent);
-    if (h != ESYS_TR_NONE && tk->loaded) {
-        (void)flush_locked(st, h);
-        tk->loaded = 0;
-    }
-    return rv;
-}
-
 static void tpm2_key_free_be(mks_key *key)
 {
     tpm2_key *tk = TK(key);
-    tpm2_state *st;
 
     if (tk == NULL)
         return;
-    /* Flush what we loaded, unless it was loaded by the parent of a fork. */
-    if (tk->loaded && tpm2_lock(key->ctx, &st) == MKS_OK) {
-        if (tk->gen == st->gen)
-            (void)flush_locked(st, tk->handle);
-        tpm2_unlock(st);
-    }
+    tpm2_key_forget(key->ctx, tk);
     mks_tss2_key_clear(&tk->file);
     mks_cleanse(tk, sizeof(*tk));
     free(tk);
@@ -514,22 +355,33 @@ static void copy_padded(unsigned char *dst, size_t width, const unsigned char *s
     memcpy(dst + width - n, src, n);
 }
 
+typedef struct sign_args {
+    const TPM2B_DIGEST *digest;
+    const TPMT_SIG_SCHEME *scheme;
+    TPMT_SIGNATURE **sig;
+} sign_args;
+
+static TSS2_RC sign_op(ESYS_CONTEXT *esys, ESYS_TR key, ESYS_TR session, void *arg)
+{
+    const TPMT_TK_HASHCHECK ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
+    sign_args *a = arg;
+
+    return TPM2(Esys_Sign, esys, key, session, ESYS_TR_NONE, ESYS_TR_NONE, a->digest, a->scheme,
+                &ticket, a->sig);
+}
+
 static mks_rv tpm2_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in,
                             size_t inlen, unsigned char *out, size_t *outlen)
 {
     tpm2_key *tk = TK(key);
     TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_NULL};
-    TPMT_TK_HASHCHECK ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
     TPM2B_DIGEST digest = {0};
     TPMT_SIGNATURE *sig = NULL;
     const unsigned char *hash = in;
     size_t hlen = inlen;
     const mks_hash_def *hd = NULL;
     TPMI_ALG_HASH alg;
-    tpm2_state *st;
     mks_rv rv;
-    TSS2_RC rc = TSS2_RC_SUCCESS;
-    int attempt;
 
     if (out == NULL) {
         *outlen = key->sig_len;
@@ -580,26 +432,8 @@ static mks_rv tpm2_key_sign(mks_key *key, const mks_mech_params *p, const unsign
     digest.size = (UINT16)hlen;
     memcpy(digest.buffer, hash, hlen);
 
-    rv = tpm2_lock(key->ctx, &st);
-    if (rv != MKS_OK)
-        return rv;
-    for (attempt = 0; attempt < 2; attempt++) {
-        rv = ensure_loaded_locked(key, st);
-        if (rv != MKS_OK)
-            break;
-        rc = TPM2(Esys_Sign, st->esys, tk->handle, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
-                  &digest, &scheme, &ticket, &sig);
-        if (rc == TSS2_RC_SUCCESS)
-            break;
-        rv = tpm2_fail(rc, "TPM2_Sign");
-        /* A handle that went stale (the TPM was reset, or another client
-         * flushed it) is loaded again once. */
-        if (rv != MKS_ERR_NOT_FOUND && (rc & 0xfff) != TPM2_RC_REFERENCE_H0)
-            break;
-        tk->gen = 0;
-    }
-    tpm2_unlock(st);
-    if (rc != TSS2_RC_SUCCESS || rv != MKS_OK) {
+    rv = tpm2_key_run(key->ctx, tk, 0, sign_op, &(sign_args){&digest, &scheme, &sig}, "TPM2_Sign");
+    if (rv != MKS_OK) {
         Esys_Free(sig);
         if (rv == MKS_ERR_PIN_INCORRECT)
             mks_error_prefix("the TPM rejected the key password");
@@ -635,17 +469,29 @@ unsupported:
                      key->type == MKS_KEY_RSA ? "RSA" : "EC");
 }
 
+typedef struct decrypt_args {
+    const TPM2B_PUBLIC_KEY_RSA *ct;
+    const TPMT_RSA_DECRYPT *scheme;
+    TPM2B_PUBLIC_KEY_RSA **msg;
+} decrypt_args;
+
+static TSS2_RC decrypt_op(ESYS_CONTEXT *esys, ESYS_TR key, ESYS_TR session, void *arg)
+{
+    const TPM2B_DATA label = {0};
+    decrypt_args *a = arg;
+
+    return TPM2(Esys_RSA_Decrypt, esys, key, session, ESYS_TR_NONE, ESYS_TR_NONE, a->ct, a->scheme,
+                &label, a->msg);
+}
+
 static mks_rv tpm2_key_decrypt(mks_key *key, const mks_mech_params *p, const unsigned char *in,
                                size_t inlen, unsigned char *out, size_t *outlen)
 {
     tpm2_key *tk = TK(key);
     TPMT_RSA_DECRYPT scheme = {.scheme = TPM2_ALG_RSAES};
     TPM2B_PUBLIC_KEY_RSA ct = {0};
-    TPM2B_DATA label = {0};
     TPM2B_PUBLIC_KEY_RSA *msg = NULL;
-    tpm2_state *st;
     mks_rv rv;
-    TSS2_RC rc = TSS2_RC_SUCCESS;
 
     if (key->type != MKS_KEY_RSA || !key->can_decrypt)
         return mks_error(MKS_ERR_UNSUPPORTED, "this TPM key may not decrypt");
@@ -668,17 +514,9 @@ static mks_rv tpm2_key_decrypt(mks_key *key, const mks_mech_params *p, const uns
         return mks_error(MKS_ERR_ARG, "ciphertext larger than the key");
     ct.size = (UINT16)inlen;
     memcpy(ct.buffer, in, inlen);
-    rv = tpm2_lock(key->ctx, &st);
-    if (rv != MKS_OK)
-        return rv;
-    rv = ensure_loaded_locked(key, st);
-    if (rv == MKS_OK) {
-        rc = TPM2(Esys_RSA_Decrypt, st->esys, tk->handle, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                  ESYS_TR_NONE, &ct, &scheme, &label, &msg);
-        if (rc != TSS2_RC_SUCCESS)
-            rv = tpm2_fail(rc, "TPM2_RSA_Decrypt");
-    }
-    tpm2_unlock(st);
+    /* The plaintext comes back encrypted in the session (when there is one). */
+    rv = tpm2_key_run(key->ctx, tk, TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT, decrypt_op,
+                      &(decrypt_args){&ct, &scheme, &msg}, "TPM2_RSA_Decrypt");
     if (rv != MKS_OK)
         return rv;
     if (msg->size > *outlen) {
@@ -765,55 +603,6 @@ static mks_rv keygen_template(const mks_tpm_keygen_params *params, TPM2B_PUBLIC 
     return MKS_OK;
 }
 
-/* Creates the key under the storage primary (made persistent when asked);
- * *priv and *pub are the TPM's (Esys_Free). */
-static mks_rv create_in_tpm(mks_ctx *ctx, const mks_tpm_keygen_params *params,
-                            TPM2B_SENSITIVE_CREATE *sens, TPM2B_PUBLIC *tmpl, TPM2B_PRIVATE **priv,
-                            TPM2B_PUBLIC **pub)
-{
-    TPM2B_DATA outside = {0};
-    TPML_PCR_SELECTION pcrs = {0};
-    ESYS_TR primary = ESYS_TR_NONE, loaded = ESYS_TR_NONE, persisted = ESYS_TR_NONE;
-    tpm2_state *st = NULL;
-    mks_rv rv;
-    TSS2_RC rc;
-
-    rv = tpm2_lock(ctx, &st);
-    if (rv != MKS_OK)
-        return rv;
-    rv = create_primary_locked(st, &primary);
-    if (rv != MKS_OK)
-        goto unlock;
-    rc = TPM2(Esys_Create, st->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, sens,
-              tmpl, &outside, &pcrs, priv, pub, NULL, NULL, NULL);
-    if (rc != TSS2_RC_SUCCESS) {
-        rv = tpm2_fail(rc, "TPM2_Create");
-        goto unlock;
-    }
-    if (params->persist != 0) {
-        rc = TPM2(Esys_Load, st->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, *priv,
-                  *pub, &loaded);
-        if (rc == TSS2_RC_SUCCESS)
-            rc = TPM2(Esys_EvictControl, st->esys, ESYS_TR_RH_OWNER, loaded, ESYS_TR_PASSWORD,
-                      ESYS_TR_NONE, ESYS_TR_NONE, params->persist, &persisted);
-        if (rc != TSS2_RC_SUCCESS) {
-            rv = tpm2_fail(rc, "TPM2_EvictControl");
-            if (rv == MKS_ERR_EXISTS)
-                mks_error_prefix("TPM handle 0x%08x is taken", params->persist);
-            goto unlock;
-        }
-        Esys_TR_Close(st->esys, &persisted);
-    }
-    rv = MKS_OK;
-unlock:
-    if (loaded != ESYS_TR_NONE)
-        (void)flush_locked(st, loaded);
-    if (primary != ESYS_TR_NONE)
-        (void)flush_locked(st, primary);
-    tpm2_unlock(st);
-    return rv;
-}
-
 /* The mks_key of the key just made: at its persistent handle, or read back
  * from the PEM written for it. */
 static mks_rv key_of_new(mks_ctx *ctx, const mks_tpm_keygen_params *params, const char *pem,
@@ -878,7 +667,7 @@ mks_rv mks_tpm_keygen(mks_ctx *ctx, const mks_tpm_keygen_params *params, char **
     rv = keygen_template(params, &tmpl, &sens);
     if (rv != MKS_OK)
         return rv;
-    rv = create_in_tpm(ctx, params, &sens, &tmpl, &priv, &pub);
+    rv = tpm2_create_key(ctx, &sens, &tmpl, params->persist, &priv, &pub);
     if (rv != MKS_OK)
         goto done;
     if (Tss2_MU_TPM2B_PUBLIC_Marshal(pub, pubbuf, sizeof(pubbuf), &publen) != TSS2_RC_SUCCESS ||

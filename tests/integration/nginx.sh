@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nginx.sh root|unprivileged-workers|unprivileged-service
+# nginx.sh root|unprivileged-workers|unprivileged-service|tpm|tpm-tabrmd
 #
 # nginx 1.22 (Debian's package) with a master and 2 worker processes serves
 # mutual TLS with its private key in the token: `ssl_certificate_key` names
@@ -37,20 +37,26 @@
 # The unprivileged modes are the non-root setups of docs/servers-and-clients.md ("Services that do not run as root") and need root.
 # tpm                   the server's key in a TPM (a bare swtpm: no resource
 #                       manager, three transient object slots), its TSS2 key
-#                       file in `ssl_certificate_key`; workers as root; 40 curl,
-#                       10 Python requests; no reload (the new workers load
-#                       the key while the old ones may still hold theirs:
-#                       more objects than swtpm's three slots). The master
-#                       loads nothing into the TPM (the public half is in the
-#                       file); each worker loads the key at its first
-#                       handshake, and flushes it at exit: afterwards no
-#                       transient object is left in the TPM.
+#                       file in `ssl_certificate_key`; 4 workers as root, each
+#                       its own listening socket (reuseport), so that all of
+#                       them serve; 40 curl, 10 Python requests, a reload.
+#                       The master loads nothing into the TPM (the public half
+#                       is in the file); each worker loads the key for each
+#                       signature and flushes it again. Then nginx is
+#                       restarted 5 times, stopped by SIGTERM each time, with
+#                       10 requests after each start: 0 failures, and no
+#                       transient object is left in the TPM afterwards.
+# tpm-tabrmd            the same behind tpm2-abrmd (a resource manager on a
+#                       private D-Bus session bus): each worker loads the key
+#                       once and keeps it, one TPM2_Sign per handshake.
 . "$(dirname "$0")/../lib/common.sh"
 
-MODE=${1:?usage: nginx.sh root|unprivileged-workers|unprivileged-service|tpm}
+MODE=${1:?usage: nginx.sh root|unprivileged-workers|unprivileged-service|tpm|tpm-tabrmd}
+N_WORKERS=2 TPM=0
 case $MODE in
 root) N_CURL=200 N_PY=20 ;;
-unprivileged-workers | unprivileged-service | tpm) N_CURL=40 N_PY=10 ;;
+unprivileged-workers | unprivileged-service) N_CURL=40 N_PY=10 ;;
+tpm | tpm-tabrmd) N_CURL=40 N_PY=10 N_WORKERS=4 TPM=1 ;;
 *) fail "unknown mode $MODE" ;;
 esac
 
@@ -66,10 +72,11 @@ if [ "$MODE" = unprivileged-workers ] || [ "$MODE" = unprivileged-service ]; the
     fi
     require_cmd setpriv
 fi
-if [ "$MODE" = tpm ]; then
+if [ "$TPM" = 1 ]; then
     . "$(dirname "$0")/../lib/tpm.sh"
     setup_tpm_test
     require_tpm2_tools
+    [ "$MODE" = tpm ] || require_tabrmd
 else
     setup_test
 fi
@@ -78,9 +85,14 @@ fi
 # Server key and client key in separate token directories (clients_lib.sh).
 split_tokens
 on_server_token
-if [ "$MODE" = tpm ]; then
+if [ "$TPM" = 1 ]; then
     start_swtpm nginx
-    use_tpm "$SWTPM_TCTI"
+    if [ "$MODE" = tpm-tabrmd ]; then
+        start_tabrmd "$SWTPM_TCTI"
+        use_tpm "$TABRMD_TCTI"
+    else
+        use_tpm "$SWTPM_TCTI"
+    fi
     tpm_enroll srv ec:P-256 server
     tpm_assert_no_transient "$SWTPM_TCTI" "enroll"
 else
@@ -96,7 +108,7 @@ NGX=$WORK/nginx
 mkdir -p "$NGX"
 RUN_AS=()
 case $MODE in
-root | tpm)
+root | tpm | tpm-tabrmd)
     if [ "$(id -u)" -eq 0 ]; then
         USER_LINE="user root;"
     else
@@ -143,7 +155,7 @@ write_nginx_conf() {
 # nginx.sh ($MODE): two workers, key in the token, client certificates required.
 daemon off;
 master_process on;
-worker_processes 2;
+worker_processes $N_WORKERS;
 $USER_LINE
 pid $NGX/nginx.pid;
 error_log $NGX/error.log info;
@@ -152,6 +164,7 @@ error_log $NGX/error.log info;
 env OPENSSL_CONF;
 env SOFTHSM2_CONF;
 env TSS2_LOG;
+env DBUS_SESSION_BUS_ADDRESS;
 
 events {
     worker_connections 64;
@@ -167,7 +180,7 @@ http {
     scgi_temp_path $NGX/scgi;
 
     server {
-        listen 127.0.0.1:$PORT ssl;
+        listen 127.0.0.1:$PORT ssl$LISTEN_OPTS;
         server_name localhost;
         ssl_certificate $WORK/srv.pem;
         ssl_certificate_key $WORK/srv.key.pem;
@@ -201,17 +214,23 @@ children_of() {
     return 0
 }
 
+# With more workers than two, each gets its own listening socket, so that
+# the kernel spreads the connections over all of them.
+LISTEN_OPTS=
+[ "$N_WORKERS" -le 2 ] || LISTEN_OPTS=" reuseport"
+
 NGINX_MASTER=
 NGINX_WRAPPER=
 WORKERS=()
-# stop_nginx: QUIT to the master by its PID (graceful: the workers finish
-# and exit through their atexit handlers, where SoftHSM 2.6.1 likes to
-# crash); TERM, then KILL to whatever is left after 20 s, by PID.
+# stop_nginx [SIGNAL]: QUIT (or SIGNAL) to the master by its PID (QUIT is
+# graceful: the workers finish and exit through their atexit handlers, where
+# SoftHSM 2.6.1 likes to crash; TERM is a fast shutdown); TERM, then KILL to
+# whatever is left after 20 s, by PID.
 stop_nginx() {
-    local pid
+    local pid sig=${1:-QUIT}
     [ -n "$NGINX_MASTER" ] || return 0
     if kill -0 "$NGINX_MASTER" 2>/dev/null; then
-        kill -QUIT "$NGINX_MASTER" 2>/dev/null || true
+        kill "-$sig" "$NGINX_MASTER" 2>/dev/null || true
         for _ in $(seq 200); do
             kill -0 "$NGINX_MASTER" 2>/dev/null || break
             sleep 0.1
@@ -266,12 +285,12 @@ start_nginx() {
     [ -n "$NGINX_MASTER" ] || fail "nginx: no free port after 5 tries"
     for _ in $(seq 100); do
         mapfile -t WORKERS < <(children_of "$NGINX_MASTER")
-        [ "${#WORKERS[@]}" -ge 2 ] && break
+        [ "${#WORKERS[@]}" -ge "$N_WORKERS" ] && break
         sleep 0.1
     done
-    [ "${#WORKERS[@]}" -eq 2 ] || {
+    [ "${#WORKERS[@]}" -eq "$N_WORKERS" ] || {
         sed 's/^/    nginx| /' "$NGX/error.log" >&2
-        fail "nginx master $NGINX_MASTER has ${#WORKERS[@]} workers, expected 2"
+        fail "nginx master $NGINX_MASTER has ${#WORKERS[@]} workers, expected $N_WORKERS"
     }
     local w u
     for w in "${WORKERS[@]}"; do
@@ -283,7 +302,7 @@ start_nginx() {
 
 start_nginx
 URL=https://localhost:$PORT
-if [ "$MODE" = tpm ]; then
+if [ "$TPM" = 1 ]; then
     note "transient objects in the TPM after the master loaded the key: $(tpm_transient_count "$SWTPM_TCTI")"
 else
     assert_grep "$NGX/master.log" '^mtlsks: C_Login -> CKR_OK$' "the master did not log in to load the key"
@@ -375,8 +394,8 @@ assert_grep "$WORK/rogue.out" 'The SSL certificate error' \
 note "no certificate: 400; certificate from another CA: 400"
 
 # --- reload: the master loads the key again, new workers log in again ---
-# reload_nginx: SIGHUP to the master, by its PID; waits for 2 new workers and
-# sends N_RELOAD requests.
+# reload_nginx: SIGHUP to the master, by its PID; waits for N_WORKERS new
+# workers and sends N_RELOAD requests.
 reload_nginx() {
     local fresh=0 w i reload_fail=0
     kill -HUP "$NGINX_MASTER"
@@ -386,12 +405,12 @@ reload_nginx() {
         for w in "${WORKERS[@]}"; do
             [[ " ${OLD_WORKERS[*]} " == *" $w "* ]] || fresh=$((fresh + 1))
         done
-        [ "$fresh" -eq 2 ] && [ "${#WORKERS[@]}" -eq 2 ] && break
+        [ "$fresh" -eq "$N_WORKERS" ] && [ "${#WORKERS[@]}" -eq "$N_WORKERS" ] && break
         sleep 0.1
     done
-    if [ "$fresh" -ne 2 ] || [ "${#WORKERS[@]}" -ne 2 ]; then
+    if [ "$fresh" -ne "$N_WORKERS" ] || [ "${#WORKERS[@]}" -ne "$N_WORKERS" ]; then
         sed 's/^/    nginx| /' "$NGX/error.log" >&2
-        fail "after SIGHUP: workers ${WORKERS[*]}, expected 2 new ones (old: ${OLD_WORKERS[*]})"
+        fail "after SIGHUP: workers ${WORKERS[*]}, expected $N_WORKERS new ones (old: ${OLD_WORKERS[*]})"
     fi
     N_RELOAD=10
     for i in $(seq "$N_RELOAD"); do
@@ -407,12 +426,10 @@ reload_nginx() {
 cp "$NGX/error.log" "$NGX/error-before-reload.log"
 OLD_WORKERS=("${WORKERS[@]}")
 N_RELOAD=0
-if [ "$MODE" = tpm ]; then
-    # One key loaded in each worker that served.
+if [ "$TPM" = 1 ]; then
     note "transient objects in the TPM while nginx runs: $(tpm_transient_count "$SWTPM_TCTI")"
-else
-    reload_nginx
 fi
+reload_nginx
 
 # --- stop by the master's PID; nothing crashed ---
 master=$NGINX_MASTER
@@ -440,17 +457,39 @@ for w in "${OLD_WORKERS[@]}"; do
     [ "$n" -gt 0 ] || fail "worker $w served no request; requests by pid: $(cut -d' ' -f1 "$LOG" | sort | uniq -c | tr -s ' \n' ' ')"
     note "worker $w served $n requests"
 done
-others=$(cut -d' ' -f1 "$NGX/access-before-reload.log" | sort -u |
-    grep -Evc "^(${OLD_WORKERS[0]}|${OLD_WORKERS[1]})$" || true)
-assert_eq "$others" 0 "requests served by processes other than the two workers"
-after=$(grep -Ec "^(${WORKERS[0]}|${WORKERS[1]}) 200 TLSv1\.[23] SUCCESS .* /curl/reload-" "$LOG" || true)
+old_re=$(IFS='|' && echo "${OLD_WORKERS[*]}")
+new_re=$(IFS='|' && echo "${WORKERS[*]}")
+others=$(cut -d' ' -f1 "$NGX/access-before-reload.log" | sort -u | grep -Evc "^($old_re)$" || true)
+assert_eq "$others" 0 "requests served by processes other than the $N_WORKERS workers"
+after=$(grep -Ec "^($new_re) 200 TLSv1\.[23] SUCCESS .* /curl/reload-" "$LOG" || true)
 assert_eq "$after" "$N_RELOAD" "requests after the reload served by the new workers"
 
-if [ "$MODE" = tpm ]; then
-    # Each worker flushed the key it loaded, at exit.
+if [ "$TPM" = 1 ]; then
     tpm_assert_no_transient "$SWTPM_TCTI" "nginx stopped"
+    # Restarts, the way a service manager stops nginx: SIGTERM to the master
+    # (a fast shutdown), then a new nginx on the same TPM.
+    N_RESTARTS=5 N_PER_START=10
+    restart_fail=0 left=()
+    for r in $(seq "$N_RESTARTS"); do
+        start_nginx
+        URL=https://localhost:$PORT
+        for i in $(seq "$N_PER_START"); do
+            curl_one "restart$r-$i"
+            if [ "$(cat "$CURL_DIR/restart$r-$i.code")" != 200 ]; then
+                restart_fail=$((restart_fail + 1))
+                sed 's/^/    | /' "$CURL_DIR/restart$r-$i.err" >&2
+            fi
+        done
+        stop_nginx TERM
+        assert_no_grep "$NGX/error.log" 'exited on signal|\[(alert|crit|emerg)\]' \
+            "restart $r: nginx logged a crash or a critical error"
+        left+=("$(tpm_transient_count "$SWTPM_TCTI")")
+    done
+    note "transient objects left after each of $N_RESTARTS restarts (SIGTERM): ${left[*]}"
+    assert_eq "$restart_fail" 0 "failed requests in $N_RESTARTS restarts ($N_PER_START each)"
+    tpm_assert_no_transient "$SWTPM_TCTI" "nginx restarted $N_RESTARTS times"
     note "no transient object left in the TPM"
-    note "nginx ($MODE): $total requests, server key in the TPM, client keys in a token, 0 failures"
+    note "nginx ($MODE, $N_WORKERS workers): $((total + N_RELOAD)) requests and a reload, $N_RESTARTS restarts with $N_PER_START requests each, server key in the TPM, client keys in a token, 0 failures"
     exit 0
 fi
 

@@ -149,6 +149,20 @@ assert_grep "$WORK/tcti-dead-csr.err" "cannot reach the TPM through TCTI 'swtpm:
     "unreachable TPM (csr)"
 assert_no_file "$WORK/dead.csr" "unreachable TPM: CSR"
 
+# tpm2-hold-objects and tpm2-sessions take only their values: the CLI and
+# the provider say which, and where the bad one is set.
+for setting in "tpm2-hold-objects = maybe" "tpm2-sessions = never"; do
+    name=${setting%% *}
+    tpm_cnf "$WORK/bad-$name.cnf" "$SWTPM_TCTI"
+    sed -i "s|^tpm2-tcti = .*|&\n$setting|" "$WORK/bad-$name.cnf"
+    run_rc "bad-$name-cli" 1 "$MTLSKS_CLI" --config "$WORK/bad-$name.cnf" list --tpm
+    assert_grep "$WORK/bad-$name-cli.err" "section \[mtlsks_sect\] of .*bad-$name.cnf: $name = '[a-z]*' is not a choice: auto" \
+        "$setting: the CLI's message"
+    run_fails "bad-$name-provider" env OPENSSL_CONF="$WORK/bad-$name.cnf" openssl pkey \
+        -in "$WORK/k-ec-P-256.key.pem" -pubout
+    assert_grep "$WORK/bad-$name-provider.err" "$name = '[a-z]*' is not a choice" "$setting: the provider's message"
+done
+
 # Usage errors: exit 2, nothing written.
 run_rc usage-slot 2 mks enroll --tpm --slot 0 --subject CN=x --out "$WORK/u.csr" --key-ref "$WORK/u.pem"
 run_rc usage-rsa4096 2 mks enroll --tpm --key-type rsa:4096 --subject CN=x --out "$WORK/u.csr" \

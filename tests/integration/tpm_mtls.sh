@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tpm_mtls.sh ec|rsa
+# tpm_mtls.sh ec|rsa [bare|tabrmd]
 #
 # Mutual TLS between `openssl s_server -Verify 1 -verify_return_error` and
 # `openssl s_client` with private keys in a TPM (a bare swtpm: no resource
@@ -14,12 +14,18 @@
 # -naccept 20, and 20 s_client processes, one after the other, each load the
 # client key from its TPM key file, sign, flush and exit. A process that left
 # an object loaded would make a later one fail (TPM_RC_OBJECT_MEMORY): at most
-# three fit, and the server holds one throughout. Afterwards no transient
-# object is left in the TPM.
+# three fit. Afterwards no transient object is left in the TPM.
+#
+# bare (default): on the swtpm itself, where nothing stays loaded between
+# signatures (ContextLoad, Sign, FlushContext each). tabrmd: the same behind
+# tpm2-abrmd on a private D-Bus session bus, where each process loads its
+# key once and keeps it: one TPM2_Sign per signature.
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/tpm.sh"
 
-KIND=${1:?usage: tpm_mtls.sh ec|rsa}
+KIND=${1:?usage: tpm_mtls.sh ec|rsa [bare|tabrmd]}
+RM=${2:-bare}
+case $RM in bare | tabrmd) ;; *) fail "unknown resource manager $RM" ;; esac
 case $KIND in
 ec) KEY_TYPE=ec:P-256 SIG13=ECDSA SIG12=ECDSA ;;
 rsa) KEY_TYPE=rsa:2048 SIG13=RSA-PSS SIG12='RSA(-PSS)?' ;;
@@ -28,10 +34,16 @@ esac
 
 setup_tpm_test
 require_tpm2_tools
+[ "$RM" = bare ] || require_tabrmd
 start_swtpm a
 TOKEN_LABEL=tpm-mtls
 add_token "$TOKEN_LABEL"
-use_tpm "$SWTPM_TCTI"
+if [ "$RM" = tabrmd ]; then
+    start_tabrmd "$SWTPM_TCTI"
+    use_tpm "$TABRMD_TCTI"
+else
+    use_tpm "$SWTPM_TCTI"
+fi
 
 tpm_enroll tsrv "$KEY_TYPE" server
 tpm_enroll tsrvp "$KEY_TYPE" server --persist 0x81000010
@@ -123,8 +135,8 @@ ROUNDS=20
 SRV_CNF=$TOKEN_CNF CLI1_CNF=$TOKEN_CNF
 if tpm_pcap_available; then
     SRV_CNF=$WORK/pcap-server.cnf CLI1_CNF=$WORK/pcap-client.cnf
-    tpm_cnf "$SRV_CNF" "pcap:$SWTPM_TCTI" "file:$PIN_FILE"
-    tpm_cnf "$CLI1_CNF" "pcap:$SWTPM_TCTI" "file:$PIN_FILE"
+    tpm_cnf "$SRV_CNF" "pcap:$TPM_TCTI" "file:$PIN_FILE"
+    tpm_cnf "$CLI1_CNF" "pcap:$TPM_TCTI" "file:$PIN_FILE"
 else
     note "tpm2-tss pcap TCTI missing: TPM commands per process not counted"
 fi
@@ -160,17 +172,27 @@ fi
 assert_no_grep "$WORK/seq.server.log" 'error' "the server logged an error"
 tpm_assert_no_transient "$SWTPM_TCTI" "after $ROUNDS handshakes in a row"
 if [ "$SRV_CNF" != "$TOKEN_CNF" ]; then
-    # The server: load its key once (standard primary, load, flush the
-    # primary), one TPM2_Sign per handshake, flush at exit. A client process:
-    # the same around its one signature.
+    # The commands each process sent, as its TCTI saw them.
     srv_cmds=$(tpm_pcap_commands "$WORK/server.pcap")
     cli_cmds=$(tpm_pcap_commands "$WORK/client.pcap")
-    note "TPM commands of s_server over $ROUNDS handshakes: $srv_cmds"
-    note "TPM commands of one s_client process: $cli_cmds"
-    signs=$(printf '%s\n' "$srv_cmds" | grep -o Sign | wc -l)
-    assert_eq "$signs" "$ROUNDS" "server: TPM2_Sign per handshake"
-    assert_eq "${srv_cmds%% *}" $((ROUNDS + 4)) "server: TPM commands for $ROUNDS handshakes"
-    assert_eq "$cli_cmds" "5 CreatePrimary Load FlushContext Sign FlushContext" \
-        "client: TPM commands of one process"
+    note "TPM commands of s_server over $ROUNDS handshakes ($RM): $srv_cmds"
+    note "TPM commands of one s_client process ($RM): $cli_cmds"
+    assert_eq "$(tpm_count_of Sign "$srv_cmds")" "$ROUNDS" "server: TPM2_Sign per handshake"
+    if [ "$RM" = tabrmd ]; then
+        # Held: the server loads its key once (standard primary, load, flush
+        # the primary), one TPM2_Sign per handshake, flush at exit. A client
+        # process: the same around its one signature.
+        assert_eq "${srv_cmds%% *}" $((ROUNDS + 4)) "server: TPM commands for $ROUNDS handshakes"
+        assert_eq "$cli_cmds" "5 CreatePrimary Load FlushContext Sign FlushContext" \
+            "client: TPM commands of one process"
+    else
+        # Nothing stays loaded between signatures: the server loads its key
+        # file once (standard primary, load, save the key's context, flush
+        # the primary), then each handshake is ContextLoad, Sign,
+        # FlushContext. A client process: the same around its one signature.
+        assert_eq "${srv_cmds%% *}" $((3 * ROUNDS + 3)) "server: TPM commands for $ROUNDS handshakes"
+        assert_eq "$cli_cmds" "6 CreatePrimary Load ContextSave FlushContext Sign FlushContext" \
+            "client: TPM commands of one process"
+    fi
 fi
 note "$ROUNDS handshakes in a row on the bare swtpm (one server, $ROUNDS client processes): ok"

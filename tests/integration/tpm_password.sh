@@ -25,11 +25,6 @@ trap 'tpm2_dictionarylockout --clear-lockout -T "$TPM_TCTI" >/dev/null 2>&1 || t
     printf 'tty pass phrase\n' >"$WORK/tty-pw"
     : >"$WORK/empty-pw"
 )
-lockout_counter() {
-    local v
-    v=$(tpm2_getcap properties-variable -T "$TPM_TCTI" | sed -n "s/^ *TPM2_PT_LOCKOUT_COUNTER: *//p")
-    printf "%d" "$v"
-}
 
 tpm_enroll pk ec:P-256 both --password-source "file:$WORK/pw"
 assert_grep "$WORK/enroll-pk.out" "^auth: +password \(from file:$WORK/pw\)" "enroll: password noted"
@@ -51,7 +46,7 @@ run_ok dgst-verify plain_ossl dgst -sha256 -verify "$WORK/pk.pub" -signature "$W
 TLS_CLIENT_ARGS=(-pass "file:$WORK/pw")
 tls_handshake pw-client 1_3 "$WORK/srv.pem" "$WORK/srv.key.pem" "$WORK/pk.pem" "$WORK/pk.key.pem"
 TLS_CLIENT_ARGS=()
-assert_eq "$(lockout_counter)" 0 "no failed authorisation so far"
+assert_eq "$(tpm_lockout_counter "$TPM_TCTI")" 0 "no failed authorisation so far"
 
 # No password where the key needs one: refused before the TPM is asked.
 run_rc csr-none 1 mks csr --key "$WORK/pk.key.pem" --subject CN=x --out "$WORK/x.csr"
@@ -65,7 +60,7 @@ assert_grep "$WORK/csr-empty.err" "--password-source file:$WORK/empty-pw: cannot
     "empty password file"
 run_rc csr-pkcs11-pw 2 mks csr --key "pkcs11:token=x;object=y" --password-source "file:$WORK/pw" \
     --subject CN=x --out "$WORK/x.csr"
-assert_eq "$(lockout_counter)" 0 "a missing password costs no strike"
+assert_eq "$(tpm_lockout_counter "$TPM_TCTI")" 0 "a missing password costs no strike"
 
 # A wrong password: one strike each, clear messages, nothing written.
 run_rc csr-wrong 1 mks csr --key "$WORK/pk.key.pem" --password-source "file:$WORK/wrong-pw" \
@@ -79,10 +74,10 @@ assert_no_file "$WORK/x.csr" "wrong password: CSR"
 run_fails dgst-wrong ossl dgst -sha256 -sign "$WORK/pk.key.pem" -passin "file:$WORK/wrong-pw" \
     -out "$WORK/wrong.sig" "$WORK/data"
 assert_grep "$WORK/dgst-wrong.err" 'rejected the key password' "openssl dgst: wrong password message"
-assert_eq "$(lockout_counter)" 2 "two wrong passwords, two strikes"
+assert_eq "$(tpm_lockout_counter "$TPM_TCTI")" 2 "two wrong passwords, two strikes"
 
 tpm_reset_lockout "$TPM_TCTI"
-assert_eq "$(lockout_counter)" 0 "lockout counter after the reset"
+assert_eq "$(tpm_lockout_counter "$TPM_TCTI")" 0 "lockout counter after the reset"
 
 # On a terminal: enroll asks twice with echo off, csr asks once; the password
 # typed is never shown.
@@ -98,7 +93,7 @@ run_pty pty-csr 'tty pass phrase' -- env OPENSSL_CONF="$TOKEN_CNF" \
 assert_no_grep "$WORK/pty-csr.out" 'tty pass phrase' "csr: the password is not echoed"
 run_ok pty-file-csr mks csr --key "$WORK/tty.key.pem" --password-source "file:$WORK/tty-pw" \
     --subject CN=tty --out "$WORK/tty3.csr"
-assert_eq "$(lockout_counter)" 0 "the typed password was right"
+assert_eq "$(tpm_lockout_counter "$TPM_TCTI")" 0 "the typed password was right"
 run_ok csr-after-reset mks csr --key "$WORK/pk.key.pem" --password-source "file:$WORK/pw" \
     --subject CN=again --out "$WORK/again.csr" --force
 tpm_assert_no_transient "$TPM_TCTI" "after the password tests"

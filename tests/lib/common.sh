@@ -530,18 +530,19 @@ spki_from_token() {
 # 1_2. Checks that both exit 0 (no crash at exit), that the protocol is the
 # one asked for, that the client verified the server and that the server saw
 # the client's certificate (the -www page echoes it). Extra s_client
-# arguments: the array TLS_CLIENT_ARGS.
+# arguments: the array TLS_CLIENT_ARGS; both sides trust TLS_CAFILE (default:
+# the fixture's test CA).
 TLS_CLIENT_ARGS=()
 tls_handshake() {
     local step=$1 ver=$2 scert=$3 skey=$4 ccert=$5 ckey=$6
     shift 6
     start_server "$WORK/$step.server.log" env OPENSSL_CONF="$TOKEN_CNF" "${VALGRIND[@]}" \
         openssl s_server -accept 127.0.0.1:0 -naccept 1 -www -Verify 1 -verify_return_error \
-        -cert "$scert" -key "$skey" -CAfile "$MTLSKS_FIXTURE/ca.pem" "$@"
+        -cert "$scert" -key "$skey" -CAfile "${TLS_CAFILE:-$MTLSKS_FIXTURE/ca.pem}" "$@"
     local spid=$SERVER_PID rc=0 src
     printf 'GET / HTTP/1.0\r\n\r\n' | timeout 60 env OPENSSL_CONF="$TOKEN_CNF" "${VALGRIND[@]}" openssl s_client \
         -connect "127.0.0.1:$SERVER_PORT" "-tls$ver" -cert "$ccert" -key "$ckey" \
-        -CAfile "$MTLSKS_FIXTURE/ca.pem" -verify_return_error -ign_eof "${TLS_CLIENT_ARGS[@]}" \
+        -CAfile "${TLS_CAFILE:-$MTLSKS_FIXTURE/ca.pem}" -verify_return_error -ign_eof "${TLS_CLIENT_ARGS[@]}" \
         >"$WORK/$step.client.log" 2>&1 || rc=$?
     if ! wait_pid "$spid" 30; then
         sed 's/^/    server| /' "$WORK/$step.server.log" >&2

@@ -92,8 +92,8 @@ check_layout() {
         sed "s|^ExecStart=mtls-keystore |ExecStart=$root/usr/bin/mtls-keystore |" \
             "$root/usr/lib/systemd/system/mtls-keystore-renew.service" >"$WORK/units/mtls-keystore-renew.service"
         cp "$root/usr/lib/systemd/system/mtls-keystore-renew.timer" "$WORK/units/"
-        assert_grep "$WORK/units/mtls-keystore-renew.service" "^ExecStart=$root/usr/bin/mtls-keystore check --days " \
-            "the service does not run check"
+        assert_grep "$WORK/units/mtls-keystore-renew.service" "^ExecStart=$root/usr/bin/mtls-keystore check --renew " \
+            "the service does not run check --renew"
         run_ok systemd-verify systemd-analyze verify --man=no "$WORK/units/mtls-keystore-renew.service" \
             "$WORK/units/mtls-keystore-renew.timer"
         assert_no_grep "$WORK/systemd-verify.err" '.' "systemd-analyze verify complains"

@@ -19,8 +19,8 @@
 # gets an empty SoftHSM token directory; TOKEN_CNF (what `mks` and `ossl`
 # use) names the module and the TPM's TCTI.
 
-# Nothing from the caller's environment may pick the TPM.
-unset TPM2TOOLS_TCTI TPM2OPENSSL_TCTI TCTI_PCAP_FILE
+# Nothing from the caller's environment may pick the TPM or a D-Bus bus.
+unset TPM2TOOLS_TCTI TPM2OPENSSL_TCTI TCTI_PCAP_FILE DBUS_SESSION_BUS_ADDRESS
 # tpm2-tss logs to stderr unless told not to.
 export TSS2_LOG=all+none
 
@@ -123,6 +123,61 @@ start_swtpm() {
     fail "swtpm $name did not start"
 }
 
+# require_tabrmd: Debian's resource manager (tpm2-abrmd, its TCTI
+# libtss2-tcti-tabrmd0) and a D-Bus daemon to run it on.
+require_tabrmd() {
+    command -v tpm2-abrmd >/dev/null 2>&1 ||
+        skip "tpm2-abrmd is not installed (Debian package tpm2-abrmd)"
+    command -v dbus-daemon >/dev/null 2>&1 ||
+        skip "dbus-daemon is not installed (Debian package dbus-daemon)"
+    [ -r /usr/share/dbus-1/session.conf ] ||
+        skip "no D-Bus session bus configuration (Debian package dbus-session-bus-common)"
+    tcti_installed tabrmd || skip "the tabrmd TCTI is not installed (Debian package libtss2-tcti-tabrmd0)"
+}
+
+# tcti_installed NAME: 0 when tpm2-tss's TCTI library NAME is installed.
+tcti_installed() {
+    local d
+    for d in /usr/lib/*-linux-gnu /usr/lib64 /usr/lib /usr/local/lib; do
+        [ -e "$d/libtss2-tcti-$1.so.0" ] && return 0
+    done
+    return 1
+}
+
+# start_tabrmd TCTI: a resource manager in front of the TPM at TCTI:
+# dbus-daemon with a private session bus (its address exported in
+# DBUS_SESSION_BUS_ADDRESS, for every program the test starts), then
+# tpm2-abrmd on that bus. Sets TABRMD_TCTI (tabrmd:bus_type=session),
+# TABRMD_PID and DBUS_PID; cleanup stops both by PID. The system bus and
+# any other tabrmd are never touched.
+start_tabrmd() {
+    local dir=$WORK/tabrmd root=()
+    mkdir -p "$dir"
+    dbus-daemon --session --fork --print-address=3 --print-pid=4 \
+        3>"$dir/bus.address" 4>"$dir/bus.pid" </dev/null >"$dir/dbus.log" 2>&1 ||
+        fail "dbus-daemon --session did not start: $(cat "$dir/dbus.log")"
+    DBUS_PID=$(head -n1 "$dir/bus.pid")
+    _SERVER_PIDS+=("$DBUS_PID")
+    DBUS_SESSION_BUS_ADDRESS=$(head -n1 "$dir/bus.address")
+    export DBUS_SESSION_BUS_ADDRESS
+    [ "$(id -u)" -ne 0 ] || root=(--allow-root)
+    tpm2-abrmd --session "${root[@]}" --logger=stdout --tcti="$1" \
+        </dev/null >"$dir/tabrmd.log" 2>&1 &
+    TABRMD_PID=$!
+    _SERVER_PIDS+=("$TABRMD_PID")
+    TABRMD_TCTI=tabrmd:bus_type=session
+    for _ in $(seq 100); do
+        kill -0 "$TABRMD_PID" 2>/dev/null || break
+        if tpm2_getcap properties-fixed -T "$TABRMD_TCTI" >/dev/null 2>&1; then
+            note "tpm2-abrmd: pid $TABRMD_PID on the session bus $DBUS_SESSION_BUS_ADDRESS (dbus-daemon $DBUS_PID), in front of $1"
+            return 0
+        fi
+        sleep 0.1
+    done
+    sed 's/^/    tabrmd| /' "$dir/tabrmd.log" >&2
+    fail "tpm2-abrmd did not answer on the session bus"
+}
+
 # tpm_cnf FILE TCTI [PIN_SOURCE]: an openssl.cnf as write_openssl_cnf writes
 # it, with tpm2-tcti = TCTI in the provider's section.
 tpm_cnf() {
@@ -146,19 +201,34 @@ tpm_reset_lockout() {
     run_ok "lockout-reset-$RANDOM" tpm2_dictionarylockout --clear-lockout -T "$1"
 }
 
+# tpm_lockout_counter TCTI: the TPM's dictionary-attack failure counter.
+tpm_lockout_counter() {
+    local v
+    v=$(tpm2_getcap properties-variable -T "$1" | sed -n "s/^ *TPM2_PT_LOCKOUT_COUNTER: *//p")
+    printf "%d" "$v"
+}
+
 # tpm_transient_count TCTI: transient objects loaded in the TPM now.
 tpm_transient_count() {
     tpm2_getcap handles-transient -T "$1" 2>/dev/null | grep -c '0x80' || true
 }
 
-# tpm_assert_no_transient TCTI WHAT: no transient object is left in the TPM
-# (every process flushed what it loaded).
+# tpm_session_count TCTI: sessions open in the TPM now (loaded or saved).
+tpm_session_count() {
+    { tpm2_getcap handles-loaded-session -T "$1" 2>/dev/null
+      tpm2_getcap handles-saved-session -T "$1" 2>/dev/null; } | grep -c '0x0[23]' || true
+}
+
+# tpm_assert_no_transient TCTI WHAT: no transient object and no session is
+# left in the TPM (every process flushed what it loaded or started).
 tpm_assert_no_transient() {
-    local n
+    local n s
     n=$(tpm_transient_count "$1")
-    [ "$n" = 0 ] || {
+    s=$(tpm_session_count "$1")
+    [ "$n" = 0 ] && [ "$s" = 0 ] || {
         tpm2_getcap handles-transient -T "$1" | sed 's/^/    transient| /' >&2
-        fail "$2: $n transient objects left in the TPM"
+        tpm2_getcap handles-loaded-session -T "$1" | sed 's/^/    session| /' >&2
+        fail "$2: $n transient objects and $s sessions left in the TPM"
     }
 }
 
@@ -194,20 +264,20 @@ pubkey_via() {
 # another TCTI ("pcap:swtpm:host=...") and records every command and
 # response in the pcapng file TCTI_PCAP_FILE names.
 tpm_pcap_available() {
-    local d
-    for d in /usr/lib/*-linux-gnu /usr/lib64 /usr/lib /usr/local/lib; do
-        [ -e "$d/libtss2-tcti-pcap.so.0" ] && return 0
-    done
-    return 1
+    tcti_installed pcap
 }
 
 # tpm_pcap_commands PCAP: the TPM commands in a pcap TCTI capture, by name in
-# order, on one line, after their number ("5 CreatePrimary Load ...").
+# order, on one line, after their number ("5 CreatePrimary Load ..."). A
+# command the TPM answered with TPM_RC_RETRY (libtpms does, for the first use
+# of an algorithm after startup, while it tests it), which tpm2-tss sends
+# again by itself, is named NAME:RETRY; count commands with tpm_count_of.
 tpm_pcap_commands() {
     python3 - "$1" <<'PY'
 import struct, sys
 CC = {0x120: "EvictControl", 0x131: "CreatePrimary", 0x153: "Create", 0x157: "Load",
-      0x159: "RSA_Decrypt", 0x15d: "Sign", 0x165: "FlushContext", 0x173: "ReadPublic",
+      0x159: "RSA_Decrypt", 0x15d: "Sign", 0x161: "ContextLoad", 0x162: "ContextSave",
+      0x165: "FlushContext", 0x173: "ReadPublic", 0x176: "StartAuthSession",
       0x17a: "GetCapability"}
 data = open(sys.argv[1], "rb").read()
 off, cmds = 0, []
@@ -221,13 +291,21 @@ while off + 12 <= len(data):
         tcp = pkt[(pkt[0] & 0x0f) * 4:]
         payload = tcp[(tcp[12] >> 4) * 4:]
         # Commands go to the TPM's port 2321; responses come from it.
-        if struct.unpack_from(">H", tcp, 2)[0] == 2321 and len(payload) >= 10 \
-                and payload[:2] in (b"\x80\x01", b"\x80\x02"):
-            cc = struct.unpack_from(">I", payload, 6)[0]
-            cmds.append(CC.get(cc, hex(cc)))
+        if len(payload) >= 10 and payload[:2] in (b"\x80\x01", b"\x80\x02"):
+            code = struct.unpack_from(">I", payload, 6)[0]
+            if struct.unpack_from(">H", tcp, 2)[0] == 2321:
+                cmds.append(CC.get(code, hex(code)))
+            elif code == 0x922 and cmds:
+                cmds[-1] += ":RETRY"
     off += blen
 print(len(cmds), " ".join(cmds))
 PY
+}
+
+# tpm_count_of NAME COMMANDS: how often NAME is in a tpm_pcap_commands line
+# (resent commands not counted).
+tpm_count_of() {
+    printf '%s\n' "$2" | tr ' ' '\n' | grep -cx "$1" || true
 }
 
 # run_pty STEP ANSWER... -- CMD...: runs CMD on a new pseudo-terminal (its

@@ -84,7 +84,7 @@ static const char *const p11_funcs[STRESS_P11_FUNCS] = {
 
 void stress_builtin_init(stress_builtin *b, const stress_token *t)
 {
-    mks_config cfg = {stress_softhsm_module(), t->pin_source, NULL};
+    mks_config cfg = {.pkcs11_module = stress_softhsm_module(), .pin_source = t->pin_source};
 
     memset(b, 0, sizeof(*b));
     if (mks_ctx_new(&cfg, &b->ks) != MKS_OK)

@@ -77,7 +77,7 @@ static int remove_token(void **state)
 
 static mks_ctx *new_ctx(const char *pin)
 {
-    mks_config cfg = {SOFTHSM_MODULE, pin, NULL};
+    mks_config cfg = {.pkcs11_module = SOFTHSM_MODULE, .pin_source = pin};
     mks_ctx *ctx = NULL;
 
     assert_int_equal(mks_ctx_new(&cfg, &ctx), MKS_OK);

@@ -33,7 +33,7 @@ static mtlsks_shim_set_faults_fn *shim_set_faults;
 
 static int setup(void **state)
 {
-    mks_config cfg = {MTLSKS_SHIM_PATH, NULL, NULL};
+    mks_config cfg = {.pkcs11_module = MTLSKS_SHIM_PATH};
     mks_object *objs = NULL;
     size_t n = 0;
     void *h;

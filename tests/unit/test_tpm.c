@@ -44,13 +44,24 @@ static int stop_swtpm(void **state)
     return swtpm_stop(&tpm);
 }
 
-static mks_ctx *new_ctx(void)
+/* A keystore on the swtpm; hold is tpm2-hold-objects (NULL: auto, which on
+ * the swtpm TCTI means no), sessions tpm2-sessions. */
+static mks_ctx *new_ctx_with(const char *hold, const char *sessions)
 {
-    mks_config cfg = {"/usr/lib/softhsm/libsofthsm2.so", NULL, tpm.tcti};
+    mks_config cfg = {.pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so",
+                      .tpm2_tcti = tpm.tcti,
+                      .tpm2_hold_objects = hold,
+                      .tpm2_sessions = sessions};
     mks_ctx *ctx = NULL;
 
-    assert_int_equal(mks_ctx_new(&cfg, &ctx), MKS_OK);
+    if (mks_ctx_new(&cfg, &ctx) != MKS_OK)
+        fail_msg("mks_ctx_new: %s", mks_last_error());
     return ctx;
+}
+
+static mks_ctx *new_ctx(void)
+{
+    return new_ctx_with(NULL, NULL);
 }
 
 static EVP_PKEY *pubkey_of(const mks_key *key)
@@ -120,13 +131,14 @@ static void test_ec_key_file(void **state)
         fail_msg("sign: %s", mks_last_error());
     assert_true(verify_ecdsa(pk, hash, sizeof(hash), sig, siglen));
 
-    /* Once loaded, a signature is exactly one TPM command. */
+    /* On the bare swtpm, once the key's context is saved, a signature is
+     * ContextLoad, Sign, FlushContext. */
     before = mks_tpm_command_count();
     for (i = 0; i < 5; i++) {
         siglen = sizeof(sig);
         assert_int_equal(mks_key_sign(key, &mp, hash, sizeof(hash), sig, &siglen), MKS_OK);
     }
-    assert_int_equal(mks_tpm_command_count() - before, 5);
+    assert_int_equal(mks_tpm_command_count() - before, 3 * 5);
 
     /* The file opens again and names the same key. */
     assert_true(pem_to_der(pem, &der, &derlen));
@@ -144,6 +156,93 @@ static void test_ec_key_file(void **state)
     mks_key_free(key);
     free(pem);
     mks_ctx_free(ctx);
+}
+
+/* Signs once with a new P-256 key of ctx (key file, no persistent handle)
+ * and returns the TPM commands the next n signatures took, and in *freeing
+ * what freeing the key took. */
+static unsigned long commands_for(mks_ctx *ctx, const char *password, int n, unsigned long *freeing)
+{
+    mks_tpm_keygen_params kp = {
+        {MKS_KEY_EC, 0, "P-256", NULL}, password, password != NULL ? strlen(password) : 0, 0};
+    mks_key *key = NULL;
+    char *pem = NULL;
+    size_t pem_len = 0, siglen;
+    unsigned char hash[32] = {4}, sig[64];
+    mks_mech_params mp = {MKS_MECH_ECDSA};
+    unsigned long before, used;
+    int i;
+
+    if (mks_tpm_keygen(ctx, &kp, &pem, &pem_len, &key) != MKS_OK)
+        fail_msg("keygen: %s", mks_last_error());
+    siglen = sizeof(sig);
+    if (mks_key_sign(key, &mp, hash, sizeof(hash), sig, &siglen) != MKS_OK)
+        fail_msg("first signature: %s", mks_last_error());
+    before = mks_tpm_command_count();
+    for (i = 0; i < n; i++) {
+        siglen = sizeof(sig);
+        assert_int_equal(mks_key_sign(key, &mp, hash, sizeof(hash), sig, &siglen), MKS_OK);
+    }
+    used = mks_tpm_command_count() - before;
+    before = mks_tpm_command_count();
+    mks_key_free(key);
+    *freeing = mks_tpm_command_count() - before;
+    free(pem);
+    return used;
+}
+
+/* The commands a signature costs, by tpm2-hold-objects and password (a
+ * password brings a salted HMAC session: held and reused with held
+ * objects, one per operation without). */
+static void test_commands_by_policy(void **state)
+{
+    static const struct {
+        const char *hold, *sessions, *password;
+        unsigned long per_sign, freeing;
+    } cases[] = {
+        /* held (as behind a resource manager): TPM2_Sign; flushed when freed */
+        {"yes", NULL, NULL, 1, 1},
+        {"yes", NULL, "pw", 1, 1},
+        {"yes", "always", NULL, 1, 1},
+        /* not held (a bare TPM): ContextLoad, Sign, FlushContext; with a
+         * session also ContextLoad of the primary, StartAuthSession and
+         * FlushContext of the primary */
+        {NULL, NULL, NULL, 3, 0},
+        {"no", NULL, NULL, 3, 0},
+        {NULL, NULL, "pw", 6, 0},
+        {NULL, "always", NULL, 6, 0},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        mks_ctx *ctx = new_ctx_with(cases[i].hold, cases[i].sessions);
+        unsigned long freeing = 0, used = commands_for(ctx, cases[i].password, 10, &freeing);
+
+        printf("# hold-objects %s, sessions %s, %s: %.1f TPM commands per signature, %lu to "
+               "free the key\n",
+               cases[i].hold ? cases[i].hold : "auto",
+               cases[i].sessions ? cases[i].sessions : "auto",
+               cases[i].password ? "password" : "no password", used / 10.0, freeing);
+        assert_int_equal(used, 10 * cases[i].per_sign);
+        assert_int_equal(freeing, cases[i].freeing);
+        mks_ctx_free(ctx);
+    }
+}
+
+/* Values the two settings do not take are refused, naming the choices. */
+static void test_bad_settings(void **state)
+{
+    mks_config cfg = {.pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so", .tpm2_tcti = tpm.tcti};
+    mks_ctx *ctx = NULL;
+
+    cfg.tpm2_hold_objects = "maybe";
+    assert_int_equal(mks_ctx_new(&cfg, &ctx), MKS_ERR_ARG);
+    assert_non_null(strstr(mks_last_error(), "tpm2-hold-objects = 'maybe'"));
+    assert_non_null(strstr(mks_last_error(), "auto"));
+    cfg.tpm2_hold_objects = NULL;
+    cfg.tpm2_sessions = "never";
+    assert_int_equal(mks_ctx_new(&cfg, &ctx), MKS_ERR_ARG);
+    assert_non_null(strstr(mks_last_error(), "tpm2-sessions = 'never'"));
 }
 
 static void test_rsa_pss_pkcs1_decrypt(void **state)
@@ -357,7 +456,8 @@ static void test_fork_child_signs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ec_key_file),      cmocka_unit_test(test_rsa_pss_pkcs1_decrypt),
+        cmocka_unit_test(test_ec_key_file),      cmocka_unit_test(test_commands_by_policy),
+        cmocka_unit_test(test_bad_settings),     cmocka_unit_test(test_rsa_pss_pkcs1_decrypt),
         cmocka_unit_test(test_persistent),       cmocka_unit_test(test_password),
         cmocka_unit_test(test_fork_child_signs),
     };

@@ -3,8 +3,11 @@
  * (mks_provider_builtin_init), against a real swtpm on free loopback ports:
  * 8 threads signing with one TPM key at once, a forked child signing with
  * the key its parent loaded, the TPM commands a signature and a mutual-TLS
- * handshake cost (asserted: one TPM2_Sign per signature, one per side of a
- * handshake), and signatures per second on swtpm (printed, not asserted).
+ * handshake cost, and signatures per second on swtpm (printed, not
+ * asserted). Twice: with objects held (tpm2-hold-objects = yes, the path
+ * behind a resource manager: one TPM2_Sign per signature, one per side of a
+ * handshake) and as on the bare swtpm (each signature ContextLoad, Sign,
+ * FlushContext: three commands).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -47,6 +50,8 @@ static swtpm_fixture tpm;
 
 /* The keystore and a library context with the default provider and ours. */
 static mks_ctx *ks;
+static const char *hold_objects; /* tpm2-hold-objects of this group */
+static unsigned long per_sign;   /* TPM commands per signature once loaded */
 static builtin_provider bp;
 static OSSL_LIB_CTX *libctx; /* bp's */
 
@@ -80,15 +85,30 @@ static void stop_swtpm(void)
 
 static int setup(void **state)
 {
-    mks_config cfg = {SOFTHSM_MODULE, NULL, NULL};
+    mks_config cfg = {.pkcs11_module = SOFTHSM_MODULE};
 
     if (start_swtpm() != 0)
         return -1;
     cfg.tpm2_tcti = tpm.tcti;
+    cfg.tpm2_hold_objects = hold_objects;
     if (builtin_provider_start(&cfg, &ks, &bp) != 0)
         return -1;
     libctx = bp.libctx;
     return 0;
+}
+
+static int setup_held(void **state)
+{
+    hold_objects = "yes";
+    per_sign = 1;
+    return setup(state);
+}
+
+static int setup_bare(void **state)
+{
+    hold_objects = NULL; /* auto: the swtpm TCTI has no resource manager */
+    per_sign = 3;
+    return setup(state);
 }
 
 static int teardown(void **state)
@@ -195,7 +215,7 @@ static void test_threads_sign_one_key(void **state)
     unsigned long before;
     int i, failures = 0;
 
-    /* Load it once: then every signature is one TPM command. */
+    /* Load it once: then every signature costs per_sign TPM commands. */
     assert_true(sign_verify(pkey, pub, (const unsigned char *)"warm", 4));
     before = mks_tpm_command_count();
     for (i = 0; i < THREADS; i++) {
@@ -207,7 +227,7 @@ static void test_threads_sign_one_key(void **state)
         failures += args[i].failures;
     }
     assert_int_equal(failures, 0);
-    assert_int_equal(mks_tpm_command_count() - before, THREADS * SIGNS_PER_THREAD);
+    assert_int_equal(mks_tpm_command_count() - before, per_sign * THREADS * SIGNS_PER_THREAD);
     printf("# %d threads x %d signatures with one TPM key: no failure, %lu TPM commands\n", THREADS,
            SIGNS_PER_THREAD, mks_tpm_command_count() - before);
     EVP_PKEY_free(pkey);
@@ -265,7 +285,7 @@ static void measure_signatures(mks_key_type type, const char *what)
     pkey = tpm_pkey(type, &pub);
     c1 = mks_tpm_command_count();
     /* The first signature loads the key: standard primary, load, flush the
-     * primary, sign. */
+     * primary, sign (and without held objects: save its context, flush it). */
     assert_true(sign_verify(pkey, pub, (const unsigned char *)"first", 5));
     c2 = mks_tpm_command_count();
     printf("# %s: key creation %lu TPM commands; first signature %lu (loads the key)\n", what,
@@ -275,14 +295,15 @@ static void measure_signatures(mks_key_type type, const char *what)
     for (i = 0; i < N; i++)
         assert_true(sign_verify(pkey, pub, (const unsigned char *)&i, sizeof(i)));
     t1 = now();
-    assert_int_equal(mks_tpm_command_count() - c2, N);
+    assert_int_equal(mks_tpm_command_count() - c2, per_sign * N);
     printf("# %s: %d signatures, %lu TPM commands (%.2f per signature), %.0f signatures/s on "
            "swtpm (signing through the provider and verifying in software)\n",
            what, N, mks_tpm_command_count() - c2, (double)(mks_tpm_command_count() - c2) / N,
            N / (t1 - t0));
     c0 = mks_tpm_command_count();
     EVP_PKEY_free(pkey);
-    printf("# %s: freeing the key %lu TPM command (flush)\n", what, mks_tpm_command_count() - c0);
+    printf("# %s: freeing the key %lu TPM commands (flush, when held)\n", what,
+           mks_tpm_command_count() - c0);
     EVP_PKEY_free(pub);
 }
 
@@ -410,11 +431,11 @@ static void measure_handshakes(int version, const char *what)
     for (i = 0; i < N; i++)
         assert_true(handshake(sctx, cctx));
     t1 = now();
-    /* One TPM2_Sign per side: the server's and the client's CertificateVerify
-     * (TLS 1.2: ServerKeyExchange and CertificateVerify). */
-    assert_int_equal(mks_tpm_command_count() - c0, 2 * N);
+    /* One signature per side: the server's and the client's
+     * CertificateVerify (TLS 1.2: ServerKeyExchange and CertificateVerify). */
+    assert_int_equal(mks_tpm_command_count() - c0, per_sign * 2 * N);
     printf("# %s, both keys in the TPM: %d handshakes, %.2f TPM commands per handshake "
-           "(one per side), %.0f handshakes/s in process on swtpm\n",
+           "(one signature per side), %.0f handshakes/s in process on swtpm\n",
            what, N, (double)(mks_tpm_command_count() - c0) / N, N / (t1 - t0));
 
     SSL_CTX_free(sctx);
@@ -454,5 +475,9 @@ int main(void)
         return 77;
     }
     setenv("TSS2_LOG", "all+none", 1);
-    return cmocka_run_group_tests(tests, setup, teardown);
+    if (cmocka_run_group_tests_name("objects held (as behind a resource manager)", tests,
+                                    setup_held, teardown) != 0)
+        return 1;
+    return cmocka_run_group_tests_name("bare swtpm (load, use, flush)", tests, setup_bare,
+                                       teardown);
 }

@@ -74,6 +74,12 @@ typedef struct mks_config {
     const char *pin_source;
     /* TPM TCTI string ("device:/dev/tpmrm0", "swtpm:host=...,port=..."). NULL = default. */
     const char *tpm2_tcti;
+    /* Whether a loaded TPM key stays loaded between operations: "auto" (NULL:
+     * yes behind a resource manager -- tabrmd, /dev/tpmrmN -- else each
+     * operation loads and flushes it), "yes", "no". */
+    const char *tpm2_hold_objects;
+    /* HMAC sessions: "auto" (NULL: for keys with a password), "always". */
+    const char *tpm2_sessions;
 } mks_config;
 
 /*
@@ -500,8 +506,13 @@ MKS_WUR mks_rv mks_keyref_decode_der(const unsigned char *der, size_t der_len, c
  * (a scheme of its own: tpm2-openssl's handle: and object: are not claimed).
  * The TPM is reached through the TCTI of mks_config.tpm2_tcti. All TPM
  * commands of a context run under one lock; transient objects are flushed
- * as soon as they are not needed (a loaded key stays loaded while its
- * mks_key lives, so a signature costs one TPM2_Sign).
+ * as soon as they are not needed. Behind a resource manager a loaded key
+ * stays loaded while its mks_key lives (a signature costs one TPM2_Sign);
+ * on a bare TPM each operation loads the key from its saved context and
+ * flushes it again (three commands), so that a process killed by a signal
+ * leaves nothing behind (mks_config.tpm2_hold_objects). Keys with a password
+ * are used through HMAC sessions salted with the storage key
+ * (mks_config.tpm2_sessions): the password never crosses the interface.
  */
 
 #define MKS_TSS2_PEM_LABEL "TSS2 PRIVATE KEY"
