@@ -148,7 +148,7 @@ static EVP_PKEY *token_key(mks_key_type type, const char *label, EVP_PKEY **pub)
 static int setup(void **state)
 {
     char path[128], conf[256], pin_source[160], cmd[256];
-    mks_config cfg = {MTLSKS_SHIM_PATH, pin_source, NULL};
+    mks_config cfg = {.pkcs11_module = MTLSKS_SHIM_PATH, .pin_source = pin_source};
     void *shim;
 
     snprintf(dir, sizeof(dir), "/tmp/mtlsks-async-XXXXXX");
