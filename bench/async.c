@@ -221,7 +221,7 @@ int cmd_tls_async(const bench_opts *o)
         return 0;
     }
     snprintf(list, sizeof(list), "%s", o->impl);
-    if (!bench_load_config(o->config) || (skey = bench_store_load(o->key)) == NULL ||
+    if (!bench_load_config(o->config) || (skey = bench_store_load(o->key, o->pass_file)) == NULL ||
         !shim_attach(o->shim))
         goto done;
     snprintf(spec, sizeof(spec), "C_Sign=delay:%.0fus", o->latency_ms * 1000);

@@ -97,7 +97,7 @@ static void *client_main(void *p)
 static SSL_CTX *client_ctx(const bench_opts *o)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    EVP_PKEY *key = bench_store_load(o->key);
+    EVP_PKEY *key = bench_store_load(o->key, NULL);
 
     if (ctx == NULL || key == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
         SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1 ||
