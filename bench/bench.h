@@ -8,7 +8,9 @@
  * (EVP_DigestSign through a provider or software; key loading), engine.c
  * (libp11's pkcs11 engine, deprecated ENGINE API), keystore.c (the keystore
  * API directly, PKCS#11 and TPM), tls.c (mutual-TLS handshakes over memory
- * BIOs), counters.c (the PKCS#11 shim's counters, TPM pcap files).
+ * BIOs), async.c (the same with SSL_MODE_ASYNC, many handshakes in flight on
+ * one thread, a slow token), tls_load.c (clients against a running server),
+ * counters.c (the PKCS#11 shim's counters, TPM pcap files).
  */
 #ifndef MTLSKS_BENCH_H
 #define MTLSKS_BENCH_H
@@ -16,6 +18,8 @@
 #include <stddef.h>
 
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #define BENCH_MAX_THREADS 16
 #define BENCH_MAX_PATHS 8
@@ -47,6 +51,12 @@ typedef struct bench_opts {
     double slice;  /* several paths: seconds each runs before the next one's turn */
     long count;    /* > 0: this many operations, one thread, no clock */
     int init_only; /* sign: time EVP_DigestSignInit_ex alone (diagnostic) */
+    /* tls-load: the server, the client's certificate (--key: its key), the CA,
+     * a string every answer must contain. */
+    const char *connect, *cert, *ca, *expect;
+    /* tls-async: handshakes in flight, the token's added latency (ms). */
+    int inflight;
+    double latency_ms;
 } bench_opts;
 
 /* ---- harness.c ----------------------------------------------------------- */
@@ -153,12 +163,28 @@ int cmd_tpm_keygen(const bench_opts *o);
 /* ---- tls.c --------------------------------------------------------------------- */
 
 int cmd_tls(const bench_opts *o);
+/* A certificate for pub, issued by issuer_key (issuer NULL: self-signed CA). */
+X509 *bench_make_cert(EVP_PKEY *pub, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
+                      long serial);
+/* An SSL_CTX for one side: TLS 1.3 only, its key and a certificate for it
+ * issued by the CA, peer verification against the CA, no tickets. */
+SSL_CTX *bench_side_ctx(int server, EVP_PKEY *key, const char *cn, X509 *ca, EVP_PKEY *ca_key,
+                        long serial);
+
+/* ---- tls_load.c, async.c ----------------------------------------------------------- */
+
+int cmd_tls_load(const bench_opts *o);
+int cmd_tls_async(const bench_opts *o);
 
 /* ---- counters.c ------------------------------------------------------------------- */
 
 /* Finds the shim (NULL path: not counting); 0 when it is not loaded. */
 int shim_attach(const char *path);
 void shim_reset(void);
+/* The shim's fault rules (mtlsks_shim_set_faults): 1 when set. */
+int shim_set_faults(const char *spec);
+/* The most C_Sign calls at once since the last reset (0: not attached). */
+unsigned long shim_peak(const char *name);
 /* {"C_SignInit":1.00,...} per operation, for the calls since shim_reset. */
 void shim_json_per_op(const char *key, unsigned long ops);
 

@@ -22,6 +22,13 @@ static const char usage_text[] =
     "  startup     provider/engine load, key load, first signature; VmRSS\n"
     "  tpm-keygen  make a TPM key with the keystore (TSS2 PRIVATE KEY file): --tcti --out\n"
     "  pcap-count FILE   TPM commands in a pcapng file written by the pcap TCTI\n"
+    "  tls-load    clients against a running server (HAProxy): --connect HOST:PORT, --cert,\n"
+    "              --key, --ca; --threads clients at once, --count requests each, a new\n"
+    "              TLS 1.3 connection per request (HTTP/1.0 GET, 200 and --expect required)\n"
+    "  tls-async   mutual-TLS handshakes on one thread, --inflight at once over memory\n"
+    "              BIOs, the server's key in a token made slow by --latency-ms (the shim,\n"
+    "              --config naming it as the module, --shim): --impl async (SSL_MODE_ASYNC\n"
+    "              on the server) or sync, or both (async,sync: taking turns)\n"
     "\n"
     "Options:\n"
     "  --impl NAME        the path to the key (see above)\n"
@@ -46,7 +53,13 @@ static const char usage_text[] =
     "  --slice S          several paths: seconds per turn (default 0.02)\n"
     "  --count N          N operations on one thread instead of a duration (for counting)\n"
     "  --init-only        sign: time only the EVP context set-up, no signature (diagnostic)\n"
-    "  --note TEXT        copied into the JSON\n";
+    "  --note TEXT        copied into the JSON\n"
+    "  --connect H:P      tls-load: the server\n"
+    "  --cert FILE        tls-load: the client's certificate (--key: its key file)\n"
+    "  --ca FILE          tls-load: the CA that issued the server's certificate\n"
+    "  --expect TEXT      tls-load: what every answer must contain\n"
+    "  --inflight N       tls-async: handshakes in flight at once (default 64)\n"
+    "  --latency-ms MS    tls-async: what the token adds to each C_Sign (default 0)\n";
 
 static int usage(int rc)
 {
@@ -72,16 +85,19 @@ static int parse_alg(const char *s, bench_opts *o)
 static int parse_options(int argc, char **argv, bench_opts *o, int *rc)
 {
     static const struct option longopts[] = {
-        {"impl", required_argument, NULL, 'i'},   {"alg", required_argument, NULL, 'a'},
-        {"key", required_argument, NULL, 'k'},    {"key2", required_argument, NULL, 'K'},
-        {"module", required_argument, NULL, 'm'}, {"pin-file", required_argument, NULL, 'p'},
-        {"config", required_argument, NULL, 'c'}, {"shim", required_argument, NULL, 'S'},
-        {"tcti", required_argument, NULL, 'T'},   {"pass-file", required_argument, NULL, 'P'},
-        {"out", required_argument, NULL, 'o'},    {"threads", required_argument, NULL, 'n'},
-        {"warmup", required_argument, NULL, 'w'}, {"seconds", required_argument, NULL, 's'},
-        {"count", required_argument, NULL, 'N'},  {"note", required_argument, NULL, 'x'},
-        {"init-only", no_argument, NULL, 'I'},    {"slice", required_argument, NULL, 'L'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"impl", required_argument, NULL, 'i'},     {"alg", required_argument, NULL, 'a'},
+        {"key", required_argument, NULL, 'k'},      {"key2", required_argument, NULL, 'K'},
+        {"module", required_argument, NULL, 'm'},   {"pin-file", required_argument, NULL, 'p'},
+        {"config", required_argument, NULL, 'c'},   {"shim", required_argument, NULL, 'S'},
+        {"tcti", required_argument, NULL, 'T'},     {"pass-file", required_argument, NULL, 'P'},
+        {"out", required_argument, NULL, 'o'},      {"threads", required_argument, NULL, 'n'},
+        {"warmup", required_argument, NULL, 'w'},   {"seconds", required_argument, NULL, 's'},
+        {"count", required_argument, NULL, 'N'},    {"note", required_argument, NULL, 'x'},
+        {"init-only", no_argument, NULL, 'I'},      {"slice", required_argument, NULL, 'L'},
+        {"connect", required_argument, NULL, 'C'},  {"cert", required_argument, NULL, 'e'},
+        {"ca", required_argument, NULL, 'A'},       {"expect", required_argument, NULL, 'E'},
+        {"inflight", required_argument, NULL, 'F'}, {"latency-ms", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     int c;
 
@@ -146,6 +162,24 @@ static int parse_options(int argc, char **argv, bench_opts *o, int *rc)
         case 'L':
             o->slice = atof(optarg);
             break;
+        case 'C':
+            o->connect = optarg;
+            break;
+        case 'e':
+            o->cert = optarg;
+            break;
+        case 'A':
+            o->ca = optarg;
+            break;
+        case 'E':
+            o->expect = optarg;
+            break;
+        case 'F':
+            o->inflight = atoi(optarg);
+            break;
+        case 'l':
+            o->latency_ms = atof(optarg);
+            break;
         case 'h':
             *rc = usage(0);
             return 0;
@@ -169,6 +203,7 @@ int main(int argc, char **argv)
     o.warmup = 0.5;
     o.seconds = 2;
     o.slice = 0.02;
+    o.inflight = 64;
     if (argc < 2)
         return usage(2);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
@@ -179,14 +214,15 @@ int main(int argc, char **argv)
     if (optind < argc)
         arg = argv[optind];
     if (o.threads < 1 || o.threads > BENCH_MAX_THREADS || o.seconds <= 0 || o.warmup < 0 ||
-        o.slice <= 0) {
+        o.slice <= 0 || o.inflight < 1 || o.latency_ms < 0) {
         fprintf(stderr,
-                "mtlsks-bench: --threads 1..%d, --seconds > 0, --warmup >= 0, --slice > 0\n",
+                "mtlsks-bench: --threads 1..%d, --seconds > 0, --warmup >= 0, --slice > 0, "
+                "--inflight >= 1, --latency-ms >= 0\n",
                 BENCH_MAX_THREADS);
         return 2;
     }
     if (o.impl == NULL && (strcmp(o.cmd, "sign") == 0 || strcmp(o.cmd, "tls") == 0 ||
-                           strcmp(o.cmd, "startup") == 0)) {
+                           strcmp(o.cmd, "startup") == 0 || strcmp(o.cmd, "tls-async") == 0)) {
         fprintf(stderr, "mtlsks-bench: %s needs --impl\n", o.cmd);
         return 2;
     }
@@ -198,6 +234,10 @@ int main(int argc, char **argv)
         ok = cmd_startup(&o);
     else if (strcmp(o.cmd, "tpm-keygen") == 0)
         ok = cmd_tpm_keygen(&o);
+    else if (strcmp(o.cmd, "tls-load") == 0)
+        ok = cmd_tls_load(&o);
+    else if (strcmp(o.cmd, "tls-async") == 0)
+        ok = cmd_tls_async(&o);
     else if (strcmp(o.cmd, "pcap-count") == 0 && arg != NULL)
         ok = cmd_pcap_count(&o, arg);
     else

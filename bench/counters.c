@@ -22,6 +22,8 @@
 
 static mtlsks_shim_counts_reset_fn *shim_reset_fn;
 static mtlsks_shim_counts_list_fn *shim_list_fn;
+static mtlsks_shim_set_faults_fn *shim_faults_fn;
+static mtlsks_shim_peak_fn *shim_peak_fn;
 
 int shim_attach(const char *path)
 {
@@ -30,6 +32,8 @@ int shim_attach(const char *path)
     if (h != NULL) {
         shim_reset_fn = (mtlsks_shim_counts_reset_fn *)dlsym(h, "mtlsks_shim_counts_reset");
         shim_list_fn = (mtlsks_shim_counts_list_fn *)dlsym(h, "mtlsks_shim_counts_list");
+        shim_faults_fn = (mtlsks_shim_set_faults_fn *)dlsym(h, "mtlsks_shim_set_faults");
+        shim_peak_fn = (mtlsks_shim_peak_fn *)dlsym(h, "mtlsks_shim_peak");
     }
     if (shim_reset_fn == NULL || shim_list_fn == NULL) {
         fprintf(stderr, "mtlsks-bench: %s is not loaded in this process: is it the module?\n",
@@ -43,6 +47,16 @@ void shim_reset(void)
 {
     if (shim_reset_fn != NULL)
         shim_reset_fn();
+}
+
+int shim_set_faults(const char *spec)
+{
+    return shim_faults_fn != NULL && shim_faults_fn(spec) == 0;
+}
+
+unsigned long shim_peak(const char *name)
+{
+    return shim_peak_fn != NULL ? shim_peak_fn(name) : 0;
 }
 
 void shim_json_per_op(const char *key, unsigned long ops)

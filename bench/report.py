@@ -189,6 +189,86 @@ def count_failed(rows, impl, alg, bench, note="tpm-count"):
     return None
 
 
+def slow_token_tables(rows, targets, summary):
+    """A slow token: SSL_MODE_ASYNC on one thread (tls-async) and HAProxy
+    with ssl-mode-async (tls-load against it), async against sync."""
+    by_lat = {}
+    for r in rows:
+        if r.get("bench") == "tls-async":
+            by_lat.setdefault((r.get("impl"), r.get("latency_ms")), Group()).rows.append(r)
+    body, async_sum = [], []
+    for lat in sorted({k[1] for k in by_lat if k[1] is not None}):
+        ga, gs = by_lat.get(("async", lat)), by_lat.get(("sync", lat))
+        ra, rs = (ga.rate() if ga else None), (gs.rate() if gs else None)
+        ca, cs = (ga.cpu_rate() if ga else None), (gs.cpu_rate() if gs else None)
+        peak = max((r.get("sign_peak", 0) for r in ga.ok_rows()), default=0) if ga else 0
+        inflight = next((r.get("inflight") for r in (ga or gs).rows), None)
+        body.append([f"{lat:g} ms", inflight, fmt_rate(ra), fmt_rate(rs),
+                     f"{ra / rs:.2f}" if ra and rs else "-",
+                     f"{ca / cs:.2f}" if ca and cs else "-", peak or "-"])
+        async_sum.append({"latency_ms": lat, "inflight": inflight,
+                          "async": ga.summary() if ga else None,
+                          "sync": gs.summary() if gs else None,
+                          "async_over_sync": ra / rs if ra and rs else None,
+                          "async_over_sync_cpu": ca / cs if ca and cs else None,
+                          "sign_peak": peak})
+        if lat >= 20:
+            targets.append({"target": f"SSL_MODE_ASYNC, one thread, {lat:g} ms token: async >= 8 x sync",
+                            "met": bool(ra and rs and ra >= 8 * rs),
+                            "value": ra / rs if ra and rs else None})
+        if lat == 0:
+            targets.append({"target": "SSL_MODE_ASYNC, one thread, 0 ms token: async within 3% of sync",
+                            "met": bool(ra and rs and abs(ra / rs - 1) <= 0.03),
+                            "value": ra / rs if ra and rs else None, "cpu": ca / cs if ca and cs else None})
+    if body:
+        table("Slow token, one thread: mutual-TLS 1.3 handshakes per second with SSL_MODE_ASYNC "
+              "and without (tls-async)",
+              ["token adds", "in flight", "async", "sync", "async/sync", "async/sync CPU",
+               "C_Sign at once"], body,
+              ["handshakes over memory BIOs on one thread; the server's key in the token behind "
+               "the shim, which delays each C_Sign;",
+               "CPU: per CPU second of the process (the keystore's worker threads included)"])
+    summary["slow_token"] = async_sum
+
+    local, remote = group(rows, "sign", "local"), group(rows, "sign", "remote")
+    tlocal, tremote = group(rows, "tls", "local"), group(rows, "tls", "remote")
+    if remote or tremote:
+        body, rem_sum = [], []
+        for what, lg, rg, keys in (("signatures", local, remote,
+                                    [(a, t) for a in ("ec", "rsa-pss") for t in (1, 2)]),
+                                   ("mTLS handshakes", tlocal, tremote, [("ec", 1)])):
+            for alg, t in keys:
+                lr = lg[("provider", alg, t)].rate() if ("provider", alg, t) in lg else None
+                rr = rg[("provider", alg, t)].rate() if ("provider", alg, t) in rg else None
+                body.append([what, ALGS[alg], t, cell(lg, ("provider", alg, t)),
+                             cell(rg, ("provider", alg, t)), f"{rr / lr:.2f}" if rr and lr else "-",
+                             f"{1e6 / rr - 1e6 / lr:.0f}" if rr and lr else "-"])
+                rem_sum.append({"what": what, "alg": alg, "threads": t, "local": lr, "remote": rr})
+        table("Remote token: the provider through p11-kit-client.so and a p11-kit server on a Unix "
+              "socket, against SoftHSM in-process (per second)",
+              ["", "key", "thr", "in-process", "remote", "remote/in-process", "us added"], body,
+              ["one row at a time (best round); the p11-kit server forks one process per client "
+               "connection"])
+        summary["remote_token"] = rem_sum
+
+    ha = group(rows, "tls-load", "haproxy")
+    ga, gs = ha.get(("async", "ec", 1)), ha.get(("sync", "ec", 1))
+    if ga or gs:
+        ra, rs = (ga.best() if ga else None), (gs.best() if gs else None)
+        table("HAProxy, nbthread 1, 16 clients, 20 ms token: handshakes per second",
+              ["ssl-mode-async", "without", "with/without"],
+              [[cell(ha, ("async", "ec", 1)), cell(ha, ("sync", "ec", 1)),
+                f"{ra / rs:.2f}" if ra and rs else "-"]],
+              ["mtlsks-bench tls-load: a new TLS 1.3 connection per request, client "
+               "certificates required (best round)"])
+        summary["haproxy"] = {"async": ga.summary() if ga else None,
+                              "sync": gs.summary() if gs else None,
+                              "async_over_sync": ra / rs if ra and rs else None}
+        targets.append({"target": "HAProxy, 20 ms token: ssl-mode-async >= 4 x without",
+                        "met": bool(ra and rs and ra >= 4 * rs),
+                        "value": ra / rs if ra and rs else None})
+
+
 def counted(rows, impl, alg, bench, note):
     """Whether ci/bench ran a counted row of this kind at all."""
     return any(r.get("bench") == bench and r.get("impl") == impl and r.get("alg") == alg
@@ -439,6 +519,8 @@ def main():
           ["P: pkcs11-provider; the last column: what loading mtlsks.so (not using it) adds to "
            "a handshake with software keys"])
     summary["tls"] = tls_sum
+
+    slow_token_tables(rows, targets, summary)
 
     # ---- start-up ----------------------------------------------------------------------
     st = group(rows, "startup")

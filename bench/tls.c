@@ -20,8 +20,8 @@ typedef struct tls_arg {
     SSL_CTX *sctx, *cctx;
 } tls_arg;
 
-static X509 *make_cert(EVP_PKEY *pub, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
-                       long serial)
+X509 *bench_make_cert(EVP_PKEY *pub, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
+                      long serial)
 {
     X509 *x = X509_new_ex(NULL, "provider=default");
     X509_NAME *name = X509_NAME_new();
@@ -52,14 +52,12 @@ static X509 *make_cert(EVP_PKEY *pub, const char *cn, X509 *issuer, EVP_PKEY *is
     return x;
 }
 
-/* An SSL_CTX for one side: TLS 1.3 only, its key and certificate, peer
- * verification against the CA. */
-static SSL_CTX *side_ctx(int server, EVP_PKEY *key, const char *cn, X509 *ca, EVP_PKEY *ca_key,
-                         long serial)
+SSL_CTX *bench_side_ctx(int server, EVP_PKEY *key, const char *cn, X509 *ca, EVP_PKEY *ca_key,
+                        long serial)
 {
     SSL_CTX *ctx = SSL_CTX_new_ex(NULL, NULL, server ? TLS_server_method() : TLS_client_method());
     EVP_PKEY *pub = bench_public_copy(key);
-    X509 *cert = pub != NULL ? make_cert(pub, cn, ca, ca_key, serial) : NULL;
+    X509 *cert = pub != NULL ? bench_make_cert(pub, cn, ca, ca_key, serial) : NULL;
     int ok = ctx != NULL && cert != NULL && SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) &&
              SSL_CTX_use_certificate(ctx, cert) == 1 && SSL_CTX_use_PrivateKey(ctx, key) == 1 &&
              SSL_CTX_check_private_key(ctx) == 1 &&
@@ -171,14 +169,14 @@ int cmd_tls(const bench_opts *o)
     if (!bench_load_providers(o))
         return 0;
     ca_key = bench_soft_key(BENCH_EC);
-    ca = ca_key != NULL ? make_cert(ca_key, "mtlsks-bench CA", NULL, ca_key, 1) : NULL;
+    ca = ca_key != NULL ? bench_make_cert(ca_key, "mtlsks-bench CA", NULL, ca_key, 1) : NULL;
     if (ca == NULL)
         goto done;
     for (name = strtok_r(list, ",", &save); name != NULL; name = strtok_r(NULL, ",", &save)) {
         if (n == BENCH_MAX_PATHS || !tls_keys(o, name, &keys[n][0], &keys[n][1]))
             goto done;
-        a[n].sctx = side_ctx(1, keys[n][0], "server", ca, ca_key, 2 + 2 * n);
-        a[n].cctx = side_ctx(0, keys[n][1], "client", ca, ca_key, 3 + 2 * n);
+        a[n].sctx = bench_side_ctx(1, keys[n][0], "server", ca, ca_key, 2 + 2 * n);
+        a[n].cctx = bench_side_ctx(0, keys[n][1], "client", ca, ca_key, 3 + 2 * n);
         paths[n].name = name;
         paths[n].op = handshake_op;
         paths[n].arg = &a[n];

@@ -3,8 +3,8 @@
 # the build. Build: compiler, CMake, Ninja, OpenSSL, p11-kit and tpm2-tss
 # headers, cmocka. Tests: SoftHSM, pkcs11-tool (opensc), GnuTLS tools, libp11's
 # engine, swtpm, tpm2-tools (lockout reset, transient handle checks),
-# tpm2-openssl (the TPM interop peer), curl, Python, nginx; clang-format for the
-# format check. ACME: libcurl, json-c and libmicrohttpd headers (the client and
+# tpm2-openssl (the TPM interop peer), curl, Python, nginx, HAProxy; clang-format
+# for the format check. ACME: libcurl, json-c and libmicrohttpd headers (the client and
 # its http-01 responder), pebble and pebble-challtestsrv (the test CA and its
 # DNS server), lego (the ACME client the bench compares with).
 
@@ -25,6 +25,8 @@ CI_PACKAGES=(
     nginx
     # the ACME test CA (tests/lib/acme.sh) and the ACME client bench/ compares with
     pebble lego
+    # an event-loop server with ssl-mode-async (tests/integration/haproxy.sh)
+    haproxy
     # installation and packaging tests (install_*.sh): dpkg-shlibdeps, man
     # page rendering, systemd-analyze verify of the units
     dpkg-dev groff-base man-db systemd

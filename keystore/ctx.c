@@ -21,6 +21,7 @@ struct mks_ctx {
     OSSL_PROVIDER *deflt;    /* the default provider, loaded into libctx */
     p11_module *p11;         /* module loaded at first use (p11_module_ready) */
     struct tpm2_state *tpm2; /* its settings; the TPM is reached at first use */
+    struct mks_async *async; /* worker threads (async.c), started at first use */
     struct mks_ctx *next_registered;
 };
 
@@ -95,6 +96,8 @@ unsigned long mks_fork_generation(void)
 
 static void ctx_release(mks_ctx *ctx)
 {
+    /* First: the workers are idle (every operation holds a reference). */
+    mks_async_free(ctx->async);
     p11_module_free(ctx->p11);
     /* The TPM connection is closed at exit too: a bare TPM keeps what a
      * process leaves loaded. */
@@ -119,7 +122,8 @@ mks_rv mks_ctx_new(const mks_config *cfg, mks_ctx **out)
         return mks_error(MKS_ERR_NOMEM, "out of memory");
     atomic_init(&ctx->refs, 1);
     if (p11_module_new(cfg->pkcs11_module, cfg->pin_source, !cfg->no_key_cache, &ctx->p11) !=
-        MKS_OK)
+            MKS_OK ||
+        mks_async_new(&ctx->async) != MKS_OK)
         goto done;
     /* Settings the TPM backend refuses fail here, when the context is made. */
     rv = tpm2_state_new(cfg, &ctx->tpm2);
@@ -158,6 +162,11 @@ void mks_ctx_up_ref(mks_ctx *ctx)
 OSSL_LIB_CTX *mks_ctx_libctx(mks_ctx *ctx)
 {
     return ctx->libctx;
+}
+
+struct mks_async *mks_ctx_async(mks_ctx *ctx)
+{
+    return ctx->async;
 }
 
 p11_module *mks_ctx_p11(mks_ctx *ctx)

@@ -92,6 +92,13 @@ OSSL_LIB_CTX *mks_ctx_libctx(mks_ctx *ctx);
  * (sessions, TPM connections, handles) belongs to the parent. */
 unsigned long mks_fork_generation(void);
 
+/* The context's worker threads (async.c): made with the context (no thread
+ * starts before the first mks_key_sign_start), freed with it. */
+struct mks_async;
+mks_rv mks_async_new(struct mks_async **out);
+void mks_async_free(struct mks_async *a);
+struct mks_async *mks_ctx_async(mks_ctx *ctx);
+
 /* The context's TPM state, created on first use from the configured TCTI. */
 struct tpm2_state;
 mks_rv mks_ctx_tpm2(mks_ctx *ctx, struct tpm2_state **out);

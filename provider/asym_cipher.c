@@ -366,7 +366,7 @@ static int tls_premaster(mks_cipherctx *c, unsigned char *out, size_t *outlen, s
         return 0;
     }
     ERR_set_mark();
-    rv = mks_key_decrypt(mks_keyobj_key(c->key), &mp, in, inlen, tmp, &len);
+    rv = mks_prov_key_decrypt(mks_keyobj_key(c->key), &mp, in, inlen, tmp, &len);
     ERR_pop_to_mark();
     if (rv == MKS_ERR_PIN_REQUIRED || rv == MKS_ERR_PIN_INCORRECT || rv == MKS_ERR_PIN_LOCKED ||
         rv == MKS_ERR_TOKEN_ABSENT || rv == MKS_ERR_NOMEM) {
@@ -424,7 +424,7 @@ static int mks_rsa_cipher_decrypt(void *ctx, unsigned char *out, size_t *outlen,
     }
     len = mod_len;
     ERR_set_mark();
-    rv = mks_key_decrypt(mks_keyobj_key(c->key), &mp, in, inlen, tmp, &len);
+    rv = mks_prov_key_decrypt(mks_keyobj_key(c->key), &mp, in, inlen, tmp, &len);
     ERR_pop_to_mark();
     if (rv != MKS_OK) {
         mks_raise_ks(c->prov, rv);

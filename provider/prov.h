@@ -52,7 +52,8 @@ typedef struct mks_prov {
     mks_ctx *ks;
     int ks_owned;
     CRYPTO_RWLOCK *ks_lock;
-    mks_config cfg; /* strings owned */
+    mks_config cfg;    /* strings owned */
+    int async_workers; /* async-workers; -1: unset */
     EVP_MD *md[MKS_MD_COUNT];
 
     OSSL_FUNC_core_new_error_fn *core_new_error;
@@ -115,6 +116,18 @@ int mks_reason_of(mks_rv rv);
  */
 void mks_raise_ks_at(const mks_prov *prov, const char *file, int line, const char *func, mks_rv rv);
 #define mks_raise_ks(prov, rv) mks_raise_ks_at((prov), __FILE__, __LINE__, __func__, (rv))
+
+/* ---- token calls, in ASYNC jobs on a worker (async.c) ---------------------- */
+
+/*
+ * mks_key_sign and mks_key_decrypt for the dispatch functions: inside an
+ * OpenSSL ASYNC job (SSL_MODE_ASYNC) the token call runs on a keystore
+ * worker while the job is paused; elsewhere it is that call.
+ */
+mks_rv mks_prov_key_sign(mks_key *key, const mks_mech_params *p, const unsigned char *in,
+                         size_t inlen, unsigned char *sig, size_t *siglen);
+mks_rv mks_prov_key_decrypt(mks_key *key, const mks_mech_params *p, const unsigned char *in,
+                            size_t inlen, unsigned char *out, size_t *outlen);
 
 /* ---- PIN through OpenSSL's passphrase callback --------------------------- */
 

@@ -8,8 +8,10 @@
  */
 #include "prov.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/obj_mac.h>
@@ -31,6 +33,7 @@
 #define MKS_CONF_TPM2_HOLD "tpm2-hold-objects"
 #define MKS_CONF_TPM2_SESSIONS "tpm2-sessions"
 #define MKS_CONF_CACHE_KEYS "pkcs11-cache-keys"
+#define MKS_CONF_ASYNC_WORKERS "async-workers"
 
 static OSSL_FUNC_provider_teardown_fn mks_teardown;
 static OSSL_FUNC_provider_gettable_params_fn mks_gettable_params;
@@ -437,12 +440,45 @@ static int conf_cache_keys(mks_prov *prov, const char *value)
     return 0;
 }
 
+/*
+ * async-workers = N: worker threads for token calls made inside OpenSSL
+ * ASYNC jobs (provider/async.c); 0 makes every call in its caller's thread.
+ * Unset (-1): the keystore's default, MKS_ASYNC_WORKERS_DEFAULT. A bad value
+ * stops the provider from loading, and says so on stderr as well: OpenSSL
+ * 3.0 drops the errors of a provider that fails to load from openssl.cnf,
+ * and the user would read only "unregistered scheme" later.
+ */
+static int conf_workers(mks_prov *prov, const char *value, int *out)
+{
+    char *end = NULL;
+    long n;
+
+    *out = -1;
+    if (value == NULL || *value == '\0')
+        return 1;
+    errno = 0;
+    n = strtol(value, &end, 10);
+    if (errno != 0 || end == value || *end != '\0' || n < 0 || n > MKS_ASYNC_WORKERS_MAX) {
+        char msg[256];
+
+        snprintf(msg, sizeof(msg),
+                 "%s = '%.64s' in the provider's section of openssl.cnf is not a number from 0 "
+                 "(token calls in the caller's thread) to %d",
+                 MKS_CONF_ASYNC_WORKERS, value, MKS_ASYNC_WORKERS_MAX);
+        fprintf(stderr, "mtlsks: %s; the provider is not loaded\n", msg);
+        mks_raise(prov, MKS_R_CONFIG, "%s", msg);
+        return 0;
+    }
+    *out = (int)n;
+    return 1;
+}
+
 /* Reads our section of openssl.cnf. */
 static int read_config(mks_prov *prov, OSSL_FUNC_core_get_params_fn *core_get_params)
 {
     char *module = NULL, *pin_source = NULL, *tcti = NULL, *hold = NULL, *sessions = NULL;
-    char *cache_keys = NULL;
-    OSSL_PARAM params[7];
+    char *cache_keys = NULL, *workers = NULL;
+    OSSL_PARAM params[8];
 
     params[0] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_PKCS11_MODULE, &module, 0);
     params[1] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_PIN_SOURCE, &pin_source, 0);
@@ -450,12 +486,13 @@ static int read_config(mks_prov *prov, OSSL_FUNC_core_get_params_fn *core_get_pa
     params[3] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_TPM2_HOLD, &hold, 0);
     params[4] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_TPM2_SESSIONS, &sessions, 0);
     params[5] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_CACHE_KEYS, &cache_keys, 0);
-    params[6] = OSSL_PARAM_construct_end();
+    params[6] = OSSL_PARAM_construct_utf8_ptr(MKS_CONF_ASYNC_WORKERS, &workers, 0);
+    params[7] = OSSL_PARAM_construct_end();
     if (core_get_params == NULL || !core_get_params(prov->handle, params)) {
         mks_raise(prov, MKS_R_CONFIG, "cannot read the provider's configuration");
         return 0;
     }
-    if (!conf_cache_keys(prov, cache_keys))
+    if (!conf_cache_keys(prov, cache_keys) || !conf_workers(prov, workers, &prov->async_workers))
         return 0;
     if (!conf_dup(module, &prov->cfg.pkcs11_module) ||
         !conf_dup(pin_source, &prov->cfg.pin_source) || !conf_dup(tcti, &prov->cfg.tpm2_tcti) ||
@@ -480,6 +517,11 @@ mks_ctx *mks_prov_keystore(mks_prov *prov)
         /* Not remembered on failure: the module may appear later. */
         ERR_set_mark();
         rv = mks_ctx_new(&prov->cfg, &prov->ks);
+        if (rv == MKS_OK && prov->async_workers >= 0 &&
+            (rv = mks_ctx_set_async_workers(prov->ks, prov->async_workers)) != MKS_OK) {
+            mks_ctx_free(prov->ks);
+            prov->ks = NULL;
+        }
         ERR_pop_to_mark();
         if (rv == MKS_OK)
             prov->ks_owned = 1;
@@ -502,6 +544,7 @@ static int provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in
     if (prov == NULL)
         goto done;
     prov->handle = handle;
+    prov->async_workers = -1;
     for (; in->function_id != 0; in++) {
         switch (in->function_id) {
         case OSSL_FUNC_CORE_GET_PARAMS:

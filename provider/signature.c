@@ -657,7 +657,7 @@ static int ecdsa_sign(mks_sigctx *c, unsigned char *sig, size_t *siglen, size_t 
     mks_rv rv;
 
     ERR_set_mark();
-    rv = mks_key_sign(mks_keyobj_key(c->key), &mp, tbs, tbslen, raw, &raw_len);
+    rv = mks_prov_key_sign(mks_keyobj_key(c->key), &mp, tbs, tbslen, raw, &raw_len);
     ERR_pop_to_mark();
     if (rv != MKS_OK) {
         mks_raise_ks(c->prov, rv);
@@ -717,7 +717,7 @@ static int rsa_sign(mks_sigctx *c, unsigned char *sig, size_t *siglen, size_t si
     }
     /* else: raw PKCS#1 v1.5, the caller built what is signed (a DigestInfo). */
     ERR_set_mark();
-    rv = mks_key_sign(mks_keyobj_key(c->key), &mp, tbs, tbslen, sig, &len);
+    rv = mks_prov_key_sign(mks_keyobj_key(c->key), &mp, tbs, tbslen, sig, &len);
     ERR_pop_to_mark();
     if (rv != MKS_OK) {
         mks_raise_ks(c->prov, rv);

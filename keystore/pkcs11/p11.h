@@ -44,6 +44,9 @@ typedef struct p11_module {
     int initialized;
     int key_cache; /* sign with session-object copies of the keys (p11_cache.c) */
     p11_token *tokens;
+    /* Its connection is gone (p11_reconnect.c): initialised again at the
+     * next use; reconnected: since then, no operation has worked. */
+    atomic_int lost, reconnected;
 } p11_module;
 
 /* The context's PKCS#11 state (ctx.c). */
@@ -155,6 +158,22 @@ void p11_module_after_fork(p11_module *mod);
 /* Makes sure the module is initialised in this process (re-initialises after fork). */
 mks_rv p11_module_ready(p11_module *mod);
 
+/* ---- p11_reconnect.c: a module that lost its connection ------------------ */
+
+#define P11_LOST 1       /* the connection was lost just now */
+#define P11_LOST_AGAIN 2 /* initialised again, and still not answering */
+
+/* After an operation failed with crv: whether the module lost its
+ * connection (p11-kit-client.so without its server), 0 when not; then the
+ * next p11_module_ready initialises it again. */
+int p11_module_lost(p11_module *mod, CK_RV crv);
+/* An operation worked: the module is connected. */
+void p11_module_answered(p11_module *mod);
+/* rv, with the error prefixed by the module's name when it lost its connection. */
+mks_rv p11_module_say_lost(const p11_module *mod, mks_rv rv);
+/* Finalises and initialises the module again; mod->lock held. */
+mks_rv p11_module_reconnect_locked(p11_module *mod);
+
 /* ---- p11_token.c: slots, tokens, sessions, login -------------------------- */
 
 /* Finds (or creates) the token object for a slot. mod->lock must not be held. */
@@ -201,8 +220,9 @@ struct p11_op {
  * on a fresh session when that call lost the session
  * (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED), the login
  * (CKR_USER_NOT_LOGGED_IN: logged in again with the kept PIN) or an object
- * handle (CKR_OBJECT_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID): once for each
- * kind of loss, so at most four runs. A failed login is never retried.
+ * handle (CKR_OBJECT_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID) or the
+ * module's connection (p11_module_lost: initialised again): once for each
+ * kind of loss, so at most five runs. A failed login is never retried.
  * Returns run's result, or why no session could be had.
  */
 mks_rv p11_session_run(p11_token *tok, p11_op *op);

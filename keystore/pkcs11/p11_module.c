@@ -194,13 +194,15 @@ mks_rv p11_module_ready(p11_module *mod)
 {
     mks_rv rv = MKS_OK;
 
-    if (atomic_load(&mod->ready_gen) == mks_fork_generation())
+    if (atomic_load(&mod->ready_gen) == mks_fork_generation() && !atomic_load(&mod->lost))
         return MKS_OK;
     pthread_mutex_lock(&mod->lock);
     if (mod->fl == NULL)
         rv = module_open_locked(mod);
     else if (mod->fork_gen != mks_fork_generation())
         rv = module_initialize_locked(mod);
+    else if (atomic_load(&mod->lost))
+        rv = p11_module_reconnect_locked(mod);
     if (rv == MKS_OK)
         atomic_store(&mod->ready_gen, mod->fork_gen);
     pthread_mutex_unlock(&mod->lock);

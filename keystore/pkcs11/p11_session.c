@@ -2,7 +2,8 @@
  * Sessions of a token: the pool, login with a PIN that is never retried,
  * and p11_session_run, through which every operation on a token takes its
  * session and recovers, once for each kind of loss, from a session the
- * token forgot, a login it dropped or an object handle gone stale.
+ * token forgot, a login it dropped, an object handle gone stale or a module
+ * that lost its connection (p11_reconnect.c).
  */
 #include "p11.h"
 
@@ -189,7 +190,8 @@ static void session_put(p11_token *tok, CK_SESSION_HANDLE s, CK_RV last)
 
 /* What a failed call lost, as a bit: each kind of loss is recovered from
  * once per operation (a token that was reset loses its sessions and its
- * login: two recoveries); 0 for failures that are not recovered from. */
+ * login: two recoveries); 0 for failures that are not recovered from. The
+ * module's lost connection is bit 8 (p11_module_lost). */
 static unsigned recovery_kind(CK_RV crv)
 {
     switch (crv) {
@@ -214,13 +216,20 @@ mks_rv p11_session_run(p11_token *tok, p11_op *op)
     CK_RV crv;
 
     for (;;) {
+        p11_take_fail();
         rv = session_get(tok, op->login, op->pin_source, op->pin, &s, &op->gen);
         if (rv == MKS_ERR_PIN_REQUIRED && op->login && op->login_optional) {
             op->login = 0;
             rv = session_get(tok, 0, NULL, NULL, &s, &op->gen);
         }
-        if (rv != MKS_OK)
-            return rv;
+        if (rv != MKS_OK) {
+            /* A module that lost its connection is connected again once. */
+            if (p11_module_lost(tok->mod, p11_take_fail()) == P11_LOST && !(recovered & 8)) {
+                recovered |= 8;
+                continue;
+            }
+            return p11_module_say_lost(tok->mod, rv);
+        }
         p11_take_fail();
         rv = op->run(op, tok, s);
         /* The session goes back marked with what the token said, so that a
@@ -228,8 +237,12 @@ mks_rv p11_session_run(p11_token *tok, p11_op *op)
         crv = rv == MKS_OK ? CKR_OK : p11_take_fail();
         session_put(tok, s, crv);
         kind = recovery_kind(crv);
+        if (rv == MKS_OK)
+            p11_module_answered(tok->mod);
+        else if (kind == 0 && p11_module_lost(tok->mod, crv) == P11_LOST)
+            kind = 8;
         if (rv == MKS_OK || op->no_retry || kind == 0 || (recovered & kind) != 0)
-            return rv;
+            return p11_module_say_lost(tok->mod, rv);
         recovered |= kind;
     }
 }

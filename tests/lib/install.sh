@@ -24,6 +24,7 @@ installed_files() {
         usr/share/doc/mtls-keystore/docs/renewal.md \
         usr/share/doc/mtls-keystore/docs/security.md \
         usr/share/doc/mtls-keystore/docs/servers-and-clients.md \
+        usr/share/doc/mtls-keystore/docs/slow-and-remote-tokens.md \
         usr/share/doc/mtls-keystore/docs/tests.md \
         usr/share/doc/mtls-keystore/docs/tpm.md \
         usr/share/doc/mtls-keystore/examples/openssl-mtlsks.cnf \

@@ -13,7 +13,12 @@
  *                        and at process exit (when they changed since):
  *                        one line "PID C_Name COUNT" per function called,
  *                        cumulative since load or the last reset; the last
- *                        line for a PID and name is the final count
+ *                        line for a PID and name is the final count. Then
+ *                        "PID C_Name:peak N" for each function that was in
+ *                        progress more than once at a time: the most calls
+ *                        at once (a delay counts as in progress), which is
+ *                        how a test sees that a server kept several
+ *                        signatures waiting on a slow token together
  *   MTLSKS_SHIM_FAULTS   fault rules (below)
  *   MTLSKS_SHIM_CONTROL  a file of fault rules, read again whenever it changes
  *                        (checked on every call; see ctl_refresh), so a test
@@ -287,6 +292,9 @@ static void *real_dl;
 static CK_FUNCTION_LIST *real;
 
 static atomic_ulong counts[F_COUNT];
+/* Calls in progress (their delay included), and the most at once. */
+static atomic_ulong in_flight[F_COUNT];
+static atomic_ulong peaks[F_COUNT];
 static atomic_ulong written_total; /* sum of counts when last written; ULONG_MAX: never */
 
 typedef struct rule {
@@ -700,6 +708,20 @@ static int shim_enter(int fn, CK_RV *rv)
 
 /* ---- counts ------------------------------------------------------------------ */
 
+static void call_begin(int fn)
+{
+    unsigned long n = atomic_fetch_add(&in_flight[fn], 1) + 1;
+    unsigned long p = atomic_load(&peaks[fn]);
+
+    while (n > p && !atomic_compare_exchange_weak(&peaks[fn], &p, n))
+        ;
+}
+
+static void call_end(int fn)
+{
+    atomic_fetch_sub(&in_flight[fn], 1);
+}
+
 static unsigned long total_count(void)
 {
     unsigned long t = 0;
@@ -726,6 +748,12 @@ static void write_counts(void)
         if (c > 0)
             len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%ld %s %lu\n", (long)getpid(),
                                     fn_names[i], c);
+    }
+    for (i = 0; i < F_COUNT; i++) {
+        unsigned long p = atomic_load(&peaks[i]);
+        if (p > 1)
+            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%ld %s:peak %lu\n",
+                                    (long)getpid(), fn_names[i], p);
     }
     if (len == 0)
         return;
@@ -756,12 +784,21 @@ SHIM_EXPORT unsigned long mtlsks_shim_count(const char *name)
     return fn >= 0 ? atomic_load(&counts[fn]) : 0;
 }
 
+SHIM_EXPORT unsigned long mtlsks_shim_peak(const char *name)
+{
+    int fn = fn_by_name(name, strlen(name));
+
+    return fn >= 0 ? atomic_load(&peaks[fn]) : 0;
+}
+
 SHIM_EXPORT void mtlsks_shim_counts_reset(void)
 {
     int i;
 
-    for (i = 0; i < F_COUNT; i++)
+    for (i = 0; i < F_COUNT; i++) {
         atomic_store(&counts[i], 0);
+        atomic_store(&peaks[i], atomic_load(&in_flight[i]));
+    }
 }
 
 SHIM_EXPORT size_t mtlsks_shim_counts_list(char *buf, size_t size)
@@ -886,10 +923,12 @@ static int ends_operation(int fn)
     static CK_RV shim_##name params                                                                \
     {                                                                                              \
         CK_RV rv;                                                                                  \
+        call_begin(F_##name);                                                                      \
         if (!shim_enter(F_##name, &rv))                                                            \
-            return real->name args;                                                                \
-        if (ends_operation(F_##name))                                                              \
+            rv = real->name args;                                                                  \
+        else if (ends_operation(F_##name))                                                         \
             (void)real->name args;                                                                 \
+        call_end(F_##name);                                                                        \
         return rv;                                                                                 \
     }
 #define WRAP_S(name)

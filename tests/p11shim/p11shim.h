@@ -20,7 +20,10 @@
 /* Calls of `name` ("C_Sign") since load or the last reset; name NULL or "*":
  * calls of every function. */
 typedef unsigned long mtlsks_shim_count_fn(const char *name);
-/* Sets every counter to zero. */
+/* The most calls of `name` in progress at once since load or the last
+ * reset (a fault rule's delay counts as in progress). */
+typedef unsigned long mtlsks_shim_peak_fn(const char *name);
+/* Sets every counter to zero (peaks to the calls in progress). */
 typedef void mtlsks_shim_counts_reset_fn(void);
 /*
  * Writes "C_SignInit=10 C_Sign=10" (the functions with a non-zero count, in
@@ -34,6 +37,7 @@ typedef int mtlsks_shim_set_faults_fn(const char *spec);
 
 /* The functions themselves, for the shim and for programs linking it. */
 mtlsks_shim_count_fn mtlsks_shim_count;
+mtlsks_shim_peak_fn mtlsks_shim_peak;
 mtlsks_shim_counts_reset_fn mtlsks_shim_counts_reset;
 mtlsks_shim_counts_list_fn mtlsks_shim_counts_list;
 mtlsks_shim_set_faults_fn mtlsks_shim_set_faults;

@@ -15,6 +15,8 @@
 #include <cmocka.h>
 
 #include <dlfcn.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,7 @@ static CK_FUNCTION_LIST *fl;
 static CK_SESSION_HANDLE session;
 static CK_OBJECT_HANDLE key;
 static mtlsks_shim_count_fn *shim_count;
+static mtlsks_shim_peak_fn *shim_peak;
 static mtlsks_shim_counts_reset_fn *shim_reset;
 static mtlsks_shim_counts_list_fn *shim_list;
 static mtlsks_shim_set_faults_fn *shim_set_faults;
@@ -78,10 +81,12 @@ static int setup(void **state)
     get_list = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
     shim_count = (mtlsks_shim_count_fn *)dlsym(dl, "mtlsks_shim_count");
     shim_reset = (mtlsks_shim_counts_reset_fn *)dlsym(dl, "mtlsks_shim_counts_reset");
+    shim_peak = (mtlsks_shim_peak_fn *)dlsym(dl, "mtlsks_shim_peak");
     shim_list = (mtlsks_shim_counts_list_fn *)dlsym(dl, "mtlsks_shim_counts_list");
     shim_set_faults = (mtlsks_shim_set_faults_fn *)dlsym(dl, "mtlsks_shim_set_faults");
-    if (get_list == NULL || shim_count == NULL || shim_reset == NULL || shim_list == NULL ||
-        shim_set_faults == NULL || get_list(&fl) != CKR_OK || fl->C_Initialize(&args) != CKR_OK)
+    if (get_list == NULL || shim_count == NULL || shim_peak == NULL || shim_reset == NULL ||
+        shim_list == NULL || shim_set_faults == NULL || get_list(&fl) != CKR_OK ||
+        fl->C_Initialize(&args) != CKR_OK)
         return -1;
     if (fl->C_OpenSession(find_slot(env("SHIM_TEST_TOKEN")), CKF_SERIAL_SESSION, NULL, NULL,
                           &session) != CKR_OK ||
@@ -110,17 +115,22 @@ static int reset(void **state)
     return 0;
 }
 
-/* One ECDSA signature: C_SignInit + C_Sign; returns C_Sign's result. */
-static CK_RV sign_once(void)
+/* One ECDSA signature on session s: C_SignInit + C_Sign; returns C_Sign's result. */
+static CK_RV sign_on(CK_SESSION_HANDLE s)
 {
     CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
     unsigned char hash[32] = {1, 2, 3}, sig[64];
     CK_ULONG siglen = sizeof(sig);
-    CK_RV rv = fl->C_SignInit(session, &mech, key);
+    CK_RV rv = fl->C_SignInit(s, &mech, key);
 
     if (rv != CKR_OK)
         return rv;
-    return fl->C_Sign(session, hash, sizeof(hash), sig, &siglen);
+    return fl->C_Sign(s, hash, sizeof(hash), sig, &siglen);
+}
+
+static CK_RV sign_once(void)
+{
+    return sign_on(session);
 }
 
 static double now(void)
@@ -207,6 +217,49 @@ static void delays(void **state)
     assert_true(now() - t0 >= 0.1);
 }
 
+/* A slow signature on its own session, in a thread. */
+static atomic_int slow_done;
+static CK_RV slow_rv;
+
+static void *slow_sign(void *arg)
+{
+    slow_rv = sign_on(*(CK_SESSION_HANDLE *)arg);
+    atomic_store(&slow_done, 1);
+    return NULL;
+}
+
+/*
+ * A delay holds no lock of the shim's: while one signature waits out its
+ * delay, a signature on another session goes through. (A slow network HSM
+ * answers several sessions at once; the asynchronous signing tests rely on
+ * the shim doing the same.) The slow call is known to be inside its delay
+ * once C_Sign's count says it entered; the second signature must finish
+ * while the first is still waiting.
+ */
+static void delay_holds_no_lock(void **state)
+{
+    CK_SESSION_HANDLE second;
+    pthread_t t;
+
+    assert_int_equal(fl->C_OpenSession(find_slot(env("SHIM_TEST_TOKEN")), CKF_SERIAL_SESSION, NULL,
+                                       NULL, &second),
+                     CKR_OK);
+    assert_int_equal(shim_set_faults("C_Sign=delay:3s@1"), 0);
+    atomic_store(&slow_done, 0);
+    assert_int_equal(pthread_create(&t, NULL, slow_sign, &second), 0);
+    while (shim_count("C_Sign") == 0)
+        usleep(1000);
+    assert_int_equal(sign_once(), CKR_OK);
+    assert_int_equal(atomic_load(&slow_done), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(slow_rv, CKR_OK);
+    assert_int_equal(shim_count("C_Sign"), 2);
+    /* Both signatures were in progress at once. */
+    assert_int_equal(shim_peak("C_Sign"), 2);
+    assert_int_equal(shim_peak("C_SignInit"), 1);
+    assert_int_equal(fl->C_CloseSession(second), CKR_OK);
+}
+
 static void rejects_bad_specs(void **state)
 {
     static const char *const bad[] = {
@@ -274,6 +327,7 @@ int main(void)
         cmocka_unit_test_setup(counts_every_call, reset),
         cmocka_unit_test_setup(injects_faults, reset),
         cmocka_unit_test_setup(delays, reset),
+        cmocka_unit_test_setup(delay_holds_no_lock, reset),
         cmocka_unit_test_setup(rejects_bad_specs, reset),
         cmocka_unit_test_setup(control_file_flips_faults, reset),
     };

@@ -38,9 +38,8 @@
 
 #include <mtlsks/keystore.h>
 
+#include "builtin_provider.h"
 #include "swtpm_fixture.h"
-
-#include "mtlsks_provider.h"
 
 #define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 #define THREADS 8
@@ -53,8 +52,8 @@ static swtpm_fixture tpm;
 static mks_ctx *ks;
 static const char *hold_objects; /* tpm2-hold-objects of this group */
 static unsigned long per_sign;   /* TPM commands per signature once loaded */
-static OSSL_LIB_CTX *libctx;
-static OSSL_PROVIDER *prov_default, *prov_mks;
+static builtin_provider bp;
+static OSSL_LIB_CTX *libctx; /* bp's */
 
 /* ---- swtpm ------------------------------------------------------------------ */
 
@@ -92,19 +91,9 @@ static int setup(void **state)
         return -1;
     cfg.tpm2_tcti = tpm.tcti;
     cfg.tpm2_hold_objects = hold_objects;
-    if (mks_ctx_new(&cfg, &ks) != MKS_OK) {
-        fprintf(stderr, "mks_ctx_new: %s\n", mks_last_error());
+    if (builtin_provider_start(&cfg, &ks, &bp) != 0)
         return -1;
-    }
-    libctx = OSSL_LIB_CTX_new();
-    mks_provider_builtin_set_keystore(ks);
-    if (libctx == NULL ||
-        !OSSL_PROVIDER_add_builtin(libctx, MKS_PROVIDER_NAME, mks_provider_builtin_init) ||
-        (prov_default = OSSL_PROVIDER_load(libctx, "default")) == NULL ||
-        (prov_mks = OSSL_PROVIDER_load(libctx, MKS_PROVIDER_NAME)) == NULL) {
-        ERR_print_errors_fp(stderr);
-        return -1;
-    }
+    libctx = bp.libctx;
     return 0;
 }
 
@@ -124,11 +113,7 @@ static int setup_bare(void **state)
 
 static int teardown(void **state)
 {
-    OSSL_PROVIDER_unload(prov_mks);
-    OSSL_PROVIDER_unload(prov_default);
-    OSSL_LIB_CTX_free(libctx);
-    mks_provider_builtin_set_keystore(NULL);
-    mks_ctx_free(ks);
+    builtin_provider_stop(ks, &bp);
     stop_swtpm();
     return 0;
 }

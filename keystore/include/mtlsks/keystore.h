@@ -364,6 +364,88 @@ MKS_WUR mks_rv mks_key_decrypt(mks_key *key, const mks_mech_params *p, const uns
                                size_t inlen, unsigned char *out, size_t *outlen);
 
 /* ------------------------------------------------------------------------ */
+/* Operations on worker threads (asynchronous signing)                       */
+
+/*
+ * A slow token (a network HSM answers in 1-20 ms) need not hold up the
+ * thread that asked: an operation can run on one of the context's worker
+ * threads while its caller does other work, and the caller collects the
+ * result when the worker says it is ready. The provider does this for
+ * OpenSSL ASYNC jobs (SSL_MODE_ASYNC); anything else calls mks_key_sign.
+ *
+ * Workers start on first use, up to mks_ctx_set_async_workers of them, and
+ * stop when the context is freed. A forked child has none of its parent's
+ * (no thread crosses fork()) and starts its own on first use; an operation
+ * its parent had in flight at the fork ends in the child with
+ * MKS_ERR_GENERAL.
+ */
+typedef struct mks_async_op mks_async_op;
+
+/* As many workers as a token's session pool holds sessions: a worker holds
+ * one session while the token answers. */
+#define MKS_ASYNC_WORKERS_DEFAULT 32
+#define MKS_ASYNC_WORKERS_MAX 256
+
+/*
+ * Sets how many workers the context may run (the provider's async-workers):
+ * 0 for none, so that mks_key_sign_start refuses and every operation runs
+ * in its caller; default MKS_ASYNC_WORKERS_DEFAULT. Workers above a lowered
+ * limit leave; operations already started finish.
+ * Errors: MKS_ERR_ARG (outside 0..MKS_ASYNC_WORKERS_MAX).
+ */
+MKS_WUR mks_rv mks_ctx_set_async_workers(mks_ctx *ctx, int workers);
+
+/* Called on the worker thread once an operation's result is ready; it must
+ * be short and must not block (it wakes the caller: writes an eventfd,
+ * queues a job). */
+typedef void mks_async_notify_fn(void *arg);
+
+/*
+ * Starts mks_key_sign (or, for the _decrypt_ variant, mks_key_decrypt) on a
+ * worker and returns at once. `p` (with its OAEP label) and `in` are copied;
+ * the result will hold at most outsize bytes. notify(arg) (notify may be
+ * NULL) is called once, on the worker, when the result is ready. *out is
+ * the caller's to give back with mks_async_op_finish or _abandon; the
+ * operation holds a reference on key meanwhile.
+ * Errors: MKS_ERR_UNSUPPORTED when the context has no workers (set to 0)
+ * or none could be started: the caller then runs the
+ * operation itself; MKS_ERR_NOMEM; MKS_ERR_ARG (outsize 0).
+ */
+MKS_WUR mks_rv mks_key_sign_start(mks_key *key, const mks_mech_params *p, const unsigned char *in,
+                                  size_t inlen, size_t outsize, mks_async_notify_fn *notify,
+                                  void *arg, mks_async_op **out);
+MKS_WUR mks_rv mks_key_decrypt_start(mks_key *key, const mks_mech_params *p,
+                                     const unsigned char *in, size_t inlen, size_t outsize,
+                                     mks_async_notify_fn *notify, void *arg, mks_async_op **out);
+
+/* 1 when the key's context may run operations on workers (async-workers is
+ * not 0): a caller can skip setting up its wait otherwise. */
+int mks_key_async_possible(const mks_key *key);
+
+/* 1 once the result is ready. */
+int mks_async_op_done(const mks_async_op *op);
+
+/*
+ * Waits for the result (at once when it is ready), copies it to out (*outlen
+ * holds out's size on entry, the length written on return) and frees op.
+ * Returns what the operation returned, with its message in
+ * mks_last_error(). When it returns, notify has returned too.
+ */
+MKS_WUR mks_rv mks_async_op_finish(mks_async_op *op, unsigned char *out, size_t *outlen);
+
+/*
+ * Gives op up without waiting: the result is dropped. notify is not called
+ * once this returns (a call running meanwhile is waited for), so whatever
+ * notify's argument points to may be freed. The worker still waits for the
+ * token's answer; the session then goes back to the pool and op is freed.
+ */
+void mks_async_op_abandon(mks_async_op *op);
+
+/* Operations started and not yet freed, and worker threads running, in this
+ * process (for tests). */
+void mks_async_counts(unsigned long *ops, unsigned long *workers);
+
+/* ------------------------------------------------------------------------ */
 /* Key generation, certificates                                              */
 
 typedef struct mks_keygen_params {
